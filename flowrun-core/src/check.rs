@@ -1,0 +1,362 @@
+//! Whole-project checks, like a type checker: every name resolves, every template variable is
+//! declared, every step reads only what earlier steps produce, no flow calls itself.
+//! Nothing here calls a model. All problems are reported, not only the first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::models::{resolve_chain, resolve_one};
+use crate::project::{Flow, Project, Prompt};
+use crate::render::{Renderer, template_variables};
+use crate::spec::{InputSpec, OutputFormat};
+use crate::yaml::{Document, Path};
+
+/// Checks everything; returns every problem found.
+pub fn check(project: &Project) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    if let Some(doc) = &project.config_doc {
+        check_config(project, doc, &mut diags);
+    }
+    let (_, template_diags) = Renderer::new(project);
+    let broken: HashSet<String> = template_diags.iter().map(|d| d.file.clone()).collect();
+    diags.extend(template_diags);
+    for prompt in project.prompts.values() {
+        check_prompt(project, prompt, !broken.contains(&prompt.doc.file), &mut diags);
+    }
+    for flow in project.flows.values() {
+        check_flow(project, flow, &mut diags);
+    }
+    check_flow_cycles(project, &mut diags);
+    diags
+}
+
+fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) {
+    let config = &project.config;
+    let models = Path::root().key("models");
+    for (alias, spec) in &config.models {
+        if let Err(e) = resolve_one(config, &format!("{}/{}", spec.provider, spec.model)) {
+            diags.push(doc.error_at(&models.key(alias).key("provider"), e));
+        }
+        for (i, fb) in spec.fallback.iter().enumerate() {
+            if let Err(e) = resolve_one(config, fb) {
+                diags.push(doc.error_at(&models.key(alias).key("fallback").index(i), e));
+            }
+        }
+    }
+    if let Some(m) = &config.defaults.model
+        && let Err(e) = resolve_chain(config, m)
+    {
+        diags.push(doc.error_at(&Path::root().key("defaults").key("model"), e));
+    }
+}
+
+fn check_prompt(project: &Project, prompt: &Prompt, templates_ok: bool, diags: &mut Vec<Diagnostic>) {
+    let doc = &prompt.doc;
+    match &prompt.spec.model {
+        Some(m) => {
+            if let Err(e) = resolve_chain(&project.config, m) {
+                diags.push(doc.error_at(&Path::root().key("model"), e));
+            }
+        }
+        None if project.config.defaults.model.is_none() => diags.push(
+            doc.error_at(&Path::root(), "this prompt names no model and `flowrun.yaml` sets no `defaults.model`")
+                .with_help("add `model: <alias>` to the prompt or `defaults: { model: <alias> }` to flowrun.yaml"),
+        ),
+        None => {}
+    }
+    check_input_defaults(doc, &prompt.spec.input, diags);
+    let output = &prompt.spec.output;
+    if let Some(schema) = &output.schema {
+        let path = Path::root().key("output").key("schema");
+        if output.format != OutputFormat::Json {
+            diags.push(doc.error_at(&path, "`schema` needs `format: json`").with_help("add `format: json` to `output`"));
+        } else if let Err(e) = jsonschema::validator_for(schema) {
+            diags.push(doc.error_at(&path, format!("invalid JSON Schema: {e}")));
+        }
+    }
+    if !templates_ok {
+        return;
+    }
+    let declared: Vec<&str> = prompt.spec.input.keys().map(String::as_str).collect();
+    for (i, m) in prompt.spec.messages.iter().enumerate() {
+        let path = Path::root().key("messages").index(i).key(m.role().as_str());
+        let Ok(vars) = template_variables(m.template(), false) else { continue };
+        let mut vars: Vec<String> = vars.into_iter().collect();
+        vars.sort();
+        for var in vars.iter().filter(|v| !declared.contains(&v.as_str())) {
+            let help = did_you_mean(var, declared.iter().copied())
+                .map(|h| format!("{h} Or declare `{var}` under `input:`"))
+                .unwrap_or_else(|| format!("declare `{var}` under `input:`"));
+            diags.push(doc.error_at(&path, format!("undefined variable `{var}` in template")).with_help(help));
+        }
+    }
+}
+
+fn check_input_defaults(doc: &Document, inputs: &indexmap::IndexMap<String, InputSpec>, diags: &mut Vec<Diagnostic>) {
+    for (name, spec) in inputs {
+        if let Some(default) = spec.default_value()
+            && let Some(problem) = spec.check(default)
+        {
+            diags.push(doc.error_at(&Path::root().key("input").key(name).key("default"), format!("default of `{name}`: {problem}")));
+        }
+    }
+}
+
+/// What a step produces, for checking reads of `steps.<id>.output.<field>`.
+enum StepOutput {
+    Text,
+    Json(Option<Value>),
+    Unknown,
+}
+
+fn step_output(project: &Project, step: &crate::spec::StepSpec) -> StepOutput {
+    if let Some(p) = step.prompt.as_ref().and_then(|p| project.prompts.get(p)) {
+        return match p.spec.output.format {
+            OutputFormat::Text => StepOutput::Text,
+            OutputFormat::Json => StepOutput::Json(p.spec.output.schema.clone()),
+        };
+    }
+    StepOutput::Unknown
+}
+
+fn callee_inputs<'a>(project: &'a Project, step: &crate::spec::StepSpec) -> Option<&'a indexmap::IndexMap<String, InputSpec>> {
+    match (&step.prompt, &step.flow) {
+        (Some(p), None) => project.prompts.get(p).map(|p| &p.spec.input),
+        (None, Some(f)) => project.flows.get(f).map(|f| &f.spec.input),
+        _ => None,
+    }
+}
+
+fn check_flow(project: &Project, flow: &Flow, diags: &mut Vec<Diagnostic>) {
+    let doc = &flow.doc;
+    check_input_defaults(doc, &flow.spec.input, diags);
+    let ids: Vec<&str> = flow.spec.steps.iter().map(|s| s.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, step) in flow.spec.steps.iter().enumerate() {
+        let path = Path::root().key("steps").index(i);
+        if !seen.insert(step.id.as_str()) {
+            diags.push(doc.error_at(&path.key("id"), format!("duplicate step id `{}`", step.id)).with_help("give each step its own id"));
+        }
+        check_step_target(project, doc, &path, step, diags);
+        if let Some(m) = &step.model
+            && let Err(e) = resolve_chain(&project.config, m)
+        {
+            diags.push(doc.error_at(&path.key("model"), e));
+        }
+        if let Some(inputs) = callee_inputs(project, step) {
+            check_with_keys(doc, &path, step, inputs, diags);
+        }
+        for (key, value) in &step.with {
+            let vpath = path.key("with").key(key);
+            check_value_refs(project, flow, &ids[..i], &ids, value, &vpath, diags);
+        }
+    }
+    if let Some(output) = &flow.spec.output {
+        check_value_refs(project, flow, &ids, &ids, output, &Path::root().key("output"), diags);
+    }
+}
+
+fn check_step_target(project: &Project, doc: &Document, path: &Path, step: &crate::spec::StepSpec, diags: &mut Vec<Diagnostic>) {
+    match (&step.prompt, &step.flow) {
+        (Some(p), None) if !project.prompts.contains_key(p) => {
+            let hint = did_you_mean(p, project.prompts.keys().map(String::as_str)).unwrap_or_else(|| format!("create `prompts/{p}.yaml`"));
+            diags.push(doc.error_at(&path.key("prompt"), format!("unknown prompt `{p}`")).with_help(hint));
+        }
+        (None, Some(f)) if !project.flows.contains_key(f) => {
+            let hint = did_you_mean(f, project.flows.keys().map(String::as_str)).unwrap_or_else(|| format!("create `flows/{f}.yaml`"));
+            diags.push(doc.error_at(&path.key("flow"), format!("unknown flow `{f}`")).with_help(hint));
+        }
+        (None, None) | (Some(_), Some(_)) => diags.push(
+            doc.error_at(path, format!("step `{}` must name exactly one of `prompt` and `flow`", step.id))
+                .with_help("add `prompt: <name>` or `flow: <name>`"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_with_keys(doc: &Document, path: &Path, step: &crate::spec::StepSpec, inputs: &indexmap::IndexMap<String, InputSpec>, diags: &mut Vec<Diagnostic>) {
+    for key in step.with.keys().filter(|k| !inputs.contains_key(*k)) {
+        let hint = did_you_mean(key, inputs.keys().map(String::as_str)).unwrap_or_else(|| "it takes no such input".into());
+        diags.push(doc.error_at_key(&path.key("with").key(key), format!("`{key}` is not an input of this step's target")).with_help(hint));
+    }
+    for (name, spec) in inputs {
+        if spec.default_value().is_none() && !step.with.contains_key(name) {
+            diags.push(
+                doc.error_at(path.key("with").parent().as_ref().unwrap_or(path), format!("step `{}` does not give required input `{name}`", step.id))
+                    .with_help(format!("add `{name}: ...` under `with:`")),
+            );
+        }
+    }
+}
+
+/// Checks every variable a flow value reads: `input.<declared>` or `steps.<earlier>.output…`.
+fn check_value_refs(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], value: &Value, path: &Path, diags: &mut Vec<Diagnostic>) {
+    let doc = &flow.doc;
+    match value {
+        Value::String(s) => {
+            let vars = match template_variables(s, true) {
+                Ok(v) => v,
+                Err(e) => {
+                    diags.push(doc.error_at(path, format!("template syntax error: {}", e.detail().unwrap_or("invalid template"))));
+                    return;
+                }
+            };
+            let mut vars: Vec<String> = vars.into_iter().collect();
+            vars.sort();
+            for var in vars {
+                if let Some(problem) = check_ref(project, flow, earlier, all, &var) {
+                    diags.push(problem.into_diag(doc, path));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                check_value_refs(project, flow, earlier, all, v, &path.index(i), diags);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                check_value_refs(project, flow, earlier, all, v, &path.key(k), diags);
+            }
+        }
+        _ => {}
+    }
+}
+
+struct RefProblem {
+    message: String,
+    help: Option<String>,
+}
+
+impl RefProblem {
+    fn new(message: String, help: Option<String>) -> Option<Self> {
+        Some(RefProblem { message, help })
+    }
+
+    fn into_diag(self, doc: &Document, path: &Path) -> Diagnostic {
+        let d = doc.error_at(path, self.message);
+        match self.help {
+            Some(h) => d.with_help(h),
+            None => d,
+        }
+    }
+}
+
+fn check_ref(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], var: &str) -> Option<RefProblem> {
+    let parts: Vec<&str> = var.split('.').collect();
+    match parts[0] {
+        "input" => {
+            let name = parts.get(1)?;
+            if flow.spec.input.contains_key(*name) {
+                return None;
+            }
+            let hint = did_you_mean(name, flow.spec.input.keys().map(String::as_str)).unwrap_or_else(|| format!("declare `{name}` under the flow's `input:`"));
+            RefProblem::new(format!("`input.{name}` is not an input of this flow"), Some(hint))
+        }
+        "steps" => {
+            let id = parts.get(1)?;
+            if !earlier.contains(id) {
+                if all.contains(id) {
+                    return RefProblem::new(
+                        format!("`steps.{id}` refers to a step that has not run yet"),
+                        Some(format!("move step `{id}` before this one, or read an earlier step")),
+                    );
+                }
+                let hint = did_you_mean(id, all.iter().copied()).unwrap_or_else(|| "no step has that id".into());
+                return RefProblem::new(format!("unknown step `{id}`"), Some(hint));
+            }
+            match parts.get(2) {
+                None | Some(&"output") => {}
+                Some(other) => return RefProblem::new(format!("`steps.{id}.{other}` does not exist"), Some(format!("write `steps.{id}.output`"))),
+            }
+            let field = parts.get(3)?;
+            let step = flow.spec.steps.iter().find(|s| s.id == *id)?;
+            check_field(project, step, id, field)
+        }
+        other => {
+            let hint = did_you_mean(other, ["input", "steps"]).unwrap_or_else(|| "flow templates read `input.<name>` and `steps.<id>.output`".into());
+            RefProblem::new(format!("undefined variable `{other}`"), Some(hint))
+        }
+    }
+}
+
+fn check_field(project: &Project, step: &crate::spec::StepSpec, id: &str, field: &str) -> Option<RefProblem> {
+    match step_output(project, step) {
+        StepOutput::Text => RefProblem::new(
+            format!("step `{id}` returns text, so `steps.{id}.output.{field}` does not exist"),
+            Some(format!("give prompt `{}` `output: {{ format: json, schema: ... }}`", step.prompt.as_deref().unwrap_or(id))),
+        ),
+        StepOutput::Json(Some(schema)) => {
+            let props = schema.get("properties")?.as_object()?;
+            if props.contains_key(field) {
+                return None;
+            }
+            let hint = did_you_mean(field, props.keys().map(String::as_str)).unwrap_or_else(|| "add it to the output schema's `properties`".into());
+            RefProblem::new(format!("step `{id}`'s output schema has no field `{field}`"), Some(hint))
+        }
+        StepOutput::Json(None) | StepOutput::Unknown => None,
+    }
+}
+
+fn check_flow_cycles(project: &Project, diags: &mut Vec<Diagnostic>) {
+    let edges: BTreeMap<&str, Vec<(usize, &str)>> = project
+        .flows
+        .iter()
+        .map(|(name, f)| {
+            let calls = f.spec.steps.iter().enumerate().filter_map(|(i, s)| s.flow.as_deref().map(|c| (i, c))).collect();
+            (name.as_str(), calls)
+        })
+        .collect();
+    let mut reported = HashSet::new();
+    for start in edges.keys() {
+        let mut stack = vec![*start];
+        if let Some(cycle) = find_cycle(&edges, start, &mut stack, &mut HashMap::new())
+            && reported.insert(cycle.clone())
+        {
+            let (flow_name, step_index) = cycle_site(&edges, &cycle);
+            if let Some(flow) = project.flows.get(flow_name) {
+                let path = Path::root().key("steps").index(step_index).key("flow");
+                diags.push(
+                    flow.doc
+                        .error_at(&path, format!("flows call each other in a cycle: {}", cycle.join(" → ")))
+                        .with_help("a flow cannot run itself, directly or through other flows"),
+                );
+            }
+        }
+    }
+}
+
+/// A cycle through `node` as the list of flow names (first repeated at the end), sorted so
+/// the same cycle found from different starts is reported once.
+fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>, node: &'a str, stack: &mut Vec<&'a str>, done: &mut HashMap<&'a str, bool>) -> Option<Vec<String>> {
+    for (_, next) in edges.get(node).into_iter().flatten() {
+        if let Some(pos) = stack.iter().position(|n| n == next) {
+            let mut cycle: Vec<&str> = stack[pos..].to_vec();
+            let min = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+            cycle.rotate_left(min);
+            cycle.push(cycle[0]);
+            return Some(cycle.into_iter().map(String::from).collect());
+        }
+        if done.get(next).copied().unwrap_or(false) {
+            continue;
+        }
+        stack.push(next);
+        let found = find_cycle(edges, next, stack, done);
+        stack.pop();
+        if found.is_some() {
+            return found;
+        }
+        done.insert(next, true);
+    }
+    None
+}
+
+/// The flow and step that close the cycle (the last edge), for pointing at it.
+fn cycle_site<'a>(edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>, cycle: &'a [String]) -> (&'a str, usize) {
+    let from = cycle[cycle.len() - 2].as_str();
+    let to = cycle[cycle.len() - 1].as_str();
+    let step = edges.get(from).and_then(|calls| calls.iter().find(|(_, c)| *c == to)).map_or(0, |(i, _)| *i);
+    (from, step)
+}

@@ -1,0 +1,152 @@
+//! Wiring an [`Executor`]: providers from the project config (or injected), the price table,
+//! the event sink and where API keys come from.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::Executor;
+use crate::cost::PriceTable;
+use crate::event::{EventSink, NoSink};
+use crate::project::Project;
+use crate::provider::anthropic::AnthropicProvider;
+use crate::provider::mock::MockProvider;
+use crate::provider::openai::OpenAiProvider;
+use crate::provider::{ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError};
+use crate::render::Renderer;
+use crate::spec::{ProviderKind, ProviderSpec};
+
+/// Looks up an environment variable (API keys). Injected so tests and apps control it.
+pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// The executor could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("the project's templates do not compile: {0}")]
+    Templates(crate::diag::Diagnostics),
+    #[error("cannot create the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Builds an [`Executor`].
+pub struct ExecutorBuilder {
+    project: Arc<Project>,
+    sink: Arc<dyn EventSink>,
+    overrides: HashMap<String, Arc<dyn Provider>>,
+    env: Box<EnvLookup>,
+    prices: Option<PriceTable>,
+    http: Option<reqwest::Client>,
+}
+
+impl ExecutorBuilder {
+    pub(super) fn new(project: Arc<Project>) -> Self {
+        ExecutorBuilder {
+            project,
+            sink: Arc::new(NoSink),
+            overrides: HashMap::new(),
+            env: Box::new(|name| std::env::var(name).ok()),
+            prices: None,
+            http: None,
+        }
+    }
+
+    /// Where run events go (default: nowhere).
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Uses `provider` for the provider named `name` in `flowrun.yaml`, instead of building
+    /// one from its spec.
+    pub fn provider(mut self, name: impl Into<String>, provider: Arc<dyn Provider>) -> Self {
+        self.overrides.insert(name.into(), provider);
+        self
+    }
+
+    /// Where API keys are read from (default: the process environment).
+    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.env = Box::new(lookup);
+        self
+    }
+
+    /// The price table (default: the shipped one with the project's overrides).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// The HTTP client shared by the providers (default: a new one).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    pub fn build(self) -> Result<Executor, BuildError> {
+        let (renderer, diags) = Renderer::new(&self.project);
+        if !diags.is_empty() {
+            return Err(BuildError::Templates(crate::diag::Diagnostics(diags)));
+        }
+        let needs_http = self.project.config.providers.iter().any(|(n, s)| s.kind != ProviderKind::Mock && !self.overrides.contains_key(n));
+        let http = match (self.http, needs_http) {
+            (Some(c), _) => Some(c),
+            (None, true) => Some(
+                reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .pool_idle_timeout(std::time::Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| BuildError::Http(e.to_string()))?,
+            ),
+            (None, false) => None,
+        };
+        let mut providers = HashMap::new();
+        for (name, spec) in &self.project.config.providers {
+            let provider = match self.overrides.get(name) {
+                Some(p) => p.clone(),
+                None => build_provider(name, spec, http.as_ref(), &*self.env),
+            };
+            providers.insert(name.clone(), (spec.kind, provider));
+        }
+        let config = &self.project.config;
+        let prices = self.prices.unwrap_or_else(PriceTable::shipped).with_overrides(&config.pricing);
+        Ok(Executor { project: self.project, renderer, providers, prices, sink: self.sink })
+    }
+}
+
+fn build_provider(name: &str, spec: &ProviderSpec, http: Option<&reqwest::Client>, env: &EnvLookup) -> Arc<dyn Provider> {
+    let key = match &spec.api_key_env {
+        Some(var) => match env(var) {
+            Some(k) if !k.is_empty() => Some(k),
+            _ => {
+                let message = format!("environment variable `{var}` is not set; export it (or put it in `.env`) to use provider `{name}`");
+                return Arc::new(Unavailable(message));
+            }
+        },
+        None => None,
+    };
+    let Some(http) = http.cloned() else {
+        return Arc::new(MockProvider::new(spec.rules.clone()));
+    };
+    match spec.kind {
+        ProviderKind::Mock => Arc::new(MockProvider::new(spec.rules.clone())),
+        ProviderKind::Openai => {
+            let base = spec.base_url.clone().unwrap_or_else(|| "https://api.openai.com/v1".into());
+            Arc::new(OpenAiProvider::new(http, base, key))
+        }
+        ProviderKind::Anthropic => {
+            let base = spec.base_url.clone().unwrap_or_else(|| "https://api.anthropic.com".into());
+            Arc::new(AnthropicProvider::new(http, base, key))
+        }
+    }
+}
+
+/// A provider that cannot be used, saying why on every call.
+struct Unavailable(String);
+
+#[async_trait]
+impl Provider for Unavailable {
+    async fn chat(&self, _: &ChatRequest, _: Option<&DeltaFn>) -> Result<ChatResponse, ProviderError> {
+        Err(ProviderError::Config(self.0.clone()))
+    }
+}

@@ -1,0 +1,376 @@
+//! The executor: runs a prompt or a flow, step by step, with retries, fallbacks, structured
+//! output repair and cost accounting, reporting every event to an [`EventSink`].
+
+mod build;
+mod call;
+mod structured;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use build::{BuildError, ExecutorBuilder};
+
+use crate::cost::{Cost, PriceTable};
+use crate::event::{EventSink, RunEnd, RunEvent, RunStart, StepRecord, StepStart, now_ms};
+pub use crate::event::RunStatus;
+use crate::models::resolve_chain;
+use crate::project::{Project, Prompt, TargetKind};
+use crate::provider::{ChatRequest, DeltaFn, Params, Provider, ResponseFormat, Usage};
+use crate::render::Renderer;
+use crate::retry::RetryPolicy;
+use crate::spec::{InputSpec, OutputFormat, ProviderKind};
+use crate::spec::input::{InputError, resolve_inputs};
+use crate::yaml::Path;
+
+/// What to run, with what, and how.
+#[derive(Clone)]
+pub struct RunRequest {
+    /// `name`, `prompt/name` or `flow/name`.
+    pub target: String,
+    /// The input values, a JSON object.
+    pub input: Value,
+    /// Receives the final step's text as it streams in.
+    pub on_delta: Option<Arc<DeltaFn>>,
+    /// Cancels the run: the current call is abandoned, the run ends `cancelled`.
+    pub cancel: CancellationToken,
+}
+
+impl RunRequest {
+    pub fn new(target: impl Into<String>, input: Value) -> Self {
+        RunRequest { target: target.into(), input, on_delta: None, cancel: CancellationToken::new() }
+    }
+
+    pub fn streaming(mut self, on_delta: Arc<DeltaFn>) -> Self {
+        self.on_delta = Some(on_delta);
+        self
+    }
+
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub target_kind: TargetKind,
+    pub target: String,
+    pub version: String,
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub steps: Vec<StepRecord>,
+    pub usage: Usage,
+    pub cost: Cost,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+impl RunOutcome {
+    /// The output as text: a string as is, other JSON pretty-printed.
+    pub fn output_text(&self) -> String {
+        match &self.output {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+}
+
+/// Why a run could not start (nothing was called or recorded).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    #[error("{0}")]
+    UnknownTarget(String),
+    #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidInput(Vec<InputError>),
+}
+
+/// Runs prompts and flows of one project.
+pub struct Executor {
+    project: Arc<Project>,
+    renderer: Renderer,
+    providers: HashMap<String, (ProviderKind, Arc<dyn Provider>)>,
+    prices: PriceTable,
+    sink: Arc<dyn EventSink>,
+}
+
+/// Per-run state shared by its steps.
+struct RunCtx<'a> {
+    run_id: String,
+    cancel: &'a CancellationToken,
+    on_delta: Option<&'a DeltaFn>,
+    next_step: u32,
+    steps: Vec<StepRecord>,
+}
+
+/// Why a step (and so the run) stopped.
+struct StepFailure {
+    status: RunStatus,
+    message: String,
+}
+
+impl Executor {
+    pub fn builder(project: Arc<Project>) -> ExecutorBuilder {
+        ExecutorBuilder::new(project)
+    }
+
+    pub fn project(&self) -> &Arc<Project> {
+        &self.project
+    }
+
+    /// Checks the target and input, then runs it to the end. Failures of the run itself
+    /// (a provider that keeps failing, an invalid reply) are in the outcome's status.
+    pub async fn run(&self, req: RunRequest) -> Result<RunOutcome, ExecError> {
+        let (kind, name) = self.project.resolve_target(&req.target).map_err(ExecError::UnknownTarget)?;
+        let decl = match kind {
+            TargetKind::Prompt => &self.project.prompts[&name].spec.input,
+            TargetKind::Flow => &self.project.flows[&name].spec.input,
+        };
+        let given = match &req.input {
+            Value::Object(m) => m.clone(),
+            Value::Null => Map::new(),
+            other => {
+                let message = format!("the input must be an object of named values, not {}", crate::spec::input::json_type(other));
+                return Err(ExecError::InvalidInput(vec![InputError { field: "input".into(), message }]));
+            }
+        };
+        let input = resolve_inputs(decl, &given).map_err(ExecError::InvalidInput)?;
+        let version = self.version_of(kind, &name);
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let started = Instant::now();
+        self.sink.emit(&RunEvent::RunStarted(RunStart {
+            run_id: run_id.clone(),
+            target_kind: kind.as_str().into(),
+            target: name.clone(),
+            version: version.clone(),
+            input: Value::Object(input.clone()),
+            started_at_ms: now_ms(),
+        }));
+        let mut ctx = RunCtx { run_id: run_id.clone(), cancel: &req.cancel, on_delta: req.on_delta.as_deref(), next_step: 0, steps: Vec::new() };
+        let result = match kind {
+            TargetKind::Prompt => {
+                let prompt = &self.project.prompts[&name];
+                self.run_prompt_step(&mut ctx, prompt, &name, &input, None, true).await
+            }
+            TargetKind::Flow => Box::pin(self.run_flow(&mut ctx, &name, input, true)).await,
+        };
+        let mut usage = Usage::default();
+        let mut cost = Cost::default();
+        for s in &ctx.steps {
+            usage.add(&s.usage);
+            cost.add(&s.cost);
+        }
+        let (status, output, error) = match result {
+            Ok(v) => (RunStatus::Succeeded, Some(v), None),
+            Err(f) => (f.status, None, Some(f.message)),
+        };
+        let latency_ms = started.elapsed().as_millis() as u64;
+        self.sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: run_id.clone(),
+            status,
+            output: output.clone(),
+            usage,
+            cost: cost.clone(),
+            latency_ms,
+            error: error.clone(),
+            finished_at_ms: now_ms(),
+        }));
+        Ok(RunOutcome { run_id, target_kind: kind, target: name, version, status, output, steps: ctx.steps, usage, cost, latency_ms, error })
+    }
+
+    /// Content hash of the target and everything it uses.
+    pub fn version_of(&self, kind: TargetKind, name: &str) -> String {
+        let mut parts = Vec::new();
+        self.collect_hashes(kind, name, &mut parts, 0);
+        if let Some(doc) = &self.project.config_doc {
+            parts.push(crate::project::short_hash(&doc.text));
+        }
+        if parts.len() == 1 {
+            return parts.remove(0);
+        }
+        crate::project::short_hash(&parts.join("\n"))
+    }
+
+    fn collect_hashes(&self, kind: TargetKind, name: &str, out: &mut Vec<String>, depth: usize) {
+        match kind {
+            TargetKind::Prompt => out.extend(self.project.prompts.get(name).map(|p| p.hash.clone())),
+            TargetKind::Flow => {
+                let Some(flow) = self.project.flows.get(name) else { return };
+                out.push(flow.hash.clone());
+                if depth > 16 {
+                    return;
+                }
+                for step in &flow.spec.steps {
+                    if let Some(p) = &step.prompt {
+                        self.collect_hashes(TargetKind::Prompt, p, out, depth + 1);
+                    }
+                    if let Some(f) = &step.flow {
+                        self.collect_hashes(TargetKind::Flow, f, out, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_flow(&self, ctx: &mut RunCtx<'_>, name: &str, input: Map<String, Value>, is_last: bool) -> Result<Value, StepFailure> {
+        let flow = &self.project.flows[name];
+        let mut scope = json!({ "input": input, "steps": {} });
+        let mut last = Value::Null;
+        let count = flow.spec.steps.len();
+        for (i, step) in flow.spec.steps.iter().enumerate() {
+            if ctx.cancel.is_cancelled() {
+                return Err(StepFailure { status: RunStatus::Cancelled, message: "cancelled".into() });
+            }
+            let path = Path::root().key("steps").index(i).key("with");
+            let with = self
+                .renderer
+                .eval_value(&flow.doc, &path, &Value::Object(step.with.clone().into_iter().collect()), &scope)
+                .map_err(|e| fail(format!("step `{}`: {}", step.id, e.0)))?;
+            let with = with.as_object().cloned().unwrap_or_default();
+            let last_step = is_last && i + 1 == count;
+            let output = if let Some(prompt_name) = &step.prompt {
+                let prompt = &self.project.prompts[prompt_name];
+                let vars = resolve_step_inputs(&prompt.spec.input, &with, &step.id)?;
+                self.run_prompt_step(ctx, prompt, &step.id, &vars, step.model.as_deref(), last_step).await?
+            } else if let Some(sub) = &step.flow {
+                let vars = resolve_step_inputs(&self.project.flows[sub].spec.input, &with, &step.id)?;
+                Box::pin(self.run_flow(ctx, sub, vars, last_step)).await?
+            } else {
+                return Err(fail(format!("step `{}` names neither a prompt nor a flow", step.id)));
+            };
+            scope["steps"][&step.id] = json!({ "output": output });
+            last = output;
+        }
+        match &flow.spec.output {
+            Some(template) => self
+                .renderer
+                .eval_value(&flow.doc, &Path::root().key("output"), template, &scope)
+                .map_err(|e| fail(format!("flow output: {}", e.0))),
+            None => Ok(last),
+        }
+    }
+
+    async fn run_prompt_step(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        prompt: &Prompt,
+        step_id: &str,
+        vars: &Map<String, Value>,
+        model_override: Option<&str>,
+        stream: bool,
+    ) -> Result<Value, StepFailure> {
+        let step_index = ctx.next_step;
+        ctx.next_step += 1;
+        let started = Instant::now();
+        let mut record = StepRecord {
+            run_id: ctx.run_id.clone(),
+            step_index,
+            step_id: step_id.to_string(),
+            prompt: prompt.name.clone(),
+            status: RunStatus::Failed,
+            output_text: None,
+            output: None,
+            model: None,
+            usage: Usage::default(),
+            cost: Cost::default(),
+            latency_ms: 0,
+            attempts: 0,
+            error: None,
+        };
+        let result = self.prompt_step_body(ctx, prompt, &mut record, vars, model_override, stream).await;
+        record.latency_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(v) => {
+                record.status = RunStatus::Succeeded;
+                record.output = Some(v.clone());
+            }
+            Err(f) => {
+                record.status = f.status;
+                record.error = Some(f.message.clone());
+            }
+        }
+        self.sink.emit(&RunEvent::StepFinished(record.clone()));
+        ctx.steps.push(record);
+        result.map_err(|f| StepFailure { status: f.status, message: format!("step `{step_id}` failed: {}", f.message) })
+    }
+
+    async fn prompt_step_body(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        prompt: &Prompt,
+        record: &mut StepRecord,
+        vars: &Map<String, Value>,
+        model_override: Option<&str>,
+        stream: bool,
+    ) -> Result<Value, StepFailure> {
+        let messages = self.renderer.render_prompt(prompt, vars).map_err(|e| fail(e.0.to_string()))?;
+        let config = &self.project.config;
+        let reference = model_override.or(prompt.spec.model.as_deref()).or(config.defaults.model.as_deref()).unwrap_or_default();
+        let chain = resolve_chain(config, reference).map_err(fail)?;
+        self.sink.emit(&RunEvent::StepStarted(StepStart {
+            run_id: ctx.run_id.clone(),
+            step_index: record.step_index,
+            step_id: record.step_id.clone(),
+            prompt: prompt.name.clone(),
+            version: prompt.hash.clone(),
+            model: chain.first().map(|m| m.label()).unwrap_or_default(),
+            messages: messages.clone(),
+            started_at_ms: now_ms(),
+        }));
+        let response_format = match prompt.spec.output.format {
+            OutputFormat::Text => ResponseFormat::Text,
+            OutputFormat::Json => ResponseFormat::Json { schema: prompt.spec.output.schema.clone() },
+        };
+        let request = ChatRequest { model: String::new(), messages, params: prompt.spec.params.clone(), response_format };
+        let policy = RetryPolicy {
+            retries: prompt.spec.retries.unwrap_or(config.defaults.retries),
+            timeout: prompt.spec.timeout.unwrap_or(config.defaults.timeout).0,
+            base: config.defaults.backoff.0,
+            max: config.defaults.max_backoff.0,
+        };
+        let on_delta = if stream { ctx.on_delta } else { None };
+        let mut caller = call::Caller { exec: self, ctx, record, chain: &chain, policy, on_delta };
+        let response = caller.call(&request, false).await?;
+        match prompt.spec.output.format {
+            OutputFormat::Text => {
+                caller.record.output_text = Some(response.text.clone());
+                Ok(Value::String(response.text))
+            }
+            OutputFormat::Json => structured::parse_with_repair(&mut caller, &request, response, prompt.spec.output.schema.as_ref()).await,
+        }
+    }
+
+    fn provider(&self, name: &str) -> Option<&(ProviderKind, Arc<dyn Provider>)> {
+        self.providers.get(name)
+    }
+}
+
+/// Merges an alias's parameters under a prompt's own.
+fn merge_params(base: Option<&Params>, own: &Params) -> Params {
+    let Some(base) = base else { return own.clone() };
+    Params {
+        temperature: own.temperature.or(base.temperature),
+        top_p: own.top_p.or(base.top_p),
+        max_tokens: own.max_tokens.or(base.max_tokens),
+        stop: if own.stop.is_empty() { base.stop.clone() } else { own.stop.clone() },
+        seed: own.seed.or(base.seed),
+    }
+}
+
+fn resolve_step_inputs(decl: &indexmap::IndexMap<String, InputSpec>, with: &Map<String, Value>, step_id: &str) -> Result<Map<String, Value>, StepFailure> {
+    resolve_inputs(decl, with).map_err(|errs| {
+        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        fail(format!("step `{step_id}`: {}", list.join("; ")))
+    })
+}
+
+fn fail(message: impl Into<String>) -> StepFailure {
+    StepFailure { status: RunStatus::Failed, message: message.into() }
+}

@@ -1,0 +1,156 @@
+//! `flowrun.yaml`: providers, model aliases with fallbacks, defaults and price overrides.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Duration;
+use crate::provider::Params;
+
+/// The project file, `flowrun.yaml`, at the project root.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// A name for the project, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// LLM APIs by the name prompts and models refer to them with.
+    #[serde(default)]
+    pub providers: IndexMap<String, ProviderSpec>,
+    /// Model aliases: what prompts name in `model:`. Swap every prompt's model by editing one.
+    #[serde(default)]
+    pub models: IndexMap<String, ModelSpec>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Price overrides in USD per million tokens, by model name (takes precedence over the
+    /// shipped price table).
+    #[serde(default)]
+    pub pricing: IndexMap<String, PriceSpec>,
+    /// A price table in LiteLLM's `model_prices_and_context_window.json` format, relative to the
+    /// project root, used instead of the one flowrun ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing_file: Option<String>,
+}
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions; with `base_url` also OpenRouter, Ollama, vLLM, LiteLLM, Groq…
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Deterministic and offline: echoes, or answers from `rules`. Needs no key.
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+/// One LLM API endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub kind: ProviderKind,
+    /// API root, e.g. `https://openrouter.ai/api/v1` or `http://localhost:11434/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Name of the environment variable that holds the API key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Mock only: canned replies, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<MockRule>,
+}
+
+/// A canned reply of the mock provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MockRule {
+    /// Matches when the last user message contains this text (case-insensitive). Omit to match
+    /// every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// The reply text.
+    pub reply: String,
+}
+
+/// A model alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A provider name from `providers`.
+    pub provider: String,
+    /// The model as the provider names it, e.g. `gpt-4o-mini`.
+    pub model: String,
+    /// Models tried in order when this one keeps failing: aliases or `provider/model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+    /// Parameters applied to every prompt using this alias (a prompt's own win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+}
+
+/// Settings every prompt inherits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// The model of prompts that name none: an alias or `provider/model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Time allowed for one call attempt.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Attempts after the first one, on 429, 5xx, timeouts and broken connections.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First backoff step; doubled each retry, with full jitter.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Longest wait between attempts; a `Retry-After` longer than this moves on to the fallback.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            model: None,
+            timeout: default_timeout(),
+            retries: default_retries(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// A price in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Price of input tokens read from the provider's cache; defaults to `input_per_mtok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
+}
