@@ -308,6 +308,7 @@ async fn openai_reset_and_timeout_are_transport_failures() {
     let fake = fake().await;
     let err = error_for(&openai(&fake), Reply::reset(), &fake).await;
     assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
+    assert!(err.to_string().contains("/v1/chat/completions"), "{err}");
     assert!(err.is_retryable());
 
     let provider = openai(&fake).with_timeout(Duration::from_millis(200));
@@ -362,6 +363,26 @@ async fn openai_key_goes_in_the_bearer_header() {
         head.contains(&format!("\r\nauthorization: Bearer {KEY}\r\n")),
         "{head}"
     );
+}
+
+#[tokio::test]
+async fn openai_server_ignoring_stream_still_answers() {
+    let body = r#"{"choices":[{"message":{"content":"all at once"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#;
+    let (base, captured) = capture_once(200, body).await;
+    let provider = OpenAiProvider::new(reqwest::Client::new(), format!("{base}/v1"), None);
+    let (reply, deltas) = streamed(&provider, &request("tiny", ResponseFormat::Text)).await;
+    assert_eq!(deltas, ["all at once"]);
+    assert_eq!(reply.text, "all at once");
+    assert_eq!(reply.model, "tiny");
+    assert_eq!(
+        reply.usage,
+        Usage {
+            input_tokens: 2,
+            output_tokens: 3,
+            ..Usage::default()
+        }
+    );
+    assert!(!captured.await.unwrap().contains("authorization:"));
 }
 
 // ---- Anthropic ----

@@ -1,0 +1,92 @@
+//! The local history: every run, step and call attempt in SQLite.
+//!
+//! One file per project (`.flowrun/flowrun.db`), WAL mode with a busy timeout so several
+//! `flowrun` processes can write at once, schema under versioned migrations. Each event is
+//! written in its own short transaction, so a record is never half-written.
+
+mod query;
+mod schema;
+mod sink;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use query::{CallRow, RunDetail, RunRow, StepRow};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot open the history database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot migrate the history database: {0}")]
+    Migrate(#[from] rusqlite_migration::Error),
+    #[error("history database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The SQLite history of one project.
+pub struct Store {
+    conn: Mutex<Connection>,
+    /// The first error a sink write hit (events cannot return errors).
+    sink_error: Mutex<Option<String>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory store, for tests and throwaway runs.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Store { conn: Mutex::new(conn), sink_error: Mutex::new(None) })
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    /// The first error that recording events hit, if any (cleared by the call).
+    pub fn take_sink_error(&self) -> Option<String> {
+        self.sink_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// Brings the schema up to date. Two processes opening a new database at once may both try;
+/// the loser's transaction rolls back, and on retry it sees the schema already there.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let migrations = schema::migrations();
+    let mut tries = 0;
+    loop {
+        match migrations.to_latest(conn) {
+            Ok(()) => return Ok(()),
+            Err(_) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20 * tries));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The history schema, as versioned migrations. Append new migrations; never edit old ones.
+
+use rusqlite_migration::{M, Migrations};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    "CREATE TABLE runs (
+        id            TEXT PRIMARY KEY,
+        target_kind   TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        input         TEXT NOT NULL,
+        output        TEXT,
+        error         TEXT,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd      REAL,
+        cost_unknown  TEXT,
+        latency_ms    INTEGER,
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER
+    );
+    CREATE INDEX runs_by_start ON runs(started_at DESC);
+    CREATE TABLE steps (
+        run_id        TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index    INTEGER NOT NULL,
+        step_id       TEXT NOT NULL,
+        prompt        TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        model         TEXT,
+        messages      TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        output_text   TEXT,
+        output        TEXT,
+        error         TEXT,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd      REAL,
+        cost_unknown  TEXT,
+        latency_ms    INTEGER,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        started_at    INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_index)
+    );
+    CREATE TABLE calls (
+        run_id        TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index    INTEGER NOT NULL,
+        attempt       INTEGER NOT NULL,
+        provider      TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        error_kind    TEXT,
+        error         TEXT,
+        latency_ms    INTEGER NOT NULL,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd      REAL,
+        cost_unknown  TEXT,
+        raw_response  TEXT,
+        repair        INTEGER NOT NULL DEFAULT 0,
+        started_at    INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_index, attempt)
+    );",
+)];
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::from_slice(MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}
