@@ -23,7 +23,12 @@ pub fn check(project: &Project) -> Vec<Diagnostic> {
     let broken: HashSet<String> = template_diags.iter().map(|d| d.file.clone()).collect();
     diags.extend(template_diags);
     for prompt in project.prompts.values() {
-        check_prompt(project, prompt, !broken.contains(&prompt.doc.file), &mut diags);
+        check_prompt(
+            project,
+            prompt,
+            !broken.contains(&prompt.doc.file),
+            &mut diags,
+        );
     }
     for flow in project.flows.values() {
         check_flow(project, flow, &mut diags);
@@ -52,7 +57,12 @@ fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) 
     }
 }
 
-fn check_prompt(project: &Project, prompt: &Prompt, templates_ok: bool, diags: &mut Vec<Diagnostic>) {
+fn check_prompt(
+    project: &Project,
+    prompt: &Prompt,
+    templates_ok: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
     let doc = &prompt.doc;
     match &prompt.spec.model {
         Some(m) => {
@@ -71,7 +81,10 @@ fn check_prompt(project: &Project, prompt: &Prompt, templates_ok: bool, diags: &
     if let Some(schema) = &output.schema {
         let path = Path::root().key("output").key("schema");
         if output.format != OutputFormat::Json {
-            diags.push(doc.error_at(&path, "`schema` needs `format: json`").with_help("add `format: json` to `output`"));
+            diags.push(
+                doc.error_at(&path, "`schema` needs `format: json`")
+                    .with_help("add `format: json` to `output`"),
+            );
         } else if let Err(e) = jsonschema::validator_for(schema) {
             diags.push(doc.error_at(&path, format!("invalid JSON Schema: {e}")));
         }
@@ -82,24 +95,36 @@ fn check_prompt(project: &Project, prompt: &Prompt, templates_ok: bool, diags: &
     let declared: Vec<&str> = prompt.spec.input.keys().map(String::as_str).collect();
     for (i, m) in prompt.spec.messages.iter().enumerate() {
         let path = Path::root().key("messages").index(i).key(m.role().as_str());
-        let Ok(vars) = template_variables(m.template(), false) else { continue };
+        let Ok(vars) = template_variables(m.template(), false) else {
+            continue;
+        };
         let mut vars: Vec<String> = vars.into_iter().collect();
         vars.sort();
         for var in vars.iter().filter(|v| !declared.contains(&v.as_str())) {
             let help = did_you_mean(var, declared.iter().copied())
                 .map(|h| format!("{h} Or declare `{var}` under `input:`"))
                 .unwrap_or_else(|| format!("declare `{var}` under `input:`"));
-            diags.push(doc.error_at(&path, format!("undefined variable `{var}` in template")).with_help(help));
+            diags.push(
+                doc.error_at(&path, format!("undefined variable `{var}` in template"))
+                    .with_help(help),
+            );
         }
     }
 }
 
-fn check_input_defaults(doc: &Document, inputs: &indexmap::IndexMap<String, InputSpec>, diags: &mut Vec<Diagnostic>) {
+fn check_input_defaults(
+    doc: &Document,
+    inputs: &indexmap::IndexMap<String, InputSpec>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for (name, spec) in inputs {
         if let Some(default) = spec.default_value()
             && let Some(problem) = spec.check(default)
         {
-            diags.push(doc.error_at(&Path::root().key("input").key(name).key("default"), format!("default of `{name}`: {problem}")));
+            diags.push(doc.error_at(
+                &Path::root().key("input").key(name).key("default"),
+                format!("default of `{name}`: {problem}"),
+            ));
         }
     }
 }
@@ -121,7 +146,10 @@ fn step_output(project: &Project, step: &crate::spec::StepSpec) -> StepOutput {
     StepOutput::Unknown
 }
 
-fn callee_inputs<'a>(project: &'a Project, step: &crate::spec::StepSpec) -> Option<&'a indexmap::IndexMap<String, InputSpec>> {
+fn callee_inputs<'a>(
+    project: &'a Project,
+    step: &crate::spec::StepSpec,
+) -> Option<&'a indexmap::IndexMap<String, InputSpec>> {
     match (&step.prompt, &step.flow) {
         (Some(p), None) => project.prompts.get(p).map(|p| &p.spec.input),
         (None, Some(f)) => project.flows.get(f).map(|f| &f.spec.input),
@@ -137,7 +165,10 @@ fn check_flow(project: &Project, flow: &Flow, diags: &mut Vec<Diagnostic>) {
     for (i, step) in flow.spec.steps.iter().enumerate() {
         let path = Path::root().key("steps").index(i);
         if !seen.insert(step.id.as_str()) {
-            diags.push(doc.error_at(&path.key("id"), format!("duplicate step id `{}`", step.id)).with_help("give each step its own id"));
+            diags.push(
+                doc.error_at(&path.key("id"), format!("duplicate step id `{}`", step.id))
+                    .with_help("give each step its own id"),
+            );
         }
         check_step_target(project, doc, &path, step, diags);
         if let Some(m) = &step.model
@@ -154,52 +185,110 @@ fn check_flow(project: &Project, flow: &Flow, diags: &mut Vec<Diagnostic>) {
         }
     }
     if let Some(output) = &flow.spec.output {
-        check_value_refs(project, flow, &ids, &ids, output, &Path::root().key("output"), diags);
+        check_value_refs(
+            project,
+            flow,
+            &ids,
+            &ids,
+            output,
+            &Path::root().key("output"),
+            diags,
+        );
     }
 }
 
-fn check_step_target(project: &Project, doc: &Document, path: &Path, step: &crate::spec::StepSpec, diags: &mut Vec<Diagnostic>) {
+fn check_step_target(
+    project: &Project,
+    doc: &Document,
+    path: &Path,
+    step: &crate::spec::StepSpec,
+    diags: &mut Vec<Diagnostic>,
+) {
     match (&step.prompt, &step.flow) {
         (Some(p), None) if !project.prompts.contains_key(p) => {
-            let hint = did_you_mean(p, project.prompts.keys().map(String::as_str)).unwrap_or_else(|| format!("create `prompts/{p}.yaml`"));
-            diags.push(doc.error_at(&path.key("prompt"), format!("unknown prompt `{p}`")).with_help(hint));
+            let hint = did_you_mean(p, project.prompts.keys().map(String::as_str))
+                .unwrap_or_else(|| format!("create `prompts/{p}.yaml`"));
+            diags.push(
+                doc.error_at(&path.key("prompt"), format!("unknown prompt `{p}`"))
+                    .with_help(hint),
+            );
         }
         (None, Some(f)) if !project.flows.contains_key(f) => {
-            let hint = did_you_mean(f, project.flows.keys().map(String::as_str)).unwrap_or_else(|| format!("create `flows/{f}.yaml`"));
-            diags.push(doc.error_at(&path.key("flow"), format!("unknown flow `{f}`")).with_help(hint));
+            let hint = did_you_mean(f, project.flows.keys().map(String::as_str))
+                .unwrap_or_else(|| format!("create `flows/{f}.yaml`"));
+            diags.push(
+                doc.error_at(&path.key("flow"), format!("unknown flow `{f}`"))
+                    .with_help(hint),
+            );
         }
         (None, None) | (Some(_), Some(_)) => diags.push(
-            doc.error_at(path, format!("step `{}` must name exactly one of `prompt` and `flow`", step.id))
-                .with_help("add `prompt: <name>` or `flow: <name>`"),
+            doc.error_at(
+                path,
+                format!(
+                    "step `{}` must name exactly one of `prompt` and `flow`",
+                    step.id
+                ),
+            )
+            .with_help("add `prompt: <name>` or `flow: <name>`"),
         ),
         _ => {}
     }
 }
 
-fn check_with_keys(doc: &Document, path: &Path, step: &crate::spec::StepSpec, inputs: &indexmap::IndexMap<String, InputSpec>, diags: &mut Vec<Diagnostic>) {
+fn check_with_keys(
+    doc: &Document,
+    path: &Path,
+    step: &crate::spec::StepSpec,
+    inputs: &indexmap::IndexMap<String, InputSpec>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for key in step.with.keys().filter(|k| !inputs.contains_key(*k)) {
-        let hint = did_you_mean(key, inputs.keys().map(String::as_str)).unwrap_or_else(|| "it takes no such input".into());
-        diags.push(doc.error_at_key(&path.key("with").key(key), format!("`{key}` is not an input of this step's target")).with_help(hint));
+        let hint = did_you_mean(key, inputs.keys().map(String::as_str))
+            .unwrap_or_else(|| "it takes no such input".into());
+        diags.push(
+            doc.error_at_key(
+                &path.key("with").key(key),
+                format!("`{key}` is not an input of this step's target"),
+            )
+            .with_help(hint),
+        );
     }
     for (name, spec) in inputs {
         if spec.default_value().is_none() && !step.with.contains_key(name) {
             diags.push(
-                doc.error_at(path.key("with").parent().as_ref().unwrap_or(path), format!("step `{}` does not give required input `{name}`", step.id))
-                    .with_help(format!("add `{name}: ...` under `with:`")),
+                doc.error_at(
+                    path.key("with").parent().as_ref().unwrap_or(path),
+                    format!("step `{}` does not give required input `{name}`", step.id),
+                )
+                .with_help(format!("add `{name}: ...` under `with:`")),
             );
         }
     }
 }
 
 /// Checks every variable a flow value reads: `input.<declared>` or `steps.<earlier>.output…`.
-fn check_value_refs(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], value: &Value, path: &Path, diags: &mut Vec<Diagnostic>) {
+fn check_value_refs(
+    project: &Project,
+    flow: &Flow,
+    earlier: &[&str],
+    all: &[&str],
+    value: &Value,
+    path: &Path,
+    diags: &mut Vec<Diagnostic>,
+) {
     let doc = &flow.doc;
     match value {
         Value::String(s) => {
             let vars = match template_variables(s, true) {
                 Ok(v) => v,
                 Err(e) => {
-                    diags.push(doc.error_at(path, format!("template syntax error: {}", e.detail().unwrap_or("invalid template"))));
+                    diags.push(doc.error_at(
+                        path,
+                        format!(
+                            "template syntax error: {}",
+                            e.detail().unwrap_or("invalid template")
+                        ),
+                    ));
                     return;
                 }
             };
@@ -244,7 +333,13 @@ impl RefProblem {
     }
 }
 
-fn check_ref(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], var: &str) -> Option<RefProblem> {
+fn check_ref(
+    project: &Project,
+    flow: &Flow,
+    earlier: &[&str],
+    all: &[&str],
+    var: &str,
+) -> Option<RefProblem> {
     let parts: Vec<&str> = var.split('.').collect();
     match parts[0] {
         "input" => {
@@ -252,8 +347,12 @@ fn check_ref(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], var
             if flow.spec.input.contains_key(*name) {
                 return None;
             }
-            let hint = did_you_mean(name, flow.spec.input.keys().map(String::as_str)).unwrap_or_else(|| format!("declare `{name}` under the flow's `input:`"));
-            RefProblem::new(format!("`input.{name}` is not an input of this flow"), Some(hint))
+            let hint = did_you_mean(name, flow.spec.input.keys().map(String::as_str))
+                .unwrap_or_else(|| format!("declare `{name}` under the flow's `input:`"));
+            RefProblem::new(
+                format!("`input.{name}` is not an input of this flow"),
+                Some(hint),
+            )
         }
         "steps" => {
             let id = parts.get(1)?;
@@ -261,40 +360,62 @@ fn check_ref(project: &Project, flow: &Flow, earlier: &[&str], all: &[&str], var
                 if all.contains(id) {
                     return RefProblem::new(
                         format!("`steps.{id}` refers to a step that has not run yet"),
-                        Some(format!("move step `{id}` before this one, or read an earlier step")),
+                        Some(format!(
+                            "move step `{id}` before this one, or read an earlier step"
+                        )),
                     );
                 }
-                let hint = did_you_mean(id, all.iter().copied()).unwrap_or_else(|| "no step has that id".into());
+                let hint = did_you_mean(id, all.iter().copied())
+                    .unwrap_or_else(|| "no step has that id".into());
                 return RefProblem::new(format!("unknown step `{id}`"), Some(hint));
             }
             match parts.get(2) {
                 None | Some(&"output") => {}
-                Some(other) => return RefProblem::new(format!("`steps.{id}.{other}` does not exist"), Some(format!("write `steps.{id}.output`"))),
+                Some(other) => {
+                    return RefProblem::new(
+                        format!("`steps.{id}.{other}` does not exist"),
+                        Some(format!("write `steps.{id}.output`")),
+                    );
+                }
             }
             let field = parts.get(3)?;
             let step = flow.spec.steps.iter().find(|s| s.id == *id)?;
             check_field(project, step, id, field)
         }
         other => {
-            let hint = did_you_mean(other, ["input", "steps"]).unwrap_or_else(|| "flow templates read `input.<name>` and `steps.<id>.output`".into());
+            let hint = did_you_mean(other, ["input", "steps"]).unwrap_or_else(|| {
+                "flow templates read `input.<name>` and `steps.<id>.output`".into()
+            });
             RefProblem::new(format!("undefined variable `{other}`"), Some(hint))
         }
     }
 }
 
-fn check_field(project: &Project, step: &crate::spec::StepSpec, id: &str, field: &str) -> Option<RefProblem> {
+fn check_field(
+    project: &Project,
+    step: &crate::spec::StepSpec,
+    id: &str,
+    field: &str,
+) -> Option<RefProblem> {
     match step_output(project, step) {
         StepOutput::Text => RefProblem::new(
             format!("step `{id}` returns text, so `steps.{id}.output.{field}` does not exist"),
-            Some(format!("give prompt `{}` `output: {{ format: json, schema: ... }}`", step.prompt.as_deref().unwrap_or(id))),
+            Some(format!(
+                "give prompt `{}` `output: {{ format: json, schema: ... }}`",
+                step.prompt.as_deref().unwrap_or(id)
+            )),
         ),
         StepOutput::Json(Some(schema)) => {
             let props = schema.get("properties")?.as_object()?;
             if props.contains_key(field) {
                 return None;
             }
-            let hint = did_you_mean(field, props.keys().map(String::as_str)).unwrap_or_else(|| "add it to the output schema's `properties`".into());
-            RefProblem::new(format!("step `{id}`'s output schema has no field `{field}`"), Some(hint))
+            let hint = did_you_mean(field, props.keys().map(String::as_str))
+                .unwrap_or_else(|| "add it to the output schema's `properties`".into());
+            RefProblem::new(
+                format!("step `{id}`'s output schema has no field `{field}`"),
+                Some(hint),
+            )
         }
         StepOutput::Json(None) | StepOutput::Unknown => None,
     }
@@ -305,7 +426,13 @@ fn check_flow_cycles(project: &Project, diags: &mut Vec<Diagnostic>) {
         .flows
         .iter()
         .map(|(name, f)| {
-            let calls = f.spec.steps.iter().enumerate().filter_map(|(i, s)| s.flow.as_deref().map(|c| (i, c))).collect();
+            let calls = f
+                .spec
+                .steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.flow.as_deref().map(|c| (i, c)))
+                .collect();
             (name.as_str(), calls)
         })
         .collect();
@@ -320,7 +447,10 @@ fn check_flow_cycles(project: &Project, diags: &mut Vec<Diagnostic>) {
                 let path = Path::root().key("steps").index(step_index).key("flow");
                 diags.push(
                     flow.doc
-                        .error_at(&path, format!("flows call each other in a cycle: {}", cycle.join(" → ")))
+                        .error_at(
+                            &path,
+                            format!("flows call each other in a cycle: {}", cycle.join(" → ")),
+                        )
                         .with_help("a flow cannot run itself, directly or through other flows"),
                 );
             }
@@ -330,11 +460,20 @@ fn check_flow_cycles(project: &Project, diags: &mut Vec<Diagnostic>) {
 
 /// A cycle through `node` as the list of flow names (first repeated at the end), sorted so
 /// the same cycle found from different starts is reported once.
-fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>, node: &'a str, stack: &mut Vec<&'a str>, done: &mut HashMap<&'a str, bool>) -> Option<Vec<String>> {
+fn find_cycle<'a>(
+    edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>,
+    node: &'a str,
+    stack: &mut Vec<&'a str>,
+    done: &mut HashMap<&'a str, bool>,
+) -> Option<Vec<String>> {
     for (_, next) in edges.get(node).into_iter().flatten() {
         if let Some(pos) = stack.iter().position(|n| n == next) {
             let mut cycle: Vec<&str> = stack[pos..].to_vec();
-            let min = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+            let min = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, n)| **n)
+                .map_or(0, |(i, _)| i);
             cycle.rotate_left(min);
             cycle.push(cycle[0]);
             return Some(cycle.into_iter().map(String::from).collect());
@@ -354,9 +493,15 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>, node: &'a st
 }
 
 /// The flow and step that close the cycle (the last edge), for pointing at it.
-fn cycle_site<'a>(edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>, cycle: &'a [String]) -> (&'a str, usize) {
+fn cycle_site<'a>(
+    edges: &BTreeMap<&'a str, Vec<(usize, &'a str)>>,
+    cycle: &'a [String],
+) -> (&'a str, usize) {
     let from = cycle[cycle.len() - 2].as_str();
     let to = cycle[cycle.len() - 1].as_str();
-    let step = edges.get(from).and_then(|calls| calls.iter().find(|(_, c)| *c == to)).map_or(0, |(i, _)| *i);
+    let step = edges
+        .get(from)
+        .and_then(|calls| calls.iter().find(|(_, c)| *c == to))
+        .map_or(0, |(i, _)| *i);
     (from, step)
 }

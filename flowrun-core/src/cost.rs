@@ -23,12 +23,18 @@ pub struct Price {
 }
 
 impl Price {
-    pub const FREE: Price = Price { input: 0.0, output: 0.0, cached_input: 0.0 };
+    pub const FREE: Price = Price {
+        input: 0.0,
+        output: 0.0,
+        cached_input: 0.0,
+    };
 
     /// The USD cost of `usage` at this price.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.input_tokens);
-        (usage.input_tokens - cached) as f64 * self.input + cached as f64 * self.cached_input + usage.output_tokens as f64 * self.output
+        (usage.input_tokens - cached) as f64 * self.input
+            + cached as f64 * self.cached_input
+            + usage.output_tokens as f64 * self.output
     }
 }
 
@@ -69,7 +75,14 @@ impl PriceTable {
             .filter_map(|(name, v)| {
                 let e: LiteLlmEntry = serde_json::from_value(v).ok()?;
                 let (input, output) = (e.input_cost_per_token?, e.output_cost_per_token?);
-                Some((name, Price { input, output, cached_input: e.cache_read_input_token_cost.unwrap_or(input) }))
+                Some((
+                    name,
+                    Price {
+                        input,
+                        output,
+                        cached_input: e.cache_read_input_token_cost.unwrap_or(input),
+                    },
+                ))
             })
             .collect();
         Ok(PriceTable { prices })
@@ -82,7 +95,10 @@ impl PriceTable {
     }
 
     /// Applies `flowrun.yaml`'s `pricing:` overrides.
-    pub fn with_overrides<'a>(mut self, overrides: impl IntoIterator<Item = (&'a String, &'a PriceSpec)>) -> Self {
+    pub fn with_overrides<'a>(
+        mut self,
+        overrides: impl IntoIterator<Item = (&'a String, &'a PriceSpec)>,
+    ) -> Self {
         for (model, spec) in overrides {
             self.prices.insert(model.clone(), spec.into());
         }
@@ -121,11 +137,17 @@ pub struct Cost {
 
 impl Cost {
     pub fn known(usd: f64) -> Self {
-        Cost { usd, unknown_models: BTreeSet::new() }
+        Cost {
+            usd,
+            unknown_models: BTreeSet::new(),
+        }
     }
 
     pub fn unknown(model: impl Into<String>) -> Self {
-        Cost { usd: 0.0, unknown_models: BTreeSet::from([model.into()]) }
+        Cost {
+            usd: 0.0,
+            unknown_models: BTreeSet::from([model.into()]),
+        }
     }
 
     /// The cost of `usage` for `model`, known only if the table has its price.
@@ -147,7 +169,8 @@ impl Cost {
 
     pub fn add(&mut self, other: &Cost) {
         self.usd += other.usd;
-        self.unknown_models.extend(other.unknown_models.iter().cloned());
+        self.unknown_models
+            .extend(other.unknown_models.iter().cloned());
     }
 }
 
@@ -180,18 +203,37 @@ mod tests {
     fn shipped_table_has_common_models() {
         let t = PriceTable::shipped();
         assert!(t.len() > 100, "only {} prices", t.len());
-        let p = t.lookup(ProviderKind::Openai, "gpt-4o-mini").expect("gpt-4o-mini priced");
+        let p = t
+            .lookup(ProviderKind::Openai, "gpt-4o-mini")
+            .expect("gpt-4o-mini priced");
         assert!(p.input > 0.0 && p.output > p.input);
-        assert!(t.lookup(ProviderKind::Openai, "openai/gpt-4o-mini").is_some(), "prefix stripped");
+        assert!(
+            t.lookup(ProviderKind::Openai, "openai/gpt-4o-mini")
+                .is_some(),
+            "prefix stripped"
+        );
     }
 
     #[test]
     fn cost_uses_cached_price_and_overrides() {
-        let spec = PriceSpec { input_per_mtok: 2.0, output_per_mtok: 8.0, cached_input_per_mtok: Some(0.5) };
+        let spec = PriceSpec {
+            input_per_mtok: 2.0,
+            output_per_mtok: 8.0,
+            cached_input_per_mtok: Some(0.5),
+        };
         let t = PriceTable::default().with_overrides([(&"m".to_string(), &spec)]);
-        let usage = Usage { input_tokens: 1_000_000, output_tokens: 500_000, cached_tokens: 200_000, reasoning_tokens: 0 };
+        let usage = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 500_000,
+            cached_tokens: 200_000,
+            reasoning_tokens: 0,
+        };
         let c = Cost::of(t.lookup(ProviderKind::Openai, "m"), "m", &usage);
-        assert!((c.usd - (0.8 * 2.0 + 0.2 * 0.5 + 0.5 * 8.0)).abs() < 1e-9, "{}", c.usd);
+        assert!(
+            (c.usd - (0.8 * 2.0 + 0.2 * 0.5 + 0.5 * 8.0)).abs() < 1e-9,
+            "{}",
+            c.usd
+        );
     }
 
     #[test]

@@ -25,7 +25,12 @@ impl Location {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let col = text[line_start..offset].chars().count() + 1;
         let len = len.min(text.len() - offset);
-        Location { offset, len: floor_char_boundary(&text[offset..], len), line, col }
+        Location {
+            offset,
+            len: floor_char_boundary(&text[offset..], len),
+            line,
+            col,
+        }
     }
 
     /// The location of 1-based `line` and `col` (in characters) in `text`.
@@ -33,7 +38,11 @@ impl Location {
         let mut offset = 0;
         for (i, l) in text.split_inclusive('\n').enumerate() {
             if i + 1 == line {
-                let within: usize = l.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum();
+                let within: usize = l
+                    .chars()
+                    .take(col.saturating_sub(1))
+                    .map(char::len_utf8)
+                    .sum();
                 offset += within;
                 break;
             }
@@ -110,7 +119,11 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
-            Some(loc) => write!(f, "{}:{}:{}: {}", self.file, loc.line, loc.col, self.message)?,
+            Some(loc) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, loc.line, loc.col, self.message
+            )?,
             None => write!(f, "{}: {}", self.file, self.message)?,
         }
         if let Some(help) = &self.help {
@@ -155,7 +168,11 @@ pub fn did_you_mean<'a>(
         return Some(format!("did you mean `{best}`?"));
     }
     let all: Vec<String> = candidates.into_iter().map(|c| format!("`{c}`")).collect();
-    if all.is_empty() { None } else { Some(format!("expected one of {}", all.join(", "))) }
+    if all.is_empty() {
+        None
+    } else {
+        Some(format!("expected one of {}", all.join(", ")))
+    }
 }
 
 #[cfg(test)]
@@ -173,7 +190,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(suggest("modle", ["model", "params", "messages"]), Some("model"));
+        assert_eq!(
+            suggest("modle", ["model", "params", "messages"]),
+            Some("model")
+        );
         assert_eq!(suggest("zzz", ["model", "params"]), None);
         assert_eq!(
             did_you_mean("zzz", ["a", "b"]).as_deref(),

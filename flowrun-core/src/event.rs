@@ -30,7 +30,14 @@ impl RunStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled].into_iter().find(|st| st.as_str() == s)
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -160,5 +167,7 @@ impl EventSink for FanOut {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

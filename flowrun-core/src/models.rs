@@ -29,17 +29,27 @@ pub fn resolve_one(config: &ProjectConfig, reference: &str) -> Result<ModelTarge
         if !config.providers.contains_key(&alias.provider) {
             return Err(unknown_provider(config, &alias.provider));
         }
-        return Ok(ModelTarget { provider: alias.provider.clone(), model: alias.model.clone(), params: alias.params.clone() });
+        return Ok(ModelTarget {
+            provider: alias.provider.clone(),
+            model: alias.model.clone(),
+            params: alias.params.clone(),
+        });
     }
     if let Some((provider, model)) = reference.split_once('/') {
         if !config.providers.contains_key(provider) {
             return Err(unknown_provider(config, provider));
         }
-        return Ok(ModelTarget { provider: provider.to_string(), model: model.to_string(), params: None });
+        return Ok(ModelTarget {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            params: None,
+        });
     }
     let hint = did_you_mean(reference, config.models.keys().map(String::as_str))
         .unwrap_or_else(|| "define it under `models:` in flowrun.yaml".into());
-    Err(format!("unknown model `{reference}`; {hint} (or write `provider/model`)"))
+    Err(format!(
+        "unknown model `{reference}`; {hint} (or write `provider/model`)"
+    ))
 }
 
 fn unknown_provider(config: &ProjectConfig, name: &str) -> String {
@@ -94,6 +104,9 @@ mod tests {
             resolve_one(&config(), "fsat").unwrap_err(),
             "unknown model `fsat`; did you mean `fast`? (or write `provider/model`)"
         );
-        assert_eq!(resolve_one(&config(), "c/x").unwrap_err(), "unknown provider `c`; expected one of `a`, `b`");
+        assert_eq!(
+            resolve_one(&config(), "c/x").unwrap_err(),
+            "unknown provider `c`; expected one of `a`, `b`"
+        );
     }
 }

@@ -26,7 +26,10 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
-        SourceFile { path: path.into(), text: text.into() }
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+        }
     }
 }
 
@@ -83,7 +86,11 @@ impl Project {
     pub fn load(sources: Vec<SourceFile>) -> Result<Project, Diagnostics> {
         let (project, mut diags) = Project::parse(sources);
         diags.extend(check::check(&project));
-        if diags.iter().any(Diagnostic::is_error) { Err(Diagnostics(diags)) } else { Ok(project) }
+        if diags.iter().any(Diagnostic::is_error) {
+            Err(Diagnostics(diags))
+        } else {
+            Ok(project)
+        }
     }
 
     /// Parses every file without cross-file checks. Files that fail to parse are left out.
@@ -111,14 +118,30 @@ impl Project {
             } else if let Some(name) = spec_name(&src.path, "prompts/") {
                 match parse_doc::<PromptSpec>(&src) {
                     Ok((spec, doc)) => {
-                        project.prompts.insert(name.clone(), Prompt { name, spec, doc, hash });
+                        project.prompts.insert(
+                            name.clone(),
+                            Prompt {
+                                name,
+                                spec,
+                                doc,
+                                hash,
+                            },
+                        );
                     }
                     Err(d) => diags.push(d),
                 }
             } else if let Some(name) = spec_name(&src.path, "flows/") {
                 match parse_doc::<FlowSpec>(&src) {
                     Ok((spec, doc)) => {
-                        project.flows.insert(name.clone(), Flow { name, spec, doc, hash });
+                        project.flows.insert(
+                            name.clone(),
+                            Flow {
+                                name,
+                                spec,
+                                doc,
+                                hash,
+                            },
+                        );
                     }
                     Err(d) => diags.push(d),
                 }
@@ -140,14 +163,33 @@ impl Project {
     /// only when no prompt has the same name; both existing is ambiguous).
     pub fn resolve_target(&self, name: &str) -> Result<(TargetKind, String), String> {
         let name = name.trim_end_matches(".yaml").trim_end_matches(".yml");
-        if let Some(n) = name.strip_prefix("prompt/").or_else(|| name.strip_prefix("prompts/")) {
-            return self.prompts.contains_key(n).then(|| (TargetKind::Prompt, n.to_string())).ok_or_else(|| self.unknown(n));
+        if let Some(n) = name
+            .strip_prefix("prompt/")
+            .or_else(|| name.strip_prefix("prompts/"))
+        {
+            return self
+                .prompts
+                .contains_key(n)
+                .then(|| (TargetKind::Prompt, n.to_string()))
+                .ok_or_else(|| self.unknown(n));
         }
-        if let Some(n) = name.strip_prefix("flow/").or_else(|| name.strip_prefix("flows/")) {
-            return self.flows.contains_key(n).then(|| (TargetKind::Flow, n.to_string())).ok_or_else(|| self.unknown(n));
+        if let Some(n) = name
+            .strip_prefix("flow/")
+            .or_else(|| name.strip_prefix("flows/"))
+        {
+            return self
+                .flows
+                .contains_key(n)
+                .then(|| (TargetKind::Flow, n.to_string()))
+                .ok_or_else(|| self.unknown(n));
         }
-        match (self.flows.contains_key(name), self.prompts.contains_key(name)) {
-            (true, true) => Err(format!("both a flow and a prompt are named `{name}`; write `flow/{name}` or `prompt/{name}`")),
+        match (
+            self.flows.contains_key(name),
+            self.prompts.contains_key(name),
+        ) {
+            (true, true) => Err(format!(
+                "both a flow and a prompt are named `{name}`; write `flow/{name}` or `prompt/{name}`"
+            )),
             (true, false) => Ok((TargetKind::Flow, name.to_string())),
             (false, true) => Ok((TargetKind::Prompt, name.to_string())),
             (false, false) => Err(self.unknown(name)),
@@ -155,7 +197,12 @@ impl Project {
     }
 
     fn unknown(&self, name: &str) -> String {
-        let names: Vec<&str> = self.flows.keys().chain(self.prompts.keys()).map(String::as_str).collect();
+        let names: Vec<&str> = self
+            .flows
+            .keys()
+            .chain(self.prompts.keys())
+            .map(String::as_str)
+            .collect();
         match crate::diag::did_you_mean(name, names.iter().copied()) {
             Some(hint) => format!("no prompt or flow named `{name}`; {hint}"),
             None => format!("no prompt or flow named `{name}`; the project has none yet"),
@@ -163,7 +210,9 @@ impl Project {
     }
 }
 
-fn parse_doc<T: serde::de::DeserializeOwned>(src: &SourceFile) -> Result<(T, Document), Diagnostic> {
+fn parse_doc<T: serde::de::DeserializeOwned>(
+    src: &SourceFile,
+) -> Result<(T, Document), Diagnostic> {
     let doc = Document::parse(src.path.clone(), src.text.as_str())?;
     let spec = doc.deserialize::<T>()?;
     Ok((spec, doc))
@@ -172,7 +221,9 @@ fn parse_doc<T: serde::de::DeserializeOwned>(src: &SourceFile) -> Result<(T, Doc
 /// `prompts/support/classify.yaml` → `support/classify`.
 fn spec_name(path: &str, dir: &str) -> Option<String> {
     let rest = path.strip_prefix(dir)?;
-    let stem = rest.strip_suffix(".yaml").or_else(|| rest.strip_suffix(".yml"))?;
+    let stem = rest
+        .strip_suffix(".yaml")
+        .or_else(|| rest.strip_suffix(".yml"))?;
     Some(stem.to_string())
 }
 

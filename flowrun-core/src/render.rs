@@ -49,10 +49,17 @@ fn new_env() -> Environment<'static> {
 impl Renderer {
     /// Compiles every partial and prompt message; syntax errors come back located.
     pub fn new(project: &Project) -> (Renderer, Vec<Diagnostic>) {
-        let mut r = Renderer { env: new_env(), origins: HashMap::new() };
+        let mut r = Renderer {
+            env: new_env(),
+            origins: HashMap::new(),
+        };
         let mut diags = Vec::new();
         for (name, text) in &project.partials {
-            let origin = Origin { file: format!("partials/{name}"), text: text.clone(), start: None };
+            let origin = Origin {
+                file: format!("partials/{name}"),
+                text: text.clone(),
+                start: None,
+            };
             r.origins.insert(name.clone(), origin);
             if let Err(e) = r.env.add_template_owned(name.clone(), text.to_string()) {
                 diags.push(r.locate(&e));
@@ -62,7 +69,8 @@ impl Renderer {
             for (i, m) in prompt.spec.messages.iter().enumerate() {
                 let name = message_template_name(&prompt.name, i);
                 let path = Path::root().key("messages").index(i).key(m.role().as_str());
-                r.origins.insert(name.clone(), origin_of(&prompt.doc, &path));
+                r.origins
+                    .insert(name.clone(), origin_of(&prompt.doc, &path));
                 if let Err(e) = r.env.add_template_owned(name, m.template().to_string()) {
                     diags.push(r.locate(&e));
                 }
@@ -72,7 +80,11 @@ impl Renderer {
     }
 
     /// Renders a prompt's messages with `vars` (its resolved inputs).
-    pub fn render_prompt(&self, prompt: &Prompt, vars: &Map<String, Value>) -> Result<Vec<Message>, RenderError> {
+    pub fn render_prompt(
+        &self,
+        prompt: &Prompt,
+        vars: &Map<String, Value>,
+    ) -> Result<Vec<Message>, RenderError> {
         let ctx = minijinja::Value::from(minijinja::value::Serde(vars));
         let mut out = Vec::with_capacity(prompt.spec.messages.len());
         for (i, m) in prompt.spec.messages.iter().enumerate() {
@@ -87,7 +99,13 @@ impl Renderer {
     /// Evaluates a flow value (a step's `with` entry or the flow output) found at `path` of
     /// `doc`: strings are templates, a lone `{{ expr }}` keeps its type, mappings and lists
     /// are evaluated item by item, other values pass through.
-    pub fn eval_value(&self, doc: &Document, path: &Path, value: &Value, ctx: &Value) -> Result<Value, RenderError> {
+    pub fn eval_value(
+        &self,
+        doc: &Document,
+        path: &Path,
+        value: &Value,
+        ctx: &Value,
+    ) -> Result<Value, RenderError> {
         match value {
             Value::String(s) => self.eval_str(doc, path, s, ctx),
             Value::Array(items) => items
@@ -105,7 +123,13 @@ impl Renderer {
         }
     }
 
-    fn eval_str(&self, doc: &Document, path: &Path, s: &str, ctx: &Value) -> Result<Value, RenderError> {
+    fn eval_str(
+        &self,
+        doc: &Document,
+        path: &Path,
+        s: &str,
+        ctx: &Value,
+    ) -> Result<Value, RenderError> {
         let name = format!("{}#{path}", doc.file);
         let origin = origin_of(doc, path);
         let fail = |e: &minijinja::Error| RenderError(Box::new(locate_in(&origin, e)));
@@ -115,12 +139,17 @@ impl Renderer {
             let v = compiled.eval(&ctx).map_err(|e| fail(&e))?;
             if v.is_undefined() {
                 return Err(RenderError(Box::new(
-                    doc.error_at(path, format!("`{expr}` is undefined")).with_help("check the name against the flow's inputs and earlier steps"),
+                    doc.error_at(path, format!("`{expr}` is undefined"))
+                        .with_help("check the name against the flow's inputs and earlier steps"),
                 )));
             }
-            return serde_json::to_value(&v).map_err(|e| RenderError(Box::new(doc.error_at(path, e.to_string()))));
+            return serde_json::to_value(&v)
+                .map_err(|e| RenderError(Box::new(doc.error_at(path, e.to_string()))));
         }
-        let tmpl = self.env.template_from_named_str(&name, s).map_err(|e| fail(&e))?;
+        let tmpl = self
+            .env
+            .template_from_named_str(&name, s)
+            .map_err(|e| fail(&e))?;
         tmpl.render(&ctx).map(Value::String).map_err(|e| fail(&e))
     }
 
@@ -137,7 +166,11 @@ impl Renderer {
 }
 
 fn origin_of(doc: &Document, path: &Path) -> Origin {
-    Origin { file: doc.file.clone(), text: doc.text.clone(), start: doc.spans.get(path).copied() }
+    Origin {
+        file: doc.file.clone(),
+        text: doc.text.clone(),
+        start: doc.spans.get(path).copied(),
+    }
 }
 
 /// The template's error as a diagnostic at the right line of the user's file.
@@ -148,10 +181,16 @@ fn locate_in(origin: &Origin, e: &minijinja::Error) -> Diagnostic {
         None => Location::at_line_col(&origin.text, tline, 1, 1),
         Some(span) if span.block => {
             let line = span.value.line + tline;
-            let indent = origin.text.lines().nth(line - 1).map_or(0, |l| l.len() - l.trim_start().len());
+            let indent = origin
+                .text
+                .lines()
+                .nth(line - 1)
+                .map_or(0, |l| l.len() - l.trim_start().len());
             Location::at_line_col(&origin.text, line, indent + 1, 1)
         }
-        Some(span) if tline > 1 => Location::at_line_col(&origin.text, span.value.line + tline - 1, 1, 1),
+        Some(span) if tline > 1 => {
+            Location::at_line_col(&origin.text, span.value.line + tline - 1, 1, 1)
+        }
         Some(span) => span.value,
     };
     let loc = underline_line(&origin.text, loc);
@@ -193,7 +232,10 @@ pub fn single_expression(s: &str) -> Option<&str> {
 }
 
 /// Compiles a standalone template to list its variables (dotted when `nested`).
-pub fn template_variables(source: &str, nested: bool) -> Result<std::collections::HashSet<String>, minijinja::Error> {
+pub fn template_variables(
+    source: &str,
+    nested: bool,
+) -> Result<std::collections::HashSet<String>, minijinja::Error> {
     let env = new_env();
     if let Some(expr) = single_expression(source) {
         return Ok(env.compile_expression(expr)?.undeclared_variables(nested));
@@ -207,7 +249,10 @@ mod tests {
 
     #[test]
     fn single_expression_detection() {
-        assert_eq!(single_expression("{{ steps.a.output }}"), Some("steps.a.output"));
+        assert_eq!(
+            single_expression("{{ steps.a.output }}"),
+            Some("steps.a.output")
+        );
         assert_eq!(single_expression(" {{- x -}} "), Some("x"));
         assert_eq!(single_expression("{{ a }} and {{ b }}"), None);
         assert_eq!(single_expression("hello {{ a }}"), None);
@@ -215,7 +260,8 @@ mod tests {
 
     #[test]
     fn lists_nested_variables() {
-        let vars = template_variables("{{ input.ticket }} {{ steps.c.output.category }}", true).unwrap();
+        let vars =
+            template_variables("{{ input.ticket }} {{ steps.c.output.category }}", true).unwrap();
         assert!(vars.contains("input.ticket"));
         assert!(vars.contains("steps.c.output.category"));
     }

@@ -35,9 +35,16 @@ impl RetryPolicy {
             return Next::GiveUp;
         }
         if let Some(wait) = error.retry_after() {
-            return if wait <= self.max { Next::RetryAfter(wait) } else { Next::GiveUp };
+            return if wait <= self.max {
+                Next::RetryAfter(wait)
+            } else {
+                Next::GiveUp
+            };
         }
-        let ceiling = self.base.saturating_mul(2u32.saturating_pow(attempt)).min(self.max);
+        let ceiling = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(self.max);
         Next::RetryAfter(ceiling.mul_f64(unit.clamp(0.0, 1.0)))
     }
 }
@@ -47,34 +54,74 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { retries: 3, timeout: Duration::from_secs(1), base: Duration::from_millis(100), max: Duration::from_secs(1) }
+        RetryPolicy {
+            retries: 3,
+            timeout: Duration::from_secs(1),
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        }
     }
 
     fn server() -> ProviderError {
-        ProviderError::Server { status: 500, retry_after: None, message: "boom".into() }
+        ProviderError::Server {
+            status: 500,
+            retry_after: None,
+            message: "boom".into(),
+        }
     }
 
     #[test]
     fn backoff_doubles_with_full_jitter_and_caps() {
         let p = policy();
-        assert_eq!(p.next(0, &server(), 0.5), Next::RetryAfter(Duration::from_millis(50)));
-        assert_eq!(p.next(2, &server(), 0.999_999), Next::RetryAfter(Duration::from_millis(400).mul_f64(0.999_999)));
+        assert_eq!(
+            p.next(0, &server(), 0.5),
+            Next::RetryAfter(Duration::from_millis(50))
+        );
+        assert_eq!(
+            p.next(2, &server(), 0.999_999),
+            Next::RetryAfter(Duration::from_millis(400).mul_f64(0.999_999))
+        );
         let long = RetryPolicy { retries: 10, ..p };
-        assert_eq!(long.next(8, &server(), 1.0), Next::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(
+            long.next(8, &server(), 1.0),
+            Next::RetryAfter(Duration::from_secs(1))
+        );
         assert_eq!(p.next(3, &server(), 0.5), Next::GiveUp, "budget spent");
     }
 
     #[test]
     fn honours_retry_after_and_never_retries_client_errors() {
         let p = policy();
-        let limited = ProviderError::RateLimited { retry_after: Some(Duration::from_millis(700)), message: String::new() };
-        assert_eq!(p.next(0, &limited, 0.1), Next::RetryAfter(Duration::from_millis(700)));
-        let too_long = ProviderError::RateLimited { retry_after: Some(Duration::from_secs(60)), message: String::new() };
+        let limited = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_millis(700)),
+            message: String::new(),
+        };
+        assert_eq!(
+            p.next(0, &limited, 0.1),
+            Next::RetryAfter(Duration::from_millis(700))
+        );
+        let too_long = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+            message: String::new(),
+        };
         assert_eq!(p.next(0, &too_long, 0.1), Next::GiveUp);
         for status in [400, 404] {
-            let e = ProviderError::InvalidRequest { status, message: String::new() };
+            let e = ProviderError::InvalidRequest {
+                status,
+                message: String::new(),
+            };
             assert_eq!(p.next(0, &e, 0.5), Next::GiveUp);
         }
-        assert_eq!(p.next(0, &ProviderError::Auth { status: 401, message: String::new() }, 0.5), Next::GiveUp);
+        assert_eq!(
+            p.next(
+                0,
+                &ProviderError::Auth {
+                    status: 401,
+                    message: String::new()
+                },
+                0.5
+            ),
+            Next::GiveUp
+        );
     }
 }

@@ -137,16 +137,23 @@ impl Document {
             if let Err(e) = parser.load(&mut builder, false) {
                 let m = e.marker();
                 let loc = Location::at_line_col(&text, m.line(), m.col() + 1, 1);
-                return Err(Diagnostic::error(&file, format!("invalid YAML: {}", e.info()))
-                    .with_location(text.clone(), loc)
-                    .with_help("check the indentation and quoting near this point"));
+                return Err(
+                    Diagnostic::error(&file, format!("invalid YAML: {}", e.info()))
+                        .with_location(text.clone(), loc)
+                        .with_help("check the indentation and quoting near this point"),
+                );
             }
             if let Some((msg, loc)) = builder.error {
                 return Err(Diagnostic::error(&file, msg).with_location(text.clone(), loc));
             }
             (builder.root.unwrap_or(Value::Null), builder.spans)
         };
-        Ok(Document { file, text, value, spans })
+        Ok(Document {
+            file,
+            text,
+            value,
+            spans,
+        })
     }
 
     /// An error pointing at the value at `path` (or its nearest located ancestor).
@@ -174,7 +181,11 @@ impl Document {
     }
 
     /// Deserializes `value`, found at `base` in this document, into `T`.
-    pub fn deserialize_at<T: DeserializeOwned>(&self, base: &Path, value: &Value) -> Result<T, Diagnostic> {
+    pub fn deserialize_at<T: DeserializeOwned>(
+        &self,
+        base: &Path,
+        value: &Value,
+    ) -> Result<T, Diagnostic> {
         serde_path_to_error::deserialize(value).map_err(|err| {
             let mut path = base.clone();
             path.0.extend(Path::from_serde(err.path()).0);
@@ -185,7 +196,11 @@ impl Document {
     fn serde_error(&self, path: &Path, message: &str) -> Diagnostic {
         if let Some(rest) = message.strip_prefix("unknown field `") {
             let (name, expected) = split_expected(rest);
-            let key_path = if path.0.last() == Some(&Seg::Key(name.to_string())) { path.clone() } else { path.key(name) };
+            let key_path = if path.0.last() == Some(&Seg::Key(name.to_string())) {
+                path.clone()
+            } else {
+                path.key(name)
+            };
             let d = self.error_at_key(&key_path, format!("unknown key `{name}`"));
             return d.with_label("not a known key here").with_help(
                 did_you_mean(name, expected.iter().map(String::as_str))
@@ -214,7 +229,12 @@ impl Document {
 /// Splits serde's "name`, expected one of `a`, `b`" into the name and the expected names.
 fn split_expected(rest: &str) -> (&str, Vec<String>) {
     let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-    let expected = tail.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let expected = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     (name, expected)
 }
 
@@ -239,7 +259,10 @@ fn plain_scalar(s: &str) -> Value {
     {
         return Value::from(i);
     }
-    let looks_numeric = s.chars().next().is_some_and(|c| c.is_ascii_digit() || "+-.".contains(c))
+    let looks_numeric = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit() || "+-.".contains(c))
         && s.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
     if looks_numeric
         && let Ok(f) = s.parse::<f64>()
@@ -251,8 +274,15 @@ fn plain_scalar(s: &str) -> Value {
 }
 
 enum Frame {
-    Seq { items: Vec<Value>, anchor: usize },
-    Map { map: Map<String, Value>, pending_key: Option<(String, Location)>, anchor: usize },
+    Seq {
+        items: Vec<Value>,
+        anchor: usize,
+    },
+    Map {
+        map: Map<String, Value>,
+        pending_key: Option<(String, Location)>,
+        anchor: usize,
+    },
 }
 
 struct Builder<'a> {
@@ -266,7 +296,14 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(text: &'a str) -> Self {
-        Builder { text, stack: Vec::new(), root: None, spans: SpanMap::default(), anchors: HashMap::new(), error: None }
+        Builder {
+            text,
+            stack: Vec::new(),
+            root: None,
+            spans: SpanMap::default(),
+            anchors: HashMap::new(),
+            error: None,
+        }
     }
 
     fn loc(&self, mark: Marker, len: usize) -> Location {
@@ -278,20 +315,40 @@ impl<'a> Builder<'a> {
         match self.stack.last() {
             None => (Path::root(), None),
             Some((Frame::Seq { items, .. }, p)) => (p.index(items.len()), None),
-            Some((Frame::Map { pending_key: Some((k, loc)), .. }, p)) => (p.key(k.clone()), Some(*loc)),
+            Some((
+                Frame::Map {
+                    pending_key: Some((k, loc)),
+                    ..
+                },
+                p,
+            )) => (p.key(k.clone()), Some(*loc)),
             Some((Frame::Map { .. }, p)) => (p.clone(), None),
         }
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(self.stack.last(), Some((Frame::Map { pending_key: None, .. }, _)))
+        matches!(
+            self.stack.last(),
+            Some((
+                Frame::Map {
+                    pending_key: None,
+                    ..
+                },
+                _
+            ))
+        )
     }
 
     fn push_value(&mut self, value: Value) {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some((Frame::Seq { items, .. }, _)) => items.push(value),
-            Some((Frame::Map { map, pending_key, .. }, _)) => {
+            Some((
+                Frame::Map {
+                    map, pending_key, ..
+                },
+                _,
+            )) => {
                 if let Some((k, _)) = pending_key.take() {
                     map.insert(k, value);
                 }
@@ -299,10 +356,23 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn scalar(&mut self, s: String, style: TScalarStyle, anchor: usize, tag_is_str: bool, mark: Marker) {
+    fn scalar(
+        &mut self,
+        s: String,
+        style: TScalarStyle,
+        anchor: usize,
+        tag_is_str: bool,
+        mark: Marker,
+    ) {
         if self.expecting_key() {
             let loc = self.loc(mark, s.len().max(1));
-            if let Some((Frame::Map { map, pending_key, .. }, _)) = self.stack.last_mut() {
+            if let Some((
+                Frame::Map {
+                    map, pending_key, ..
+                },
+                _,
+            )) = self.stack.last_mut()
+            {
                 if map.contains_key(&s) && self.error.is_none() {
                     self.error = Some((format!("duplicate key `{s}`"), loc));
                 }
@@ -311,12 +381,30 @@ impl<'a> Builder<'a> {
             return;
         }
         let block = matches!(style, TScalarStyle::Literal | TScalarStyle::Folded);
-        let quoted = matches!(style, TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted);
-        let len = if block { 1 } else { s.len() + if quoted { 2 } else { 0 } };
-        let value = if style == TScalarStyle::Plain && !tag_is_str { plain_scalar(&s) } else { Value::String(s) };
+        let quoted = matches!(
+            style,
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+        );
+        let len = if block {
+            1
+        } else {
+            s.len() + if quoted { 2 } else { 0 }
+        };
+        let value = if style == TScalarStyle::Plain && !tag_is_str {
+            plain_scalar(&s)
+        } else {
+            Value::String(s)
+        };
         let (path, key) = self.next_path();
         let loc = self.loc(mark, len.max(1));
-        self.spans.0.insert(path, NodeSpan { key, value: loc, block });
+        self.spans.0.insert(
+            path,
+            NodeSpan {
+                key,
+                value: loc,
+                block,
+            },
+        );
         if anchor > 0 {
             self.anchors.insert(anchor, value.clone());
         }
@@ -325,10 +413,20 @@ impl<'a> Builder<'a> {
 
     fn start(&mut self, frame: Frame, mark: Marker) {
         if self.expecting_key() && self.error.is_none() {
-            self.error = Some(("a mapping key must be a plain value, not a list or mapping".into(), self.loc(mark, 1)));
+            self.error = Some((
+                "a mapping key must be a plain value, not a list or mapping".into(),
+                self.loc(mark, 1),
+            ));
         }
         let (path, key) = self.next_path();
-        self.spans.0.insert(path.clone(), NodeSpan { key, value: self.loc(mark, 1), block: false });
+        self.spans.0.insert(
+            path.clone(),
+            NodeSpan {
+                key,
+                value: self.loc(mark, 1),
+                block: false,
+            },
+        );
         self.stack.push((frame, path));
     }
 
@@ -353,10 +451,21 @@ impl MarkedEventReceiver for Builder<'_> {
                 let tag_is_str = tag.is_some_and(|t| t.suffix == "str");
                 self.scalar(s, style, anchor, tag_is_str, mark);
             }
-            Event::SequenceStart(anchor, _) => self.start(Frame::Seq { items: Vec::new(), anchor }, mark),
-            Event::MappingStart(anchor, _) => {
-                self.start(Frame::Map { map: Map::new(), pending_key: None, anchor }, mark)
-            }
+            Event::SequenceStart(anchor, _) => self.start(
+                Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                },
+                mark,
+            ),
+            Event::MappingStart(anchor, _) => self.start(
+                Frame::Map {
+                    map: Map::new(),
+                    pending_key: None,
+                    anchor,
+                },
+                mark,
+            ),
             Event::SequenceEnd | Event::MappingEnd => self.end(),
             Event::Alias(id) => {
                 let value = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
@@ -365,7 +474,14 @@ impl MarkedEventReceiver for Builder<'_> {
                     self.scalar(key, TScalarStyle::DoubleQuoted, 0, true, mark);
                 } else {
                     let (path, key) = self.next_path();
-                    self.spans.0.insert(path, NodeSpan { key, value: self.loc(mark, 1), block: false });
+                    self.spans.0.insert(
+                        path,
+                        NodeSpan {
+                            key,
+                            value: self.loc(mark, 1),
+                            block: false,
+                        },
+                    );
                     self.push_value(value);
                 }
             }
@@ -385,17 +501,28 @@ mod tests {
 
     #[test]
     fn values_and_positions() {
-        let doc = Document::parse("a.yaml", "model: fast\nsteps:\n  - id: one\n    n: 3\n  - id: 'two'\n").unwrap();
+        let doc = Document::parse(
+            "a.yaml",
+            "model: fast\nsteps:\n  - id: one\n    n: 3\n  - id: 'two'\n",
+        )
+        .unwrap();
         assert_eq!(doc.value["steps"][1]["id"], "two");
         assert_eq!(doc.value["steps"][0]["n"], 3);
-        let span = doc.spans.get(&Path::root().key("steps").index(1).key("id")).unwrap();
+        let span = doc
+            .spans
+            .get(&Path::root().key("steps").index(1).key("id"))
+            .unwrap();
         assert_eq!((span.value.line, span.value.col), (5, 9));
         assert_eq!(span.key.map(|k| (k.line, k.col)), Some((5, 5)));
     }
 
     #[test]
     fn scalars_resolve_like_yaml_1_2() {
-        let doc = Document::parse("a.yaml", "a: yes\nb: true\nc: 1.5\nd: ~\ne: '3'\nf: 0x10\ng: 1e3\n").unwrap();
+        let doc = Document::parse(
+            "a.yaml",
+            "a: yes\nb: true\nc: 1.5\nd: ~\ne: '3'\nf: 0x10\ng: 1e3\n",
+        )
+        .unwrap();
         assert_eq!(doc.value["a"], "yes");
         assert_eq!(doc.value["b"], true);
         assert_eq!(doc.value["c"], 1.5);
@@ -442,7 +569,8 @@ mod tests {
 
     #[test]
     fn unknown_key_points_at_key_with_suggestion() {
-        let doc = Document::parse("a.yaml", "model: x\nitems:\n  - count: 1\n  - cuont: 2\n").unwrap();
+        let doc =
+            Document::parse("a.yaml", "model: x\nitems:\n  - count: 1\n  - cuont: 2\n").unwrap();
         let err = doc.deserialize::<Spec>().unwrap_err();
         assert_eq!(err.message, "unknown key `cuont`");
         assert_eq!(err.help.as_deref(), Some("did you mean `count`?"));

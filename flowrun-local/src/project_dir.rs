@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use flowrun_core::Project;
 use flowrun_core::cost::PriceTable;
 use flowrun_core::diag::Diagnostics;
 use flowrun_core::project::{CONFIG_FILE, SourceFile};
-use flowrun_core::Project;
 
 /// Directory of local state inside a project (gitignored).
 pub const STATE_DIR: &str = ".flowrun";
@@ -19,17 +19,25 @@ const SOURCE_DIRS: [&str; 3] = ["prompts", "flows", "partials"];
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    #[error("no flowrun project here: no `flowrun.yaml` in {0} or any parent directory (run `flowrun init` to create one)")]
+    #[error(
+        "no flowrun project here: no `flowrun.yaml` in {0} or any parent directory (run `flowrun init` to create one)"
+    )]
     NotFound(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(Diagnostics),
 }
 
 /// The nearest directory at or above `start` that holds a `flowrun.yaml`.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|d| d.join(CONFIG_FILE).is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|d| d.join(CONFIG_FILE).is_file())
+        .map(Path::to_path_buf)
 }
 
 /// A loaded project and where it lives.
@@ -50,7 +58,10 @@ impl LocalProject {
     pub fn open(root: &Path) -> Result<Self, LoadError> {
         let sources = read_sources(root)?;
         let project = Project::load(sources).map_err(LoadError::Invalid)?;
-        Ok(LocalProject { root: root.to_path_buf(), project })
+        Ok(LocalProject {
+            root: root.to_path_buf(),
+            project,
+        })
     }
 
     /// The SQLite history file.
@@ -60,11 +71,18 @@ impl LocalProject {
 
     /// The price table: the project's `pricing_file` if it sets one, else the shipped one.
     pub fn prices(&self) -> Result<PriceTable, LoadError> {
-        let Some(file) = &self.project.config.pricing_file else { return Ok(PriceTable::shipped()) };
+        let Some(file) = &self.project.config.pricing_file else {
+            return Ok(PriceTable::shipped());
+        };
         let path = self.root.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-        PriceTable::from_litellm_json(&text)
-            .map_err(|e| LoadError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        PriceTable::from_litellm_json(&text).map_err(|e| LoadError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
     }
 
     /// Looks up secrets: the process environment first, then the project's `.env`.
@@ -72,7 +90,11 @@ impl LocalProject {
         let dotenv: HashMap<String, String> = dotenvy::from_path_iter(self.root.join(".env"))
             .map(|iter| iter.filter_map(Result::ok).collect())
             .unwrap_or_default();
-        move |name| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned())
+        move |name| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| dotenv.get(name).cloned())
+        }
     }
 }
 
@@ -88,19 +110,30 @@ pub fn read_sources(root: &Path) -> Result<Vec<SourceFile>, LoadError> {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), LoadError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(LoadError::Io { path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(LoadError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -108,7 +141,11 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Loa
             collect(root, &path, out)?;
         } else {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             out.push(SourceFile::new(rel, read(&path)?));
         }
     }
@@ -128,14 +165,25 @@ mod tests {
     #[test]
     fn finds_root_from_a_subdirectory_and_loads_nested_prompts() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "flowrun.yaml", "providers: {m: {kind: mock}}\ndefaults: {model: m/echo}\n");
-        write(dir.path(), "prompts/support/hello.yaml", "messages: [{user: hi}]\n");
+        write(
+            dir.path(),
+            "flowrun.yaml",
+            "providers: {m: {kind: mock}}\ndefaults: {model: m/echo}\n",
+        );
+        write(
+            dir.path(),
+            "prompts/support/hello.yaml",
+            "messages: [{user: hi}]\n",
+        );
         write(dir.path(), "prompts/.hidden.yaml", "not: [valid\n");
         let deep = dir.path().join("flows/deeper");
         std::fs::create_dir_all(&deep).unwrap();
         let local = LocalProject::discover(&deep).unwrap();
         assert_eq!(local.root, dir.path());
-        assert_eq!(local.project.prompts.keys().collect::<Vec<_>>(), ["support/hello"]);
+        assert_eq!(
+            local.project.prompts.keys().collect::<Vec<_>>(),
+            ["support/hello"]
+        );
     }
 
     #[test]
@@ -151,6 +199,9 @@ mod tests {
         write(dir.path(), "flowrun.yaml", "{}\n");
         write(dir.path(), ".env", "FLOWRUN_TEST_ONLY_KEY=from-dotenv\n");
         let local = LocalProject::open(dir.path()).unwrap();
-        assert_eq!(local.env_lookup()("FLOWRUN_TEST_ONLY_KEY").as_deref(), Some("from-dotenv"));
+        assert_eq!(
+            local.env_lookup()("FLOWRUN_TEST_ONLY_KEY").as_deref(),
+            Some("from-dotenv")
+        );
     }
 }

@@ -88,7 +88,12 @@ impl ExecutorBuilder {
         if !diags.is_empty() {
             return Err(BuildError::Templates(crate::diag::Diagnostics(diags)));
         }
-        let needs_http = self.project.config.providers.iter().any(|(n, s)| s.kind != ProviderKind::Mock && !self.overrides.contains_key(n));
+        let needs_http = self
+            .project
+            .config
+            .providers
+            .iter()
+            .any(|(n, s)| s.kind != ProviderKind::Mock && !self.overrides.contains_key(n));
         let http = match (self.http, needs_http) {
             (Some(c), _) => Some(c),
             (None, true) => Some(
@@ -109,17 +114,33 @@ impl ExecutorBuilder {
             providers.insert(name.clone(), (spec.kind, provider));
         }
         let config = &self.project.config;
-        let prices = self.prices.unwrap_or_else(PriceTable::shipped).with_overrides(&config.pricing);
-        Ok(Executor { project: self.project, renderer, providers, prices, sink: self.sink })
+        let prices = self
+            .prices
+            .unwrap_or_else(PriceTable::shipped)
+            .with_overrides(&config.pricing);
+        Ok(Executor {
+            project: self.project,
+            renderer,
+            providers,
+            prices,
+            sink: self.sink,
+        })
     }
 }
 
-fn build_provider(name: &str, spec: &ProviderSpec, http: Option<&reqwest::Client>, env: &EnvLookup) -> Arc<dyn Provider> {
+fn build_provider(
+    name: &str,
+    spec: &ProviderSpec,
+    http: Option<&reqwest::Client>,
+    env: &EnvLookup,
+) -> Arc<dyn Provider> {
     let key = match &spec.api_key_env {
         Some(var) => match env(var) {
             Some(k) if !k.is_empty() => Some(k),
             _ => {
-                let message = format!("environment variable `{var}` is not set; export it (or put it in `.env`) to use provider `{name}`");
+                let message = format!(
+                    "environment variable `{var}` is not set; export it (or put it in `.env`) to use provider `{name}`"
+                );
                 return Arc::new(Unavailable(message));
             }
         },
@@ -131,11 +152,17 @@ fn build_provider(name: &str, spec: &ProviderSpec, http: Option<&reqwest::Client
     match spec.kind {
         ProviderKind::Mock => Arc::new(MockProvider::new(spec.rules.clone())),
         ProviderKind::Openai => {
-            let base = spec.base_url.clone().unwrap_or_else(|| "https://api.openai.com/v1".into());
+            let base = spec
+                .base_url
+                .clone()
+                .unwrap_or_else(|| "https://api.openai.com/v1".into());
             Arc::new(OpenAiProvider::new(http, base, key))
         }
         ProviderKind::Anthropic => {
-            let base = spec.base_url.clone().unwrap_or_else(|| "https://api.anthropic.com".into());
+            let base = spec
+                .base_url
+                .clone()
+                .unwrap_or_else(|| "https://api.anthropic.com".into());
             Arc::new(AnthropicProvider::new(http, base, key))
         }
     }
@@ -146,7 +173,11 @@ struct Unavailable(String);
 
 #[async_trait]
 impl Provider for Unavailable {
-    async fn chat(&self, _: &ChatRequest, _: Option<&DeltaFn>) -> Result<ChatResponse, ProviderError> {
+    async fn chat(
+        &self,
+        _: &ChatRequest,
+        _: Option<&DeltaFn>,
+    ) -> Result<ChatResponse, ProviderError> {
         Err(ProviderError::Config(self.0.clone()))
     }
 }

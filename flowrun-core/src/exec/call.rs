@@ -22,7 +22,11 @@ pub(super) struct Caller<'e, 'c, 'r> {
 
 impl Caller<'_, '_, '_> {
     /// Tries each model of the chain in turn, each with its retry budget.
-    pub async fn call(&mut self, request: &ChatRequest, repair: bool) -> Result<ChatResponse, StepFailure> {
+    pub async fn call(
+        &mut self,
+        request: &ChatRequest,
+        repair: bool,
+    ) -> Result<ChatResponse, StepFailure> {
         let mut last_error = None;
         for target in self.chain {
             match self.call_model(target, request, repair).await {
@@ -31,22 +35,41 @@ impl Caller<'_, '_, '_> {
                     return Ok(response);
                 }
                 Err(ProviderError::Cancelled) => {
-                    return Err(StepFailure { status: RunStatus::Cancelled, message: "cancelled".into() });
+                    return Err(StepFailure {
+                        status: RunStatus::Cancelled,
+                        message: "cancelled".into(),
+                    });
                 }
                 Err(e) => last_error = Some((target.label(), e)),
             }
         }
         let message = match last_error {
-            Some((label, e)) if self.chain.len() > 1 => format!("{e} (on {label}, the last of {} models tried)", self.chain.len()),
-            Some((label, e)) => format!("{e} (on {label}, after {} attempts)", self.record.attempts),
+            Some((label, e)) if self.chain.len() > 1 => format!(
+                "{e} (on {label}, the last of {} models tried)",
+                self.chain.len()
+            ),
+            Some((label, e)) => {
+                format!("{e} (on {label}, after {} attempts)", self.record.attempts)
+            }
             None => "no model to call".into(),
         };
-        Err(StepFailure { status: RunStatus::Failed, message })
+        Err(StepFailure {
+            status: RunStatus::Failed,
+            message,
+        })
     }
 
-    async fn call_model(&mut self, target: &ModelTarget, base: &ChatRequest, repair: bool) -> Result<ChatResponse, ProviderError> {
+    async fn call_model(
+        &mut self,
+        target: &ModelTarget,
+        base: &ChatRequest,
+        repair: bool,
+    ) -> Result<ChatResponse, ProviderError> {
         let Some((kind, provider)) = self.exec.provider(&target.provider) else {
-            return Err(ProviderError::Config(format!("provider `{}` is not configured", target.provider)));
+            return Err(ProviderError::Config(format!(
+                "provider `{}` is not configured",
+                target.provider
+            )));
         };
         let request = ChatRequest {
             model: target.model.clone(),
@@ -67,9 +90,20 @@ impl Caller<'_, '_, '_> {
             };
             let (usage, error, raw) = match &result {
                 Ok(r) => (r.usage, None, Some(r.raw.clone())),
-                Err(e) => (Usage::default(), Some(CallFailure { kind: e.kind().into(), message: e.to_string() }), None),
+                Err(e) => (
+                    Usage::default(),
+                    Some(CallFailure {
+                        kind: e.kind().into(),
+                        message: e.to_string(),
+                    }),
+                    None,
+                ),
             };
-            let cost = if result.is_ok() { Cost::of(price, &target.model, &usage) } else { Cost::default() };
+            let cost = if result.is_ok() {
+                Cost::of(price, &target.model, &usage)
+            } else {
+                Cost::default()
+            };
             self.record.usage.add(&usage);
             self.record.cost.add(&cost);
             self.exec.sink.emit(&RunEvent::CallAttempt(CallRecord {

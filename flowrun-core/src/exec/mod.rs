@@ -15,15 +15,15 @@ use tokio_util::sync::CancellationToken;
 pub use build::{BuildError, ExecutorBuilder};
 
 use crate::cost::{Cost, PriceTable};
-use crate::event::{EventSink, RunEnd, RunEvent, RunStart, StepRecord, StepStart, now_ms};
 pub use crate::event::RunStatus;
+use crate::event::{EventSink, RunEnd, RunEvent, RunStart, StepRecord, StepStart, now_ms};
 use crate::models::resolve_chain;
 use crate::project::{Project, Prompt, TargetKind};
 use crate::provider::{ChatRequest, DeltaFn, Params, Provider, ResponseFormat, Usage};
 use crate::render::Renderer;
 use crate::retry::RetryPolicy;
-use crate::spec::{InputSpec, OutputFormat, ProviderKind};
 use crate::spec::input::{InputError, resolve_inputs};
+use crate::spec::{InputSpec, OutputFormat, ProviderKind};
 use crate::yaml::Path;
 
 /// What to run, with what, and how.
@@ -41,7 +41,12 @@ pub struct RunRequest {
 
 impl RunRequest {
     pub fn new(target: impl Into<String>, input: Value) -> Self {
-        RunRequest { target: target.into(), input, on_delta: None, cancel: CancellationToken::new() }
+        RunRequest {
+            target: target.into(),
+            input,
+            on_delta: None,
+            cancel: CancellationToken::new(),
+        }
     }
 
     pub fn streaming(mut self, on_delta: Arc<DeltaFn>) -> Self {
@@ -128,7 +133,10 @@ impl Executor {
     /// Checks the target and input, then runs it to the end. Failures of the run itself
     /// (a provider that keeps failing, an invalid reply) are in the outcome's status.
     pub async fn run(&self, req: RunRequest) -> Result<RunOutcome, ExecError> {
-        let (kind, name) = self.project.resolve_target(&req.target).map_err(ExecError::UnknownTarget)?;
+        let (kind, name) = self
+            .project
+            .resolve_target(&req.target)
+            .map_err(ExecError::UnknownTarget)?;
         let decl = match kind {
             TargetKind::Prompt => &self.project.prompts[&name].spec.input,
             TargetKind::Flow => &self.project.flows[&name].spec.input,
@@ -137,8 +145,14 @@ impl Executor {
             Value::Object(m) => m.clone(),
             Value::Null => Map::new(),
             other => {
-                let message = format!("the input must be an object of named values, not {}", crate::spec::input::json_type(other));
-                return Err(ExecError::InvalidInput(vec![InputError { field: "input".into(), message }]));
+                let message = format!(
+                    "the input must be an object of named values, not {}",
+                    crate::spec::input::json_type(other)
+                );
+                return Err(ExecError::InvalidInput(vec![InputError {
+                    field: "input".into(),
+                    message,
+                }]));
             }
         };
         let input = resolve_inputs(decl, &given).map_err(ExecError::InvalidInput)?;
@@ -153,11 +167,18 @@ impl Executor {
             input: Value::Object(input.clone()),
             started_at_ms: now_ms(),
         }));
-        let mut ctx = RunCtx { run_id: run_id.clone(), cancel: &req.cancel, on_delta: req.on_delta.as_deref(), next_step: 0, steps: Vec::new() };
+        let mut ctx = RunCtx {
+            run_id: run_id.clone(),
+            cancel: &req.cancel,
+            on_delta: req.on_delta.as_deref(),
+            next_step: 0,
+            steps: Vec::new(),
+        };
         let result = match kind {
             TargetKind::Prompt => {
                 let prompt = &self.project.prompts[&name];
-                self.run_prompt_step(&mut ctx, prompt, &name, &input, None, true).await
+                self.run_prompt_step(&mut ctx, prompt, &name, &input, None, true)
+                    .await
             }
             TargetKind::Flow => Box::pin(self.run_flow(&mut ctx, &name, input, true)).await,
         };
@@ -182,7 +203,19 @@ impl Executor {
             error: error.clone(),
             finished_at_ms: now_ms(),
         }));
-        Ok(RunOutcome { run_id, target_kind: kind, target: name, version, status, output, steps: ctx.steps, usage, cost, latency_ms, error })
+        Ok(RunOutcome {
+            run_id,
+            target_kind: kind,
+            target: name,
+            version,
+            status,
+            output,
+            steps: ctx.steps,
+            usage,
+            cost,
+            latency_ms,
+            error,
+        })
     }
 
     /// Content hash of the target and everything it uses.
@@ -200,9 +233,13 @@ impl Executor {
 
     fn collect_hashes(&self, kind: TargetKind, name: &str, out: &mut Vec<String>, depth: usize) {
         match kind {
-            TargetKind::Prompt => out.extend(self.project.prompts.get(name).map(|p| p.hash.clone())),
+            TargetKind::Prompt => {
+                out.extend(self.project.prompts.get(name).map(|p| p.hash.clone()))
+            }
             TargetKind::Flow => {
-                let Some(flow) = self.project.flows.get(name) else { return };
+                let Some(flow) = self.project.flows.get(name) else {
+                    return;
+                };
                 out.push(flow.hash.clone());
                 if depth > 16 {
                     return;
@@ -219,31 +256,57 @@ impl Executor {
         }
     }
 
-    async fn run_flow(&self, ctx: &mut RunCtx<'_>, name: &str, input: Map<String, Value>, is_last: bool) -> Result<Value, StepFailure> {
+    async fn run_flow(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        name: &str,
+        input: Map<String, Value>,
+        is_last: bool,
+    ) -> Result<Value, StepFailure> {
         let flow = &self.project.flows[name];
         let mut scope = json!({ "input": input, "steps": {} });
         let mut last = Value::Null;
         let count = flow.spec.steps.len();
         for (i, step) in flow.spec.steps.iter().enumerate() {
             if ctx.cancel.is_cancelled() {
-                return Err(StepFailure { status: RunStatus::Cancelled, message: "cancelled".into() });
+                return Err(StepFailure {
+                    status: RunStatus::Cancelled,
+                    message: "cancelled".into(),
+                });
             }
             let path = Path::root().key("steps").index(i).key("with");
             let with = self
                 .renderer
-                .eval_value(&flow.doc, &path, &Value::Object(step.with.clone().into_iter().collect()), &scope)
+                .eval_value(
+                    &flow.doc,
+                    &path,
+                    &Value::Object(step.with.clone().into_iter().collect()),
+                    &scope,
+                )
                 .map_err(|e| fail(format!("step `{}`: {}", step.id, e.0)))?;
             let with = with.as_object().cloned().unwrap_or_default();
             let last_step = is_last && i + 1 == count;
             let output = if let Some(prompt_name) = &step.prompt {
                 let prompt = &self.project.prompts[prompt_name];
                 let vars = resolve_step_inputs(&prompt.spec.input, &with, &step.id)?;
-                self.run_prompt_step(ctx, prompt, &step.id, &vars, step.model.as_deref(), last_step).await?
+                self.run_prompt_step(
+                    ctx,
+                    prompt,
+                    &step.id,
+                    &vars,
+                    step.model.as_deref(),
+                    last_step,
+                )
+                .await?
             } else if let Some(sub) = &step.flow {
-                let vars = resolve_step_inputs(&self.project.flows[sub].spec.input, &with, &step.id)?;
+                let vars =
+                    resolve_step_inputs(&self.project.flows[sub].spec.input, &with, &step.id)?;
                 Box::pin(self.run_flow(ctx, sub, vars, last_step)).await?
             } else {
-                return Err(fail(format!("step `{}` names neither a prompt nor a flow", step.id)));
+                return Err(fail(format!(
+                    "step `{}` names neither a prompt nor a flow",
+                    step.id
+                )));
             };
             scope["steps"][&step.id] = json!({ "output": output });
             last = output;
@@ -284,7 +347,9 @@ impl Executor {
             attempts: 0,
             error: None,
         };
-        let result = self.prompt_step_body(ctx, prompt, &mut record, vars, model_override, stream).await;
+        let result = self
+            .prompt_step_body(ctx, prompt, &mut record, vars, model_override, stream)
+            .await;
         record.latency_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(v) => {
@@ -298,7 +363,10 @@ impl Executor {
         }
         self.sink.emit(&RunEvent::StepFinished(record.clone()));
         ctx.steps.push(record);
-        result.map_err(|f| StepFailure { status: f.status, message: format!("step `{step_id}` failed: {}", f.message) })
+        result.map_err(|f| StepFailure {
+            status: f.status,
+            message: format!("step `{step_id}` failed: {}", f.message),
+        })
     }
 
     async fn prompt_step_body(
@@ -310,9 +378,15 @@ impl Executor {
         model_override: Option<&str>,
         stream: bool,
     ) -> Result<Value, StepFailure> {
-        let messages = self.renderer.render_prompt(prompt, vars).map_err(|e| fail(e.0.to_string()))?;
+        let messages = self
+            .renderer
+            .render_prompt(prompt, vars)
+            .map_err(|e| fail(e.0.to_string()))?;
         let config = &self.project.config;
-        let reference = model_override.or(prompt.spec.model.as_deref()).or(config.defaults.model.as_deref()).unwrap_or_default();
+        let reference = model_override
+            .or(prompt.spec.model.as_deref())
+            .or(config.defaults.model.as_deref())
+            .unwrap_or_default();
         let chain = resolve_chain(config, reference).map_err(fail)?;
         self.sink.emit(&RunEvent::StepStarted(StepStart {
             run_id: ctx.run_id.clone(),
@@ -326,9 +400,16 @@ impl Executor {
         }));
         let response_format = match prompt.spec.output.format {
             OutputFormat::Text => ResponseFormat::Text,
-            OutputFormat::Json => ResponseFormat::Json { schema: prompt.spec.output.schema.clone() },
+            OutputFormat::Json => ResponseFormat::Json {
+                schema: prompt.spec.output.schema.clone(),
+            },
         };
-        let request = ChatRequest { model: String::new(), messages, params: prompt.spec.params.clone(), response_format };
+        let request = ChatRequest {
+            model: String::new(),
+            messages,
+            params: prompt.spec.params.clone(),
+            response_format,
+        };
         let policy = RetryPolicy {
             retries: prompt.spec.retries.unwrap_or(config.defaults.retries),
             timeout: prompt.spec.timeout.unwrap_or(config.defaults.timeout).0,
@@ -336,14 +417,29 @@ impl Executor {
             max: config.defaults.max_backoff.0,
         };
         let on_delta = if stream { ctx.on_delta } else { None };
-        let mut caller = call::Caller { exec: self, ctx, record, chain: &chain, policy, on_delta };
+        let mut caller = call::Caller {
+            exec: self,
+            ctx,
+            record,
+            chain: &chain,
+            policy,
+            on_delta,
+        };
         let response = caller.call(&request, false).await?;
         match prompt.spec.output.format {
             OutputFormat::Text => {
                 caller.record.output_text = Some(response.text.clone());
                 Ok(Value::String(response.text))
             }
-            OutputFormat::Json => structured::parse_with_repair(&mut caller, &request, response, prompt.spec.output.schema.as_ref()).await,
+            OutputFormat::Json => {
+                structured::parse_with_repair(
+                    &mut caller,
+                    &request,
+                    response,
+                    prompt.spec.output.schema.as_ref(),
+                )
+                .await
+            }
         }
     }
 
@@ -359,12 +455,20 @@ fn merge_params(base: Option<&Params>, own: &Params) -> Params {
         temperature: own.temperature.or(base.temperature),
         top_p: own.top_p.or(base.top_p),
         max_tokens: own.max_tokens.or(base.max_tokens),
-        stop: if own.stop.is_empty() { base.stop.clone() } else { own.stop.clone() },
+        stop: if own.stop.is_empty() {
+            base.stop.clone()
+        } else {
+            own.stop.clone()
+        },
         seed: own.seed.or(base.seed),
     }
 }
 
-fn resolve_step_inputs(decl: &indexmap::IndexMap<String, InputSpec>, with: &Map<String, Value>, step_id: &str) -> Result<Map<String, Value>, StepFailure> {
+fn resolve_step_inputs(
+    decl: &indexmap::IndexMap<String, InputSpec>,
+    with: &Map<String, Value>,
+    step_id: &str,
+) -> Result<Map<String, Value>, StepFailure> {
     resolve_inputs(decl, with).map_err(|errs| {
         let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
         fail(format!("step `{step_id}`: {}", list.join("; ")))
@@ -372,5 +476,8 @@ fn resolve_step_inputs(decl: &indexmap::IndexMap<String, InputSpec>, with: &Map<
 }
 
 fn fail(message: impl Into<String>) -> StepFailure {
-    StepFailure { status: RunStatus::Failed, message: message.into() }
+    StepFailure {
+        status: RunStatus::Failed,
+        message: message.into(),
+    }
 }

@@ -21,7 +21,9 @@ pub(super) async fn parse_with_repair(
         Err(problem) => problem,
     };
     let mut repair = request.clone();
-    repair.messages.push(Message::new(Role::Assistant, response.text));
+    repair
+        .messages
+        .push(Message::new(Role::Assistant, response.text));
     repair.messages.push(Message::new(
         Role::User,
         format!("Your reply is not valid: {problem}. Reply again with only the corrected JSON value, nothing else."),
@@ -39,10 +41,17 @@ pub fn validate(text: &str, schema: Option<&Value>) -> Result<Value, String> {
     let body = strip_fence(text);
     let value: Value = serde_json::from_str(body).map_err(|e| format!("it is not JSON ({e})"))?;
     if let Some(schema) = schema {
-        let validator = jsonschema::validator_for(schema).map_err(|e| format!("the output schema is invalid ({e})"))?;
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| format!("at `{}`: {e}", e.instance_path())).collect();
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|e| format!("the output schema is invalid ({e})"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("at `{}`: {e}", e.instance_path()))
+            .collect();
         if !errors.is_empty() {
-            return Err(format!("it does not match the schema ({})", errors.join("; ")));
+            return Err(format!(
+                "it does not match the schema ({})",
+                errors.join("; ")
+            ));
         }
     }
     Ok(value)
@@ -50,7 +59,9 @@ pub fn validate(text: &str, schema: Option<&Value>) -> Result<Value, String> {
 
 fn strip_fence(text: &str) -> &str {
     let t = text.trim();
-    let Some(rest) = t.strip_prefix("```") else { return t };
+    let Some(rest) = t.strip_prefix("```") else {
+        return t;
+    };
     let rest = rest.strip_prefix("json").unwrap_or(rest);
     rest.strip_suffix("```").unwrap_or(rest).trim()
 }
@@ -63,9 +74,16 @@ mod tests {
     #[test]
     fn validates_against_schema() {
         let schema = json!({"type": "object", "required": ["summary"], "properties": {"summary": {"type": "string"}}});
-        assert_eq!(validate("```json\n{\"summary\": \"x\"}\n```", Some(&schema)), Ok(json!({"summary": "x"})));
+        assert_eq!(
+            validate("```json\n{\"summary\": \"x\"}\n```", Some(&schema)),
+            Ok(json!({"summary": "x"}))
+        );
         let err = validate("{\"summary\": 3}", Some(&schema)).unwrap_err();
         assert!(err.contains("at `/summary`"), "{err}");
-        assert!(validate("nope", None).unwrap_err().starts_with("it is not JSON"));
+        assert!(
+            validate("nope", None)
+                .unwrap_err()
+                .starts_with("it is not JSON")
+        );
     }
 }

@@ -8,7 +8,9 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::{ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, Usage};
+use super::{
+    ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, Usage,
+};
 use crate::spec::MockRule;
 
 /// A deterministic offline provider.
@@ -23,15 +25,26 @@ impl MockProvider {
     }
 
     fn reply(&self, request: &ChatRequest) -> String {
-        let last_user = request.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str());
+        let last_user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str());
         let lower = last_user.to_lowercase();
-        let rule = self.rules.iter().find(|r| r.when.as_ref().is_none_or(|w| lower.contains(&w.to_lowercase())));
+        let rule = self.rules.iter().find(|r| {
+            r.when
+                .as_ref()
+                .is_none_or(|w| lower.contains(&w.to_lowercase()))
+        });
         if let Some(rule) = rule {
             return rule.reply.clone();
         }
         match &request.response_format {
             ResponseFormat::Text => format!("echo: {last_user}"),
-            ResponseFormat::Json { schema: Some(schema) } => example_of(schema, last_user).to_string(),
+            ResponseFormat::Json {
+                schema: Some(schema),
+            } => example_of(schema, last_user).to_string(),
             ResponseFormat::Json { schema: None } => json!({ "echo": last_user }).to_string(),
         }
     }
@@ -43,7 +56,11 @@ fn words(s: &str) -> u64 {
 
 #[async_trait]
 impl Provider for MockProvider {
-    async fn chat(&self, request: &ChatRequest, on_delta: Option<&DeltaFn>) -> Result<ChatResponse, ProviderError> {
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        on_delta: Option<&DeltaFn>,
+    ) -> Result<ChatResponse, ProviderError> {
         let text = self.reply(request);
         if let Some(f) = on_delta {
             for piece in text.split_inclusive(' ') {
@@ -56,7 +73,13 @@ impl Provider for MockProvider {
             ..Usage::default()
         };
         let raw = json!({ "model": request.model, "text": text });
-        Ok(ChatResponse { text, usage, finish_reason: Some("stop".into()), model: request.model.clone(), raw })
+        Ok(ChatResponse {
+            text,
+            usage,
+            finish_reason: Some("stop".into()),
+            model: request.model.clone(),
+            raw,
+        })
     }
 }
 
@@ -65,12 +88,20 @@ fn example_of(schema: &Value, seed: &str) -> Value {
     if let Some(v) = schema.get("const") {
         return v.clone();
     }
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     let ty = match schema.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
         _ if schema.get("properties").is_some() => "object",
         _ => "string",
     };
@@ -85,8 +116,14 @@ fn example_of(schema: &Value, seed: &str) -> Value {
             Value::Object(out)
         }
         "array" => {
-            let item = schema.get("items").map_or(Value::String(seed.into()), |s| example_of(s, seed));
-            let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let item = schema
+                .get("items")
+                .map_or(Value::String(seed.into()), |s| example_of(s, seed));
+            let min = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
             Value::Array(vec![item; min as usize])
         }
         "integer" => json!(schema.get("minimum").and_then(Value::as_i64).unwrap_or(0)),
@@ -105,7 +142,10 @@ mod tests {
     fn request(text: &str, format: ResponseFormat) -> ChatRequest {
         ChatRequest {
             model: "m".into(),
-            messages: vec![Message::new(Role::System, "be brief"), Message::new(Role::User, text)],
+            messages: vec![
+                Message::new(Role::System, "be brief"),
+                Message::new(Role::User, text),
+            ],
             params: Params::default(),
             response_format: format,
         }
@@ -113,24 +153,47 @@ mod tests {
 
     #[tokio::test]
     async fn echoes_with_word_usage() {
-        let r = MockProvider::default().chat(&request("hello there", ResponseFormat::Text), None).await.unwrap();
+        let r = MockProvider::default()
+            .chat(&request("hello there", ResponseFormat::Text), None)
+            .await
+            .unwrap();
         assert_eq!(r.text, "echo: hello there");
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (4, 3));
     }
 
     #[tokio::test]
     async fn rules_match_case_insensitively() {
-        let p = MockProvider::new(vec![MockRule { when: Some("REFUND".into()), reply: "billing".into() }]);
-        let r = p.chat(&request("I want a refund", ResponseFormat::Text), None).await.unwrap();
+        let p = MockProvider::new(vec![MockRule {
+            when: Some("REFUND".into()),
+            reply: "billing".into(),
+        }]);
+        let r = p
+            .chat(&request("I want a refund", ResponseFormat::Text), None)
+            .await
+            .unwrap();
         assert_eq!(r.text, "billing");
     }
 
     #[tokio::test]
     async fn json_follows_the_schema() {
         let schema = json!({"type": "object", "properties": {"category": {"enum": ["billing", "bug"]}, "urgent": {"type": "boolean"}, "tags": {"type": "array", "items": {"type": "string"}}}});
-        let r = MockProvider::default().chat(&request("x", ResponseFormat::Json { schema: Some(schema) }), None).await.unwrap();
+        let r = MockProvider::default()
+            .chat(
+                &request(
+                    "x",
+                    ResponseFormat::Json {
+                        schema: Some(schema),
+                    },
+                ),
+                None,
+            )
+            .await
+            .unwrap();
         let v: Value = serde_json::from_str(&r.text).unwrap();
-        assert_eq!(v, json!({"category": "billing", "urgent": false, "tags": ["x"]}));
+        assert_eq!(
+            v,
+            json!({"category": "billing", "urgent": false, "tags": ["x"]})
+        );
     }
 
     #[tokio::test]
@@ -138,7 +201,10 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = seen.clone();
         let f = move |s: &str| sink.lock().unwrap().push_str(s);
-        let r = MockProvider::default().chat(&request("a b c", ResponseFormat::Text), Some(&f)).await.unwrap();
+        let r = MockProvider::default()
+            .chat(&request("a b c", ResponseFormat::Text), Some(&f))
+            .await
+            .unwrap();
         assert_eq!(*seen.lock().unwrap(), r.text);
     }
 }

@@ -44,7 +44,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -124,9 +127,16 @@ pub type DeltaFn = dyn Fn(&str) + Send + Sync;
 #[non_exhaustive]
 pub enum ProviderError {
     #[error("rate limited (HTTP 429): {message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     #[error("server error (HTTP {status}): {message}")]
-    Server { status: u16, retry_after: Option<Duration>, message: String },
+    Server {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("connection failed: {0}")]

@@ -41,10 +41,16 @@ impl<'de> Deserialize<'de> for Duration {
             Text(String),
         }
         match Repr::deserialize(d)? {
-            Repr::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Duration(std::time::Duration::from_secs_f64(s))),
-            Repr::Secs(s) => Err(serde::de::Error::custom(format!("invalid duration {s}: must be positive"))),
+            Repr::Secs(s) if s >= 0.0 && s.is_finite() => {
+                Ok(Duration(std::time::Duration::from_secs_f64(s)))
+            }
+            Repr::Secs(s) => Err(serde::de::Error::custom(format!(
+                "invalid duration {s}: must be positive"
+            ))),
             Repr::Text(t) => humantime::parse_duration(&t).map(Duration).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration `{t}`: {e}; write it like `30s`, `500ms` or `2m`"))
+                serde::de::Error::custom(format!(
+                    "invalid duration `{t}`: {e}; write it like `30s`, `500ms` or `2m`"
+                ))
             }),
         }
     }

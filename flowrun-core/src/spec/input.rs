@@ -151,28 +151,45 @@ impl fmt::Display for InputError {
 }
 
 /// Checks `given` against the declarations and fills in defaults; reports every problem.
-pub fn resolve_inputs(decl: &IndexMap<String, InputSpec>, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<InputError>> {
+pub fn resolve_inputs(
+    decl: &IndexMap<String, InputSpec>,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<InputError>> {
     let mut errors = Vec::new();
     let mut out = Map::new();
     for (name, spec) in decl {
         match given.get(name).or(spec.default_value()) {
             Some(v) => match spec.check(v) {
-                Some(message) => errors.push(InputError { field: name.clone(), message }),
+                Some(message) => errors.push(InputError {
+                    field: name.clone(),
+                    message,
+                }),
                 None => {
                     out.insert(name.clone(), v.clone());
                 }
             },
             None => errors.push(InputError {
                 field: name.clone(),
-                message: format!("missing required {} input; pass it with `--input {name}=...`", spec.ty()),
+                message: format!(
+                    "missing required {} input; pass it with `--input {name}=...`",
+                    spec.ty()
+                ),
             }),
         }
     }
     for name in given.keys().filter(|k| !decl.contains_key(*k)) {
-        let hint = did_you_mean(name, decl.keys().map(String::as_str)).unwrap_or_else(|| "this takes no inputs".into());
-        errors.push(InputError { field: name.clone(), message: format!("not a declared input; {hint}") });
+        let hint = did_you_mean(name, decl.keys().map(String::as_str))
+            .unwrap_or_else(|| "this takes no inputs".into());
+        errors.push(InputError {
+            field: name.clone(),
+            message: format!("not a declared input; {hint}"),
+        });
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The JSON Schema that values of these inputs must match (for APIs and editors).
@@ -219,7 +236,10 @@ mod tests {
     fn fills_defaults_and_validates() {
         let given = json!({ "text": "hi", "n": 2 });
         let out = resolve_inputs(&decl(), given.as_object().unwrap()).unwrap();
-        assert_eq!(Value::Object(out), json!({ "text": "hi", "style": "bullets", "n": 2 }));
+        assert_eq!(
+            Value::Object(out),
+            json!({ "text": "hi", "style": "bullets", "n": 2 })
+        );
     }
 
     #[test]

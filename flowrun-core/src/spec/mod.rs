@@ -9,7 +9,9 @@ pub mod flow;
 pub mod input;
 pub mod prompt;
 
-pub use config::{Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec};
+pub use config::{
+    Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
+};
 pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};
 pub use input::{InputSpec, InputType};
@@ -18,8 +20,17 @@ pub use prompt::{MessageSpec, OutputFormat, OutputSpec, PromptSpec};
 /// The JSON Schema of each file kind, by the file name it is published under.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
-        ("config.schema.json", schemars::schema_for!(ProjectConfig).to_value()),
-        ("prompt.schema.json", schemars::schema_for!(PromptSpec).to_value()),
-        ("flow.schema.json", schemars::schema_for!(FlowSpec).to_value()),
+        (
+            "config.schema.json",
+            schemars::schema_for!(ProjectConfig).to_value(),
+        ),
+        (
+            "prompt.schema.json",
+            schemars::schema_for!(PromptSpec).to_value(),
+        ),
+        (
+            "flow.schema.json",
+            schemars::schema_for!(FlowSpec).to_value(),
+        ),
     ]
 }

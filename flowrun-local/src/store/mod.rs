@@ -21,13 +21,19 @@ pub use query::{CallRow, RunDetail, RunRow, StepRow};
 #[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open the history database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot migrate the history database: {0}")]
     Migrate(#[from] rusqlite_migration::Error),
     #[error("history database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("cannot create {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     NotFound(String),
 }
@@ -43,9 +49,15 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::setup(conn)
     }
 
@@ -60,17 +72,29 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn), sink_error: Mutex::new(None) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            sink_error: Mutex::new(None),
+        })
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut conn)
     }
 
     /// The first error that recording events hit, if any (cleared by the call).
     pub fn take_sink_error(&self) -> Option<String> {
-        self.sink_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        self.sink_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 

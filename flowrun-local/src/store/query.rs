@@ -92,10 +92,12 @@ fn parse_json(text: Option<String>) -> Option<Value> {
 }
 
 fn parse_list(text: Option<String>) -> Vec<String> {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
-const RUN_COLUMNS: &str = "id, target_kind, target, version, status, input, output, error, input_tokens, output_tokens,
+const RUN_COLUMNS: &str =
+    "id, target_kind, target, version, status, input, output, error, input_tokens, output_tokens,
     cached_tokens, reasoning_tokens, cost_usd, cost_unknown, latency_ms, started_at, finished_at";
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -163,9 +165,13 @@ impl Store {
     /// The most recent runs, newest first.
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
         self.with_conn(|conn| {
-            let sql = format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1");
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
+            );
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(params![limit as i64], run_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt
+                .query_map(params![limit as i64], run_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -199,18 +205,30 @@ impl Store {
 
 fn resolve_id(conn: &Connection, prefix: &str) -> Result<String, StoreError> {
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(StoreError::NotFound(format!("`{prefix}` is not a run id; `flowrun runs` lists them")));
+        return Err(StoreError::NotFound(format!(
+            "`{prefix}` is not a run id; `flowrun runs` lists them"
+        )));
     }
-    let exact: Option<String> = conn.query_row("SELECT id FROM runs WHERE id = ?1", params![prefix], |r| r.get(0)).optional()?;
+    let exact: Option<String> = conn
+        .query_row("SELECT id FROM runs WHERE id = ?1", params![prefix], |r| {
+            r.get(0)
+        })
+        .optional()?;
     if let Some(id) = exact {
         return Ok(id);
     }
     let mut stmt = conn.prepare("SELECT id FROM runs WHERE id LIKE ?1 || '%' LIMIT 2")?;
-    let ids = stmt.query_map(params![prefix], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let ids = stmt
+        .query_map(params![prefix], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     match ids.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(StoreError::NotFound(format!("no run with id `{prefix}`; `flowrun runs` lists them"))),
-        _ => Err(StoreError::NotFound(format!("`{prefix}` matches several runs; give more of the id"))),
+        [] => Err(StoreError::NotFound(format!(
+            "no run with id `{prefix}`; `flowrun runs` lists them"
+        ))),
+        _ => Err(StoreError::NotFound(format!(
+            "`{prefix}` matches several runs; give more of the id"
+        ))),
     }
 }
 
@@ -226,8 +244,14 @@ mod tests {
 
     fn project() -> Arc<Project> {
         let files = vec![
-            SourceFile::new("flowrun.yaml", "providers: {offline: {kind: mock}}\ndefaults: {model: offline/echo}\n"),
-            SourceFile::new("prompts/hello.yaml", "input: {name: string}\nmessages:\n  - user: \"Hello {{ name }}\"\n"),
+            SourceFile::new(
+                "flowrun.yaml",
+                "providers: {offline: {kind: mock}}\ndefaults: {model: offline/echo}\n",
+            ),
+            SourceFile::new(
+                "prompts/hello.yaml",
+                "input: {name: string}\nmessages:\n  - user: \"Hello {{ name }}\"\n",
+            ),
         ];
         Arc::new(Project::load(files).unwrap())
     }
@@ -236,8 +260,14 @@ mod tests {
     async fn records_a_run_and_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join(".flowrun/flowrun.db")).unwrap());
-        let exec = Executor::builder(project()).sink(store.clone()).build().unwrap();
-        let outcome = exec.run(RunRequest::new("hello", json!({"name": "Ada"}))).await.unwrap();
+        let exec = Executor::builder(project())
+            .sink(store.clone())
+            .build()
+            .unwrap();
+        let outcome = exec
+            .run(RunRequest::new("hello", json!({"name": "Ada"})))
+            .await
+            .unwrap();
         assert_eq!(store.take_sink_error(), None);
 
         let runs = store.runs(10).unwrap();
@@ -250,7 +280,10 @@ mod tests {
 
         let detail = store.run(&outcome.run_id[..8]).unwrap();
         assert_eq!(detail.steps.len(), 1);
-        assert_eq!(detail.steps[0].messages, json!([{"role": "user", "content": "Hello Ada"}]));
+        assert_eq!(
+            detail.steps[0].messages,
+            json!([{"role": "user", "content": "Hello Ada"}])
+        );
         assert_eq!(detail.steps[0].model.as_deref(), Some("offline/echo"));
         assert_eq!(detail.calls.len(), 1);
         assert_eq!(detail.calls[0].attempt, 1);
@@ -260,7 +293,10 @@ mod tests {
     fn unknown_ids_are_explained() {
         let store = Store::in_memory().unwrap();
         let err = store.run("abc123").unwrap_err();
-        assert_eq!(err.to_string(), "no run with id `abc123`; `flowrun runs` lists them");
+        assert_eq!(
+            err.to_string(),
+            "no run with id `abc123`; `flowrun runs` lists them"
+        );
         assert!(store.run("'; drop").is_err());
     }
 
@@ -282,7 +318,9 @@ mod tests {
                             input: json!({}),
                             started_at_ms: i,
                         };
-                        store.record(&flowrun_core::RunEvent::RunStarted(start)).unwrap();
+                        store
+                            .record(&flowrun_core::RunEvent::RunStarted(start))
+                            .unwrap();
                     }
                 })
             })

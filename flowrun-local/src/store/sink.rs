@@ -1,15 +1,16 @@
 //! Recording executor events: the store as an [`EventSink`].
 
+use flowrun_core::EventSink;
 use flowrun_core::cost::Cost;
 use flowrun_core::event::{CallRecord, RunEnd, RunEvent, RunStart, StepRecord, StepStart};
-use flowrun_core::EventSink;
 use rusqlite::{Connection, params};
 
 use super::{Store, StoreError};
 
 /// `cost_usd` (NULL when unknown) and `cost_unknown` (JSON list of unpriced models).
 fn cost_columns(cost: &Cost) -> (Option<f64>, Option<String>) {
-    let unknown = (!cost.is_known()).then(|| serde_json::to_string(&cost.unknown_models).unwrap_or_default());
+    let unknown =
+        (!cost.is_known()).then(|| serde_json::to_string(&cost.unknown_models).unwrap_or_default());
     (cost.usd_if_known(), unknown)
 }
 
@@ -36,7 +37,10 @@ impl Store {
 impl EventSink for Store {
     fn emit(&self, event: &RunEvent) {
         if let Err(e) = self.record(event) {
-            let mut slot = self.sink_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slot = self
+                .sink_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             slot.get_or_insert_with(|| e.to_string());
         }
     }
