@@ -101,11 +101,15 @@ fn check_prompt(
         let mut vars: Vec<String> = vars.into_iter().collect();
         vars.sort();
         for var in vars.iter().filter(|v| !declared.contains(&v.as_str())) {
-            let help = did_you_mean(var, declared.iter().copied())
-                .map(|h| format!("{h} Or declare `{var}` under `input:`"))
-                .unwrap_or_else(|| format!("declare `{var}` under `input:`"));
+            let help = match crate::diag::suggest(var, declared.iter().copied()) {
+                Some(best) => {
+                    format!("did you mean `{best}`? If not, declare `{var}` under `input:`")
+                }
+                None => format!("declare `{var}` under `input:`"),
+            };
+            let message = format!("undefined variable `{var}` in template");
             diags.push(
-                doc.error_at(&path, format!("undefined variable `{var}` in template"))
+                doc.error_in_value(&path, m.template(), var, message)
                     .with_help(help),
             );
         }
@@ -296,7 +300,7 @@ fn check_value_refs(
             vars.sort();
             for var in vars {
                 if let Some(problem) = check_ref(project, flow, earlier, all, &var) {
-                    diags.push(problem.into_diag(doc, path));
+                    diags.push(problem.into_diag(doc, path, s));
                 }
             }
         }
@@ -317,15 +321,21 @@ fn check_value_refs(
 struct RefProblem {
     message: String,
     help: Option<String>,
+    /// The text to point at inside the template.
+    needle: String,
 }
 
 impl RefProblem {
-    fn new(message: String, help: Option<String>) -> Option<Self> {
-        Some(RefProblem { message, help })
+    fn new(needle: String, message: String, help: Option<String>) -> Option<Self> {
+        Some(RefProblem {
+            message,
+            help,
+            needle,
+        })
     }
 
-    fn into_diag(self, doc: &Document, path: &Path) -> Diagnostic {
-        let d = doc.error_at(path, self.message);
+    fn into_diag(self, doc: &Document, path: &Path, template: &str) -> Diagnostic {
+        let d = doc.error_in_value(path, template, &self.needle, self.message);
         match self.help {
             Some(h) => d.with_help(h),
             None => d,
@@ -350,6 +360,7 @@ fn check_ref(
             let hint = did_you_mean(name, flow.spec.input.keys().map(String::as_str))
                 .unwrap_or_else(|| format!("declare `{name}` under the flow's `input:`"));
             RefProblem::new(
+                format!("input.{name}"),
                 format!("`input.{name}` is not an input of this flow"),
                 Some(hint),
             )
@@ -359,6 +370,7 @@ fn check_ref(
             if !earlier.contains(id) {
                 if all.contains(id) {
                     return RefProblem::new(
+                        format!("steps.{id}"),
                         format!("`steps.{id}` refers to a step that has not run yet"),
                         Some(format!(
                             "move step `{id}` before this one, or read an earlier step"
@@ -367,12 +379,17 @@ fn check_ref(
                 }
                 let hint = did_you_mean(id, all.iter().copied())
                     .unwrap_or_else(|| "no step has that id".into());
-                return RefProblem::new(format!("unknown step `{id}`"), Some(hint));
+                return RefProblem::new(
+                    format!("steps.{id}"),
+                    format!("unknown step `{id}`"),
+                    Some(hint),
+                );
             }
             match parts.get(2) {
                 None | Some(&"output") => {}
                 Some(other) => {
                     return RefProblem::new(
+                        format!("steps.{id}.{other}"),
                         format!("`steps.{id}.{other}` does not exist"),
                         Some(format!("write `steps.{id}.output`")),
                     );
@@ -380,13 +397,20 @@ fn check_ref(
             }
             let field = parts.get(3)?;
             let step = flow.spec.steps.iter().find(|s| s.id == *id)?;
-            check_field(project, step, id, field)
+            check_field(project, step, id, field).map(|p| RefProblem {
+                needle: format!("steps.{id}.output.{field}"),
+                ..p
+            })
         }
         other => {
             let hint = did_you_mean(other, ["input", "steps"]).unwrap_or_else(|| {
                 "flow templates read `input.<name>` and `steps.<id>.output`".into()
             });
-            RefProblem::new(format!("undefined variable `{other}`"), Some(hint))
+            RefProblem::new(
+                other.to_string(),
+                format!("undefined variable `{other}`"),
+                Some(hint),
+            )
         }
     }
 }
@@ -399,6 +423,7 @@ fn check_field(
 ) -> Option<RefProblem> {
     match step_output(project, step) {
         StepOutput::Text => RefProblem::new(
+            String::new(),
             format!("step `{id}` returns text, so `steps.{id}.output.{field}` does not exist"),
             Some(format!(
                 "give prompt `{}` `output: {{ format: json, schema: ... }}`",
@@ -413,6 +438,7 @@ fn check_field(
             let hint = did_you_mean(field, props.keys().map(String::as_str))
                 .unwrap_or_else(|| "add it to the output schema's `properties`".into());
             RefProblem::new(
+                String::new(),
                 format!("step `{id}`'s output schema has no field `{field}`"),
                 Some(hint),
             )

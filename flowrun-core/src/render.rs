@@ -19,7 +19,10 @@ use crate::yaml::{Document, Path};
 #[derive(Debug, Clone)]
 struct Origin {
     file: String,
+    /// The whole file.
     text: Arc<str>,
+    /// The template's own text.
+    source: Arc<str>,
     start: Option<crate::yaml::NodeSpan>,
 }
 
@@ -58,6 +61,7 @@ impl Renderer {
             let origin = Origin {
                 file: format!("partials/{name}"),
                 text: text.clone(),
+                source: text.clone(),
                 start: None,
             };
             r.origins.insert(name.clone(), origin);
@@ -70,7 +74,7 @@ impl Renderer {
                 let name = message_template_name(&prompt.name, i);
                 let path = Path::root().key("messages").index(i).key(m.role().as_str());
                 r.origins
-                    .insert(name.clone(), origin_of(&prompt.doc, &path));
+                    .insert(name.clone(), origin_of(&prompt.doc, &path, m.template()));
                 if let Err(e) = r.env.add_template_owned(name, m.template().to_string()) {
                     diags.push(r.locate(&e));
                 }
@@ -131,7 +135,7 @@ impl Renderer {
         ctx: &Value,
     ) -> Result<Value, RenderError> {
         let name = format!("{}#{path}", doc.file);
-        let origin = origin_of(doc, path);
+        let origin = origin_of(doc, path, s);
         let fail = |e: &minijinja::Error| RenderError(Box::new(locate_in(&origin, e)));
         let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
         if let Some(expr) = single_expression(s) {
@@ -165,35 +169,39 @@ impl Renderer {
     }
 }
 
-fn origin_of(doc: &Document, path: &Path) -> Origin {
+fn origin_of(doc: &Document, path: &Path, source: &str) -> Origin {
     Origin {
         file: doc.file.clone(),
         text: doc.text.clone(),
+        source: source.into(),
         start: doc.spans.get(path).copied(),
     }
 }
 
-/// The template's error as a diagnostic at the right line of the user's file.
+/// The template's error as a diagnostic at the right place of the user's file.
 fn locate_in(origin: &Origin, e: &minijinja::Error) -> Diagnostic {
     let d = Diagnostic::error(&origin.file, describe(e));
-    let tline = e.line().unwrap_or(1);
-    let loc = match origin.start {
-        None => Location::at_line_col(&origin.text, tline, 1, 1),
-        Some(span) if span.block => {
-            let line = span.value.line + tline;
-            let indent = origin
-                .text
-                .lines()
-                .nth(line - 1)
-                .map_or(0, |l| l.len() - l.trim_start().len());
-            Location::at_line_col(&origin.text, line, indent + 1, 1)
+    let source = origin.source.as_ref();
+    let range = e.range().or_else(|| {
+        let line = e.line()?;
+        let start: usize = source
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let len = source[start.min(source.len())..]
+            .find('\n')
+            .unwrap_or(source.len() - start.min(source.len()));
+        Some(start..start + len)
+    });
+    let loc = match (origin.start, range) {
+        (Some(span), Some(r)) => {
+            crate::yaml::scalar_location(&origin.text, &span, source, r.start, r.len())
         }
-        Some(span) if tline > 1 => {
-            Location::at_line_col(&origin.text, span.value.line + tline - 1, 1, 1)
-        }
-        Some(span) => span.value,
+        (Some(span), None) => span.value,
+        (None, Some(r)) => Location::at_offset(&origin.text, r.start, r.len().max(1)),
+        (None, None) => Location::at_offset(&origin.text, 0, 1),
     };
-    let loc = underline_line(&origin.text, loc);
     let d = d.with_location(origin.text.clone(), loc);
     match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
@@ -201,13 +209,6 @@ fn locate_in(origin: &Origin, e: &minijinja::Error) -> Diagnostic {
         }
         _ => d,
     }
-}
-
-/// Widens a location to the rest of its line, so the underline shows the template text.
-fn underline_line(text: &str, loc: Location) -> Location {
-    let rest = &text[loc.offset..];
-    let len = rest.find('\n').unwrap_or(rest.len()).max(1);
-    Location::at_offset(text, loc.offset, len)
 }
 
 fn describe(e: &minijinja::Error) -> String {

@@ -83,7 +83,7 @@ impl std::fmt::Display for Path {
 pub struct NodeSpan {
     pub key: Option<Location>,
     pub value: Location,
-    /// Whether the value is a block scalar (`|` or `>`), whose text starts on the next line.
+    /// Whether the value is a block scalar (`|` or `>`); its span is its first content character.
     pub block: bool,
 }
 
@@ -165,6 +165,29 @@ impl Document {
         }
     }
 
+    /// An error pointing at `needle` inside the string value at `path` (or at the value when
+    /// the needle is not found).
+    pub fn error_in_value(
+        &self,
+        path: &Path,
+        value: &str,
+        needle: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let d = Diagnostic::error(&self.file, message);
+        let located = self
+            .spans
+            .get(path)
+            .map(|span| match find_word(value, needle) {
+                Some(at) => scalar_location(&self.text, span, value, at, needle.len()),
+                None => span.value,
+            });
+        match located.or_else(|| self.spans.value_or_parent(path)) {
+            Some(loc) => d.with_location(self.text.clone(), loc),
+            None => d,
+        }
+    }
+
     /// An error pointing at the key of the entry at `path`.
     pub fn error_at_key(&self, path: &Path, message: impl Into<String>) -> Diagnostic {
         let d = Diagnostic::error(&self.file, message);
@@ -221,9 +244,27 @@ impl Document {
                 .error_at(path, format!("missing required key `{field}`"))
                 .with_help(format!("add `{field}:` here"));
         }
-        let message = message.replace("invalid type: ", "wrong type: ");
+        let message = message
+            .replace("invalid type: ", "wrong type: ")
+            .replace("expected f64", "expected a number")
+            .replace("expected f32", "expected a number")
+            .replace("expected u32", "expected a whole number")
+            .replace("expected u64", "expected a whole number")
+            .replace("expected i64", "expected a whole number")
+            .replace("expected a sequence", "expected a list")
+            .replace("expected a map", "expected a mapping");
         self.error_at(path, message)
     }
+}
+
+/// The byte offset of `word` in `text` where it is not part of a longer name.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
 }
 
 /// Splits serde's "name`, expected one of `a`, `b`" into the name and the expected names.
@@ -490,6 +531,34 @@ impl MarkedEventReceiver for Builder<'_> {
     }
 }
 
+/// The file location of bytes `offset..offset+len` of a string value, given the value's span
+/// and its parsed text. Exact for block scalars (`|`, `>`) and single-line values; close for
+/// quoted values with escapes.
+pub fn scalar_location(
+    file_text: &str,
+    span: &NodeSpan,
+    value: &str,
+    offset: usize,
+    len: usize,
+) -> Location {
+    let offset = offset.min(value.len());
+    let before = value.get(..offset).unwrap_or(value);
+    let tline = before.matches('\n').count();
+    let tcol = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+    let start = span.value;
+    let opener = file_text[start.offset..].chars().next().unwrap_or(' ');
+    // A block scalar's span starts at its first content character.
+    let (line, col) = if span.block {
+        (start.line + tline, start.col + tcol)
+    } else if tline == 0 {
+        let quote = usize::from(opener == '"' || opener == '\'');
+        (start.line, start.col + quote + tcol)
+    } else {
+        (start.line + tline, tcol + 1)
+    };
+    Location::at_line_col(file_text, line, col, len.max(1))
+}
+
 /// Helper for tests and checks: deserialize a standalone YAML string.
 pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
     Document::parse(file, text)?.deserialize()
@@ -530,6 +599,21 @@ mod tests {
         assert_eq!(doc.value["e"], "3");
         assert_eq!(doc.value["f"], 16);
         assert_eq!(doc.value["g"], 1000.0);
+    }
+
+    #[test]
+    fn positions_inside_scalars() {
+        let text = "a: |\n  one\n  two {{ x }}\nb: \"say {{ q }}\"\nc: hi {{ z }}\n";
+        let doc = Document::parse("a.yaml", text).unwrap();
+        let at = |key: &str, needle: &str| {
+            let value = doc.value[key].as_str().unwrap();
+            let span = doc.spans.get(&Path::root().key(key)).unwrap();
+            let loc = scalar_location(text, span, value, value.find(needle).unwrap(), needle.len());
+            (loc.line, loc.col)
+        };
+        assert_eq!(at("a", "x"), (3, 10));
+        assert_eq!(at("b", "q"), (4, 12));
+        assert_eq!(at("c", "z"), (5, 10));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub enum LoadError {
 
 /// The nearest directory at or above `start` that holds a `flowrun.yaml`.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
+    let start = std::path::absolute(start).ok()?;
     start
         .ancestors()
         .find(|d| d.join(CONFIG_FILE).is_file())
@@ -50,7 +51,8 @@ pub struct LocalProject {
 impl LocalProject {
     /// Finds the project above `start` and loads and checks it.
     pub fn discover(start: &Path) -> Result<Self, LoadError> {
-        let root = find_root(start).ok_or_else(|| LoadError::NotFound(start.to_path_buf()))?;
+        let shown = std::path::absolute(start).unwrap_or_else(|_| start.to_path_buf());
+        let root = find_root(start).ok_or(LoadError::NotFound(shown))?;
         Self::open(&root)
     }
 

@@ -1,0 +1,12 @@
+//! End-to-end tests of the `flowrun` binary: one test binary, a small harness, and one module
+//! per area. Projects are written into fresh temp dirs; output is snapshot-tested with temp
+//! paths, run ids and durations filtered.
+
+mod harness;
+
+mod check;
+mod embed;
+mod init;
+mod providers;
+mod run;
+mod schema;

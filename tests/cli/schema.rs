@@ -1,0 +1,77 @@
+//! `flowrun schema`: the committed schemas are current, and the example files validate
+//! against them (what an editor will check).
+
+use std::path::Path;
+
+use crate::harness::{TestProject, repo_root, run};
+
+fn generated() -> TestProject {
+    let dir = TestProject::empty();
+    let out = run(dir.flowrun().args(["schema", "--out", "."]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    dir
+}
+
+#[test]
+fn committed_schemas_are_current() {
+    let fresh = generated();
+    for dir in ["schemas", "examples/quickstart/schemas"] {
+        for name in [
+            "config.schema.json",
+            "prompt.schema.json",
+            "flow.schema.json",
+        ] {
+            let committed =
+                std::fs::read_to_string(repo_root().join(dir).join(name)).unwrap_or_default();
+            let now = std::fs::read_to_string(fresh.path().join(name)).expect("generated");
+            assert!(
+                committed == now,
+                "{dir}/{name} is stale: run `cargo run -- schema --out {dir}`"
+            );
+        }
+    }
+}
+
+fn validate(schema_file: &Path, yaml_file: &Path) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_file).expect("schema")).expect("json");
+    let text = std::fs::read_to_string(yaml_file).expect("yaml");
+    let doc =
+        flowrun_core::yaml::Document::parse(yaml_file.display().to_string(), text).expect("parses");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc.value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{}: {errors:?}", yaml_file.display());
+}
+
+#[test]
+fn example_files_match_their_schemas() {
+    let root = repo_root().join("examples/quickstart");
+    validate(
+        &root.join("schemas/config.schema.json"),
+        &root.join("flowrun.yaml"),
+    );
+    for name in ["classify", "reply", "summarize"] {
+        validate(
+            &root.join("schemas/prompt.schema.json"),
+            &root.join(format!("prompts/{name}.yaml")),
+        );
+    }
+    validate(
+        &root.join("schemas/flow.schema.json"),
+        &root.join("flows/triage.yaml"),
+    );
+}
+
+#[test]
+fn schemas_reject_unknown_keys() {
+    let fresh = generated();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fresh.path().join("prompt.schema.json")).expect("schema"),
+    )
+    .expect("json");
+    let bad = serde_json::json!({ "modle": "fast", "messages": [{ "user": "hi" }] });
+    assert!(!jsonschema::is_valid(&schema, &bad));
+}
