@@ -259,6 +259,56 @@ mod tests {
         assert_eq!(single_expression("hello {{ a }}"), None);
     }
 
+    fn project(files: &[(&str, &str)]) -> Project {
+        let mut sources = vec![crate::project::SourceFile::new(
+            "flowrun.yaml",
+            "providers: {m: {kind: mock}}\ndefaults: {model: m/x}\n",
+        )];
+        sources.extend(
+            files
+                .iter()
+                .map(|(p, t)| crate::project::SourceFile::new(*p, *t)),
+        );
+        Project::load(sources).unwrap()
+    }
+
+    #[test]
+    fn renders_partials_filters_and_json() {
+        let p = project(&[
+            ("partials/sig.j2", "-- {{ team | upper }}"),
+            (
+                "prompts/p.yaml",
+                "input: {team: string, items: array}\nmessages:\n  - user: \"{{ items | tojson }} {% include 'sig.j2' %}\"\n",
+            ),
+        ]);
+        let (r, diags) = Renderer::new(&p);
+        assert!(diags.is_empty(), "{diags:?}");
+        let vars = serde_json::json!({"team": "ops", "items": [1, "b"]});
+        let msgs = r
+            .render_prompt(&p.prompts["p"], vars.as_object().unwrap())
+            .unwrap();
+        assert_eq!(msgs[0].content, "[1, \"b\"] -- OPS");
+    }
+
+    #[test]
+    fn undefined_at_runtime_is_an_error_not_empty() {
+        let p = project(&[(
+            "prompts/p.yaml",
+            "input: {user: object}\nmessages:\n  - user: \"Hi {{ user.name }}\"\n",
+        )]);
+        let (r, _) = Renderer::new(&p);
+        let vars = serde_json::json!({"user": {"id": 1}});
+        let err = r
+            .render_prompt(&p.prompts["p"], vars.as_object().unwrap())
+            .unwrap_err();
+        assert!(
+            err.0.message.starts_with("undefined variable in template"),
+            "{}",
+            err.0.message
+        );
+        assert_eq!(err.0.location.map(|l| (l.line, l.col)), Some((3, 18)));
+    }
+
     #[test]
     fn lists_nested_variables() {
         let vars =

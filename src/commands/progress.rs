@@ -1,6 +1,9 @@
 //! Step-by-step progress of a run on stderr, from the executor's events.
 
 use flowrun_core::EventSink;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use flowrun_core::event::{RunEvent, RunStatus};
 
 use super::format_ms;
@@ -9,10 +12,16 @@ use crate::style::{self, DIM, GREEN, RED, YELLOW, paint};
 /// Prints run progress to stderr.
 pub struct Progress {
     pub color: bool,
+    /// Set while streamed text on stdout has not ended its line; progress lines start on a
+    /// fresh line then.
+    pub mid_line: Arc<AtomicBool>,
 }
 
 impl EventSink for Progress {
     fn emit(&self, event: &RunEvent) {
+        if self.mid_line.swap(false, Ordering::SeqCst) {
+            println!();
+        }
         let c = self.color;
         match event {
             RunEvent::RunStarted(e) => {

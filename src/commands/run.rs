@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flowrun_core::event::FanOut;
 use flowrun_core::exec::ExecError;
@@ -43,11 +44,14 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
         super::error(&e.to_string(), None);
         Exit::Usage
     })?;
+    let mid_line = Arc::new(AtomicBool::new(false));
     let mut sinks: Vec<Arc<dyn flowrun_core::EventSink>> = vec![store.clone()];
     if !args.quiet {
-        sinks.push(Arc::new(Progress {
+        let progress = Progress {
             color: style::color_stderr(),
-        }));
+            mid_line: mid_line.clone(),
+        };
+        sinks.push(Arc::new(progress));
     }
     let executor = Executor::builder(Arc::new(local.project.clone()))
         .sink(Arc::new(FanOut(sinks)))
@@ -60,19 +64,24 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
         })?;
     let stream = std::io::stdout().is_terminal() && !args.json;
     let target = format!("{}/{name}", kind.as_str());
-    let outcome = execute(
-        &executor,
-        RunRequest::new(target, Value::Object(input)),
-        stream,
-    )?;
+    let request = RunRequest::new(target, Value::Object(input));
+    let outcome = execute(&executor, request, stream.then(|| mid_line.clone()))?;
     if let Some(e) = store.take_sink_error() {
         super::error(&format!("the run was not fully recorded: {e}"), None);
+    }
+    if mid_line.swap(false, Ordering::SeqCst) {
+        println!();
     }
     Ok(report(&outcome, &args, stream))
 }
 
-/// Runs on a small runtime, cancelling on ctrl-c.
-fn execute(executor: &Executor, request: RunRequest, stream: bool) -> Result<RunOutcome, Exit> {
+/// Runs on a small runtime, cancelling on ctrl-c. With `stream`, the final step's text goes to
+/// stdout as it arrives and the flag records that its line is still open.
+fn execute(
+    executor: &Executor,
+    request: RunRequest,
+    stream: Option<Arc<AtomicBool>>,
+) -> Result<RunOutcome, Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -82,11 +91,12 @@ fn execute(executor: &Executor, request: RunRequest, stream: bool) -> Result<Run
         })?;
     let cancel = CancellationToken::new();
     let mut request = request.with_cancel(cancel.clone());
-    if stream {
-        request = request.streaming(Arc::new(|piece: &str| {
+    if let Some(mid_line) = stream {
+        request = request.streaming(Arc::new(move |piece: &str| {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
+            mid_line.store(!piece.ends_with('\n'), Ordering::SeqCst);
         }));
     }
     let result = runtime.block_on(async {
@@ -116,16 +126,10 @@ fn report(outcome: &RunOutcome, args: &RunArgs, streamed: bool) -> Exit {
         super::print_json(&outcome_json(outcome));
     } else if outcome.status == RunStatus::Succeeded {
         let last_text = outcome.steps.last().and_then(|s| s.output_text.as_deref());
-        if streamed {
-            println!();
-        }
         if !streamed || last_text != Some(outcome.output_text().as_str()) {
             println!("{}", outcome.output_text());
         }
     } else if let Some(err) = &outcome.error {
-        if streamed {
-            println!();
-        }
         super::error(
             err,
             Some(&format!(

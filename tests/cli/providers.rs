@@ -147,3 +147,59 @@ async fn rejected_request_fails_once_with_exit_1() {
             .expect("JSON");
     assert_eq!(runs[0]["status"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_the_final_step_on_a_terminal() {
+    // `script` runs flowrun under a pseudo-terminal, as a user's shell would.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED streams_the_final_step_on_a_terminal: `script` (util-linux) is not installed"
+        );
+        return;
+    }
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    fake.push(Reply::text("one two three four five"));
+    fake.push(Reply::text("one two three four five"));
+    let project = project_for(&fake);
+    let flowrun = assert_cmd::cargo::cargo_bin("flowrun");
+    let command = format!("{} run ask --input question=count", flowrun.display());
+    let mut tty = std::process::Command::new("script");
+    tty.args(["-qefc", &command, "/dev/null"])
+        .current_dir(project.path())
+        .env("FAKE_OPENAI_KEY", KEY)
+        .env("NO_COLOR", "1");
+    let out = tty.output().expect("script runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(screen.contains("one two three four five\n"), "{screen}");
+    assert!(
+        fake.last_request().expect("request").stream,
+        "a terminal gets a streamed call"
+    );
+
+    // Piped output is not streamed, and records the same output.
+    let piped = run(project.flowrun().env("FAKE_OPENAI_KEY", KEY).args([
+        "run",
+        "ask",
+        "-q",
+        "--input",
+        "question=count",
+    ]));
+    assert_eq!(piped.stdout, "one two three four five\n");
+    assert!(!fake.last_request().expect("request").stream);
+    let runs: serde_json::Value =
+        serde_json::from_str(&run(project.flowrun().args(["runs", "--json"])).stdout)
+            .expect("JSON");
+    assert_eq!(
+        runs[0]["output"], runs[1]["output"],
+        "streamed and plain runs record the same output"
+    );
+}
