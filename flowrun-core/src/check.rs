@@ -34,6 +34,9 @@ pub fn check(project: &Project) -> Vec<Diagnostic> {
         check_flow(project, flow, &mut diags);
     }
     check_flow_cycles(project, &mut diags);
+    for file in project.tests.values() {
+        diags.extend(crate::testing::cases::check_file(project, file));
+    }
     diags
 }
 

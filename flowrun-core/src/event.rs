@@ -94,6 +94,10 @@ pub struct CallRecord {
     pub raw_response: Option<Value>,
     /// Whether this call asked the model to repair an invalid structured output.
     pub repair: bool,
+    /// Whether the reply came from the response cache (or a replayed cassette) instead of the
+    /// provider: the provider was not called, the cost is zero, `usage` is the original call's.
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// A step is done.
@@ -115,6 +119,10 @@ pub struct StepRecord {
     pub latency_ms: u64,
     pub attempts: u32,
     pub error: Option<String>,
+    /// Whether every successful call of the step was answered from the cache (false when no
+    /// call succeeded).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// A run is done.

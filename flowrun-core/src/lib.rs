@@ -16,6 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod assert;
+pub mod cache;
+pub mod cassette;
 pub mod check;
 pub mod cost;
 pub mod diag;
@@ -27,6 +30,7 @@ pub mod provider;
 pub mod render;
 pub mod retry;
 pub mod spec;
+pub mod testing;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};

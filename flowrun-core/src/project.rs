@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::check;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::spec::{FlowSpec, ProjectConfig, PromptSpec};
+use crate::spec::{FlowSpec, ProjectConfig, PromptSpec, TestFileSpec};
 use crate::yaml::Document;
 
 /// The project file's name, found at the project root.
@@ -52,6 +52,15 @@ pub struct Flow {
     pub hash: String,
 }
 
+/// A parsed test file (`tests/<name>.test.yaml`).
+#[derive(Debug, Clone)]
+pub struct TestFile {
+    /// Path relative to the project root.
+    pub path: String,
+    pub spec: TestFileSpec,
+    pub doc: Document,
+}
+
 /// What `flowrun run` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
@@ -75,6 +84,8 @@ pub struct Project {
     pub config_doc: Option<Document>,
     pub prompts: BTreeMap<String, Prompt>,
     pub flows: BTreeMap<String, Flow>,
+    /// Test files by path.
+    pub tests: BTreeMap<String, TestFile>,
     /// Templates that prompts can `{% include %}`, by path under `partials/`.
     pub partials: BTreeMap<String, Arc<str>>,
     /// Hash of every file, for versioning whole-project snapshots.
@@ -142,6 +153,13 @@ impl Project {
                                 hash,
                             },
                         );
+                    }
+                    Err(d) => diags.push(d),
+                }
+            } else if is_test_file(&src.path) {
+                match parse_doc::<TestFileSpec>(&src) {
+                    Ok((spec, doc)) => {
+                        project.tests.insert(src.path.clone(), TestFile { path: src.path.clone(), spec, doc });
                     }
                     Err(d) => diags.push(d),
                 }
@@ -216,6 +234,11 @@ fn parse_doc<T: serde::de::DeserializeOwned>(
     let doc = Document::parse(src.path.clone(), src.text.as_str())?;
     let spec = doc.deserialize::<T>()?;
     Ok((spec, doc))
+}
+
+/// Whether `path` is a test file: `tests/**/*.test.yaml` (or `.test.yml`).
+pub fn is_test_file(path: &str) -> bool {
+    path.starts_with("tests/") && (path.ends_with(".test.yaml") || path.ends_with(".test.yml"))
 }
 
 /// `prompts/support/classify.yaml` → `support/classify`.

@@ -5,7 +5,9 @@
 //! local database; flowrun-core gets plain values and events.
 
 pub mod project_dir;
+pub mod report;
 pub mod store;
+pub mod testing;
 
 pub use project_dir::{LoadError, LocalProject, find_root};
 pub use store::{Store, StoreError};

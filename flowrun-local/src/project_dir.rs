@@ -13,7 +13,7 @@ use flowrun_core::project::{CONFIG_FILE, SourceFile};
 pub const STATE_DIR: &str = ".flowrun";
 
 /// Folders whose files belong to the project.
-const SOURCE_DIRS: [&str; 3] = ["prompts", "flows", "partials"];
+const SOURCE_DIRS: [&str; 4] = ["prompts", "flows", "partials", "tests"];
 
 /// Why a project could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Loa
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
+            // Under tests/ only test files belong to the project; datasets are read on demand.
+            if rel.starts_with("tests/") && !flowrun_core::project::is_test_file(&rel) {
+                continue;
+            }
             out.push(SourceFile::new(rel, read(&path)?));
         }
     }

@@ -1,5 +1,5 @@
-//! Wiring an [`Executor`]: providers from the project config (or injected), the price table,
-//! the event sink and where API keys come from.
+//! Wiring an [`Executor`]: providers from the project config (or injected) behind their rate
+//! limits, the price table, the event sink, the response cache and where API keys come from.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,10 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Executor;
+use crate::cache::ResponseCache;
 use crate::cost::PriceTable;
 use crate::event::{EventSink, NoSink};
 use crate::project::Project;
 use crate::provider::anthropic::AnthropicProvider;
+use crate::provider::limit::{RateLimit, RateLimited};
 use crate::provider::mock::MockProvider;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError};
@@ -38,6 +40,8 @@ pub struct ExecutorBuilder {
     env: Box<EnvLookup>,
     prices: Option<PriceTable>,
     http: Option<reqwest::Client>,
+    cache: Option<Arc<dyn ResponseCache>>,
+    replay_only: bool,
 }
 
 impl ExecutorBuilder {
@@ -49,6 +53,8 @@ impl ExecutorBuilder {
             env: Box::new(|name| std::env::var(name).ok()),
             prices: None,
             http: None,
+            cache: None,
+            replay_only: false,
         }
     }
 
@@ -83,6 +89,22 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Answers calls from `cache` when it has the reply (the provider is not called, the
+    /// attempt is recorded as `cached` and costs nothing) and stores every reply a provider
+    /// gives in it (default: no cache).
+    pub fn cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// With `true`, a call the cache cannot answer fails with a non-retryable error instead of
+    /// calling the provider (a fallback model is still looked up in the cache): replaying a
+    /// cassette in CI, where there are no keys (default: false).
+    pub fn replay_only(mut self, replay_only: bool) -> Self {
+        self.replay_only = replay_only;
+        self
+    }
+
     pub fn build(self) -> Result<Executor, BuildError> {
         let (renderer, diags) = Renderer::new(&self.project);
         if !diags.is_empty() {
@@ -107,10 +129,17 @@ impl ExecutorBuilder {
         };
         let mut providers = HashMap::new();
         for (name, spec) in &self.project.config.providers {
-            let provider = match self.overrides.get(name) {
+            let mut provider = match self.overrides.get(name) {
                 Some(p) => p.clone(),
                 None => build_provider(name, spec, http.as_ref(), &*self.env),
             };
+            // One limiter per provider, so every call to it (concurrent runs too) shares it.
+            if let Some(per_minute) = spec.rate_limit {
+                provider = Arc::new(RateLimited::new(
+                    provider,
+                    RateLimit::per_minute(per_minute),
+                ));
+            }
             providers.insert(name.clone(), (spec.kind, provider));
         }
         let config = &self.project.config;
@@ -124,6 +153,8 @@ impl ExecutorBuilder {
             providers,
             prices,
             sink: self.sink,
+            cache: self.cache,
+            replay_only: self.replay_only,
         })
     }
 }

@@ -1,9 +1,11 @@
-//! One model call with the full reliability policy: per-attempt timeout, retries with
-//! backoff, fallback models, cancellation. Every attempt is reported and paid for.
+//! One model call with the full reliability policy: the response cache, per-attempt timeout,
+//! retries with backoff, fallback models, cancellation. Every attempt is reported; only calls
+//! that reached a provider are paid for.
 
 use std::time::Instant;
 
 use super::{Executor, RunCtx, StepFailure, merge_params};
+use crate::cache::{CacheEntry, cache_key};
 use crate::cost::Cost;
 use crate::event::{CallFailure, CallRecord, RunEvent, RunStatus, StepRecord, now_ms};
 use crate::models::ModelTarget;
@@ -18,6 +20,16 @@ pub(super) struct Caller<'e, 'c, 'r> {
     pub chain: &'c [ModelTarget],
     pub policy: RetryPolicy,
     pub on_delta: Option<&'r DeltaFn>,
+    /// Successful calls of the step so far, and how many of them were cache hits.
+    pub successes: u32,
+    pub hits: u32,
+}
+
+/// How one attempt ended, for its [`CallRecord`].
+enum Attempt<'a> {
+    /// A reply, with what it cost (zero for a cache hit).
+    Replied(&'a ChatResponse, Cost),
+    Failed(&'a ProviderError),
 }
 
 impl Caller<'_, '_, '_> {
@@ -76,8 +88,56 @@ impl Caller<'_, '_, '_> {
             params: merge_params(target.params.as_ref(), &base.params),
             ..base.clone()
         };
+        let cache = self.exec.cache.as_ref();
+        let key = (cache.is_some() || self.exec.replay_only)
+            .then(|| cache_key(&target.provider, *kind, &request));
+        if let Some(key) = &key
+            && !self.ctx.cancel.is_cancelled()
+        {
+            let started_at_ms = now_ms();
+            let started = Instant::now();
+            if let Some(response) = cache.and_then(|c| c.get(key)) {
+                if let Some(on_delta) = self.on_delta
+                    && !response.text.is_empty()
+                {
+                    on_delta(&response.text);
+                }
+                if let Some(cache) = cache {
+                    cache.hit(key, &entry(target, *kind, &request, &response));
+                }
+                self.record.attempts += 1;
+                let latency_ms = started.elapsed().as_millis() as u64;
+                let outcome = Attempt::Replied(&response, Cost::known(0.0));
+                self.report(target, started_at_ms, latency_ms, outcome, repair, true);
+                return Ok(response);
+            }
+            if self.exec.replay_only {
+                let err = ProviderError::Config(format!(
+                    "no recorded response for this call (prompt {}, model {}); record one with --record",
+                    self.record.prompt,
+                    target.label()
+                ));
+                self.record.attempts += 1;
+                let latency_ms = started.elapsed().as_millis() as u64;
+                self.report(
+                    target,
+                    started_at_ms,
+                    latency_ms,
+                    Attempt::Failed(&err),
+                    repair,
+                    false,
+                );
+                return Err(err);
+            }
+        }
         let price = self.exec.prices.lookup(*kind, &target.model);
         for attempt in 0.. {
+            // Client-side waits (rate limits) come before the attempt's clock starts.
+            tokio::select! {
+                biased;
+                () = provider.ready() => {}
+                () = self.ctx.cancel.cancelled() => return Err(ProviderError::Cancelled),
+            }
             self.record.attempts += 1;
             let started_at_ms = now_ms();
             let started = Instant::now();
@@ -88,42 +148,21 @@ impl Caller<'_, '_, '_> {
                     r.unwrap_or(Err(ProviderError::Timeout(self.policy.timeout)))
                 }
             };
-            let (usage, error, raw) = match &result {
-                Ok(r) => (r.usage, None, Some(r.raw.clone())),
-                Err(e) => (
-                    Usage::default(),
-                    Some(CallFailure {
-                        kind: e.kind().into(),
-                        message: e.to_string(),
-                    }),
-                    None,
-                ),
-            };
-            let cost = if result.is_ok() {
-                Cost::of(price, &target.model, &usage)
-            } else {
-                Cost::default()
-            };
-            self.record.usage.add(&usage);
-            self.record.cost.add(&cost);
-            self.exec.sink.emit(&RunEvent::CallAttempt(CallRecord {
-                run_id: self.ctx.run_id.clone(),
-                step_index: self.record.step_index,
-                attempt: self.record.attempts,
-                provider: target.provider.clone(),
-                model: target.model.clone(),
-                started_at_ms,
-                latency_ms: started.elapsed().as_millis() as u64,
-                usage,
-                cost,
-                error,
-                raw_response: raw,
-                repair,
-            }));
+            let latency_ms = started.elapsed().as_millis() as u64;
             let err = match result {
-                Ok(r) => return Ok(r),
+                Ok(response) => {
+                    let cost = Cost::of(price, &target.model, &response.usage);
+                    let outcome = Attempt::Replied(&response, cost);
+                    self.report(target, started_at_ms, latency_ms, outcome, repair, false);
+                    if let (Some(cache), Some(key)) = (cache, &key) {
+                        cache.put(key, &entry(target, *kind, &request, &response));
+                    }
+                    return Ok(response);
+                }
                 Err(e) => e,
             };
+            let outcome = Attempt::Failed(&err);
+            self.report(target, started_at_ms, latency_ms, outcome, repair, false);
             if matches!(err, ProviderError::Cancelled) {
                 return Err(err);
             }
@@ -138,5 +177,67 @@ impl Caller<'_, '_, '_> {
             }
         }
         unreachable!("the retry loop returns")
+    }
+
+    /// Adds one attempt to the step's totals and emits its [`CallRecord`].
+    fn report(
+        &mut self,
+        target: &ModelTarget,
+        started_at_ms: i64,
+        latency_ms: u64,
+        outcome: Attempt<'_>,
+        repair: bool,
+        cached: bool,
+    ) {
+        let (usage, cost, error, raw) = match outcome {
+            Attempt::Replied(r, cost) => {
+                self.successes += 1;
+                self.hits += u32::from(cached);
+                self.record.cached = self.hits == self.successes;
+                (r.usage, cost, None, Some(r.raw.clone()))
+            }
+            Attempt::Failed(e) => (
+                Usage::default(),
+                Cost::default(),
+                Some(CallFailure {
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                }),
+                None,
+            ),
+        };
+        self.record.usage.add(&usage);
+        self.record.cost.add(&cost);
+        self.exec.sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: self.ctx.run_id.clone(),
+            step_index: self.record.step_index,
+            attempt: self.record.attempts,
+            provider: target.provider.clone(),
+            model: target.model.clone(),
+            started_at_ms,
+            latency_ms,
+            usage,
+            cost,
+            error,
+            raw_response: raw,
+            repair,
+            cached,
+        }));
+    }
+}
+
+/// The cache entry of one exchange with `target`.
+fn entry(
+    target: &ModelTarget,
+    kind: crate::spec::ProviderKind,
+    request: &ChatRequest,
+    response: &ChatResponse,
+) -> CacheEntry {
+    CacheEntry {
+        provider: target.provider.clone(),
+        kind,
+        model: target.model.clone(),
+        request: request.clone(),
+        response: response.clone(),
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use build::{BuildError, ExecutorBuilder};
 
+use crate::cache::ResponseCache;
 use crate::cost::{Cost, PriceTable};
 pub use crate::event::RunStatus;
 use crate::event::{EventSink, RunEnd, RunEvent, RunStart, StepRecord, StepStart, now_ms};
@@ -37,6 +38,8 @@ pub struct RunRequest {
     pub on_delta: Option<Arc<DeltaFn>>,
     /// Cancels the run: the current call is abandoned, the run ends `cancelled`.
     pub cancel: CancellationToken,
+    /// Runs every step on this model (an alias or `provider/model`) instead of its own.
+    pub model: Option<String>,
 }
 
 impl RunRequest {
@@ -46,6 +49,7 @@ impl RunRequest {
             input,
             on_delta: None,
             cancel: CancellationToken::new(),
+            model: None,
         }
     }
 
@@ -74,6 +78,8 @@ pub struct RunOutcome {
     pub cost: Cost,
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// Whether every step was answered from the response cache (see [`StepRecord::cached`]).
+    pub cached: bool,
 }
 
 impl RunOutcome {
@@ -104,6 +110,10 @@ pub struct Executor {
     providers: HashMap<String, (ProviderKind, Arc<dyn Provider>)>,
     prices: PriceTable,
     sink: Arc<dyn EventSink>,
+    /// Looked up before each model call; receives every reply from a provider.
+    cache: Option<Arc<dyn ResponseCache>>,
+    /// A cache miss fails the call instead of calling the provider.
+    replay_only: bool,
 }
 
 /// Per-run state shared by its steps.
@@ -111,6 +121,7 @@ struct RunCtx<'a> {
     run_id: String,
     cancel: &'a CancellationToken,
     on_delta: Option<&'a DeltaFn>,
+    model: Option<&'a str>,
     next_step: u32,
     steps: Vec<StepRecord>,
 }
@@ -171,6 +182,7 @@ impl Executor {
             run_id: run_id.clone(),
             cancel: &req.cancel,
             on_delta: req.on_delta.as_deref(),
+            model: req.model.as_deref(),
             next_step: 0,
             steps: Vec::new(),
         };
@@ -193,6 +205,7 @@ impl Executor {
             Err(f) => (f.status, None, Some(f.message)),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
+        let cached = !ctx.steps.is_empty() && ctx.steps.iter().all(|s| s.cached);
         self.sink.emit(&RunEvent::RunFinished(RunEnd {
             run_id: run_id.clone(),
             status,
@@ -215,6 +228,7 @@ impl Executor {
             cost,
             latency_ms,
             error,
+            cached,
         })
     }
 
@@ -294,7 +308,7 @@ impl Executor {
                     prompt,
                     &step.id,
                     &vars,
-                    step.model.as_deref(),
+                    ctx.model.or(step.model.as_deref()),
                     last_step,
                 )
                 .await?
@@ -346,6 +360,7 @@ impl Executor {
             latency_ms: 0,
             attempts: 0,
             error: None,
+            cached: false,
         };
         let result = self
             .prompt_step_body(ctx, prompt, &mut record, vars, model_override, stream)
@@ -384,6 +399,7 @@ impl Executor {
             .map_err(|e| fail(e.0.to_string()))?;
         let config = &self.project.config;
         let reference = model_override
+            .or(ctx.model)
             .or(prompt.spec.model.as_deref())
             .or(config.defaults.model.as_deref())
             .unwrap_or_default();
@@ -424,6 +440,8 @@ impl Executor {
             chain: &chain,
             policy,
             on_delta,
+            successes: 0,
+            hits: 0,
         };
         let response = caller.call(&request, false).await?;
         match prompt.spec.output.format {

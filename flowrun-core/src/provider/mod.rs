@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod http;
+pub mod limit;
 pub mod mock;
 pub mod openai;
 pub mod sse;
@@ -196,6 +197,9 @@ impl ProviderError {
 /// When `on_delta` is given the provider streams (SSE) and reports text as it arrives; the
 /// returned [`ChatResponse`] is the same as without streaming. Timeouts, retries and fallbacks
 /// are the executor's job, not the provider's.
+///
+/// Client-side waits (a rate limit) are in [`Provider::ready`], which the executor awaits before
+/// each attempt, outside the attempt's timeout and latency.
 #[async_trait]
 pub trait Provider: Send + Sync {
     async fn chat(
@@ -203,4 +207,8 @@ pub trait Provider: Send + Sync {
         request: &ChatRequest,
         on_delta: Option<&DeltaFn>,
     ) -> Result<ChatResponse, ProviderError>;
+
+    /// Waits until one request may be sent, and takes that turn. Call it once before each
+    /// [`chat`](Self::chat). The default is ready at once; [`limit::RateLimited`] spaces calls.
+    async fn ready(&self) {}
 }

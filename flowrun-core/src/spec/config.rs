@@ -1,5 +1,7 @@
 //! `flowrun.yaml`: providers, model aliases with fallbacks, defaults and price overrides.
 
+use std::num::NonZeroU32;
+
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,11 @@ pub struct ProviderSpec {
     /// Mock only: canned replies, first match wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<MockRule>,
+    /// Client-side rate limit in requests per minute, shared by every call to this provider
+    /// (concurrent ones included): calls start evenly spaced, at least `60 s / rate_limit`
+    /// apart; retries count. Omit for no limit. Cached and replayed replies do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 /// A canned reply of the mock provider.

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod flow;
 pub mod input;
 pub mod prompt;
+pub mod test_file;
 
 pub use config::{
     Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
@@ -16,6 +17,7 @@ pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};
 pub use input::{InputSpec, InputType};
 pub use prompt::{MessageSpec, OutputFormat, OutputSpec, PromptSpec};
+pub use test_file::{CaseDefaults, CaseSpec, TestFileSpec};
 
 /// The JSON Schema of each file kind, by the file name it is published under.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {

@@ -2,8 +2,10 @@
 //!
 //! One file per project (`.flowrun/flowrun.db`), WAL mode with a busy timeout so several
 //! `flowrun` processes can write at once, schema under versioned migrations. Each event is
-//! written in its own short transaction, so a record is never half-written.
+//! written in its own short transaction, so a record is never half-written. The same database
+//! holds the response cache (`cache.rs`).
 
+mod cache;
 mod query;
 mod schema;
 mod sink;

@@ -67,6 +67,8 @@ pub struct CallRow {
     pub output_tokens: u64,
     pub cost_usd: Option<f64>,
     pub repair: bool,
+    /// Answered from the response cache: the provider was not called.
+    pub cached: bool,
 }
 
 /// A run with its steps and call attempts.
@@ -158,6 +160,7 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
         output_tokens: n(r, 8)?,
         cost_usd: r.get(9)?,
         repair: r.get(10)?,
+        cached: r.get(11)?,
     })
 }
 
@@ -193,7 +196,7 @@ impl Store {
             let calls = conn
                 .prepare(
                     "SELECT step_index, attempt, provider, model, error_kind, error, latency_ms, input_tokens, output_tokens,
-                        cost_usd, repair
+                        cost_usd, repair, cached
                      FROM calls WHERE run_id = ?1 ORDER BY step_index, attempt",
                 )?
                 .query_map(params![id], call_row)?

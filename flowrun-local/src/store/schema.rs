@@ -2,8 +2,10 @@
 
 use rusqlite_migration::{M, Migrations};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE runs (
+const MIGRATIONS: &[M<'static>] = &[
+    // 1: runs, steps and call attempts.
+    M::up(
+        "CREATE TABLE runs (
         id            TEXT PRIMARY KEY,
         target_kind   TEXT NOT NULL,
         target        TEXT NOT NULL,
@@ -66,7 +68,20 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         started_at    INTEGER NOT NULL,
         PRIMARY KEY (run_id, step_index, attempt)
     );",
-)];
+    ),
+    // 2: the response cache, and whether a call was answered from it.
+    M::up(
+        "CREATE TABLE response_cache (
+        key           TEXT PRIMARY KEY,
+        provider      TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        request       TEXT,
+        response      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    ALTER TABLE calls ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;",
+    ),
+];
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)

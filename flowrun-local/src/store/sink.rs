@@ -69,8 +69,8 @@ fn call_attempt(conn: &Connection, e: &CallRecord) -> rusqlite::Result<usize> {
     };
     conn.prepare_cached(
         "INSERT INTO calls (run_id, step_index, attempt, provider, model, error_kind, error, latency_ms, input_tokens,
-            output_tokens, cached_tokens, reasoning_tokens, cost_usd, cost_unknown, raw_response, repair, started_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            output_tokens, cached_tokens, reasoning_tokens, cost_usd, cost_unknown, raw_response, repair, started_at, cached)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         e.run_id,
@@ -89,7 +89,8 @@ fn call_attempt(conn: &Connection, e: &CallRecord) -> rusqlite::Result<usize> {
         unknown,
         e.raw_response.as_ref().map(json),
         e.repair,
-        e.started_at_ms
+        e.started_at_ms,
+        e.cached
     ])
 }
 

@@ -1,0 +1,288 @@
+//! Benchmark of the runner's own overhead: how many one-call runs per second flowrun sustains
+//! end to end (render the prompt, HTTP call to a zero-latency fake OpenAI server on loopback,
+//! parse the reply, record run/step/call rows in the SQLite history on a real file).
+//!
+//! Variants, one line each:
+//! - (a) `openai` over HTTP + SQLite file store: the product target (≥ 2,000 calls/s);
+//! - (b) `openai` over HTTP, no store;
+//! - (c) `mock` provider + SQLite file store (isolates the store's cost);
+//! - (d) `mock` provider, no store (executor alone).
+//!
+//! Every run must succeed, and for the store variants the database must end up holding exactly
+//! one succeeded run (with one step and one call) per run made, so the benchmark cannot
+//! silently measure failures.
+//!
+//! ```text
+//! cargo bench -p flowrun-local --bench runner
+//! cargo bench -p flowrun-local --bench runner -- --calls 20000 --concurrency 64 --warmup 1000
+//! FLOWRUN_BENCH_CALLS=20000 FLOWRUN_BENCH_CONCURRENCY=64 cargo bench -p flowrun-local --bench runner
+//! cargo bench -p flowrun-local --bench runner -- a c   # only variants (a) and (c)
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flowrun_core::event::{EventSink, NoSink};
+use flowrun_core::project::SourceFile;
+use flowrun_core::{Executor, Project, RunRequest, RunStatus};
+use flowrun_fakellm::{FakeConfig, FakeLlm};
+use flowrun_local::Store;
+use serde_json::json;
+
+const KEY_VAR: &str = "FLOWRUN_BENCH_OPENAI_KEY";
+
+/// Command-line and environment options.
+struct Opts {
+    calls: usize,
+    concurrency: usize,
+    warmup: usize,
+    /// Variant letters to run (all when empty).
+    only: Vec<String>,
+}
+
+fn opts() -> Opts {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut opts = Opts {
+        calls: env("FLOWRUN_BENCH_CALLS", 5_000),
+        concurrency: env("FLOWRUN_BENCH_CONCURRENCY", 32),
+        warmup: env("FLOWRUN_BENCH_WARMUP", 500),
+        only: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |what: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("`{what}` needs a number"))
+        };
+        match arg.as_str() {
+            "--calls" | "-n" => opts.calls = number(&arg),
+            "--concurrency" | "-c" => opts.concurrency = number(&arg),
+            "--warmup" => opts.warmup = number(&arg),
+            // `cargo bench` passes `--bench`; ignore it and other harness flags.
+            a if a.starts_with('-') => {}
+            a => opts.only.push(a.to_ascii_lowercase()),
+        }
+    }
+    assert!(
+        opts.calls > 0 && opts.concurrency > 0,
+        "calls and concurrency must be positive"
+    );
+    opts
+}
+
+/// One prompt with one input, reachable over HTTP (`ask`) and offline (`ask-mock`).
+fn project(openai_base_url: &str) -> Arc<Project> {
+    let config = format!(
+        "providers:
+  openai: {{ kind: openai, base_url: \"{openai_base_url}\", api_key_env: {KEY_VAR} }}
+  offline: {{ kind: mock }}
+defaults: {{ model: openai/gpt-4o-mini, timeout: 30s }}
+"
+    );
+    let prompt = "input: { question: string }\nmessages:\n  - user: \"{{ question }}\"\n";
+    let files = vec![
+        SourceFile::new("flowrun.yaml", config),
+        SourceFile::new("prompts/ask.yaml", prompt),
+        SourceFile::new(
+            "prompts/ask-mock.yaml",
+            format!("model: offline/echo\n{prompt}"),
+        ),
+    ];
+    Arc::new(Project::load(files).expect("the bench project loads"))
+}
+
+struct Variant {
+    letter: &'static str,
+    label: &'static str,
+    target: &'static str,
+    store: bool,
+}
+
+const VARIANTS: &[Variant] = &[
+    Variant {
+        letter: "a",
+        label: "openai HTTP + SQLite file",
+        target: "ask",
+        store: true,
+    },
+    Variant {
+        letter: "b",
+        label: "openai HTTP, no store",
+        target: "ask",
+        store: false,
+    },
+    Variant {
+        letter: "c",
+        label: "mock + SQLite file",
+        target: "ask-mock",
+        store: true,
+    },
+    Variant {
+        letter: "d",
+        label: "mock, no store",
+        target: "ask-mock",
+        store: false,
+    },
+];
+
+/// Runs `count` one-call runs of `target`, `concurrency` at a time on tokio tasks; returns the
+/// wall time and every run's latency. Panics on the first run that does not succeed.
+async fn drive(
+    exec: &Arc<Executor>,
+    target: &'static str,
+    count: usize,
+    concurrency: usize,
+) -> (Duration, Vec<Duration>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.min(count))
+        .map(|_| {
+            let exec = Arc::clone(exec);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(count / concurrency + 1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return latencies;
+                    }
+                    let request = RunRequest::new(target, json!({ "question": format!("q {i}") }));
+                    let t = Instant::now();
+                    let outcome = exec.run(request).await.expect("the run starts");
+                    latencies.push(t.elapsed());
+                    assert_eq!(
+                        outcome.status,
+                        RunStatus::Succeeded,
+                        "run {i} failed: {:?}",
+                        outcome.error
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for w in workers {
+        latencies.extend(w.await.expect("a bench task panicked"));
+    }
+    (started.elapsed(), latencies)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Checks the database holds exactly `expected` succeeded runs, each with one succeeded step
+/// and one successful call, and nothing else.
+fn verify_store(path: &Path, expected: usize) {
+    let conn = rusqlite::Connection::open(path).expect("open the bench database");
+    let count = |sql: &str| -> usize {
+        let n: i64 = conn.query_row(sql, [], |r| r.get(0)).expect(sql);
+        n as usize
+    };
+    let checks = [
+        ("runs", "SELECT count(*) FROM runs"),
+        (
+            "succeeded runs",
+            "SELECT count(*) FROM runs WHERE status = 'succeeded' AND output IS NOT NULL",
+        ),
+        (
+            "succeeded steps",
+            "SELECT count(*) FROM steps WHERE status = 'succeeded'",
+        ),
+        (
+            "successful calls",
+            "SELECT count(*) FROM calls WHERE error_kind IS NULL AND raw_response IS NOT NULL",
+        ),
+        ("calls", "SELECT count(*) FROM calls"),
+    ];
+    for (what, sql) in checks {
+        let n = count(sql);
+        assert_eq!(
+            n, expected,
+            "the store holds {n} {what}, expected {expected}"
+        );
+    }
+}
+
+fn main() {
+    let opts = opts();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let workers = runtime.metrics().num_workers();
+    let db_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    println!(
+        "flowrun runner overhead: {} calls per variant after {} warm-up, concurrency {}, {} tokio workers, {} CPUs",
+        opts.calls,
+        opts.warmup,
+        opts.concurrency,
+        workers,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    runtime.block_on(async {
+        let fake = FakeLlm::start(FakeConfig::default())
+            .await
+            .expect("fake LLM server");
+        let project = project(&fake.openai_base_url());
+        for v in VARIANTS {
+            if !opts.only.is_empty() && !opts.only.iter().any(|o| o == v.letter) {
+                continue;
+            }
+            let db_path = db_dir.path().join(format!("{}.db", v.letter));
+            let store = v
+                .store
+                .then(|| Arc::new(Store::open(&db_path).expect("open the store")));
+            let sink: Arc<dyn EventSink> = match &store {
+                Some(s) => s.clone(),
+                None => Arc::new(NoSink),
+            };
+            let exec = Arc::new(
+                Executor::builder(Arc::clone(&project))
+                    .sink(sink)
+                    .env(|name| (name == KEY_VAR).then(|| "sk-bench".to_string()))
+                    .build()
+                    .expect("executor"),
+            );
+            drive(&exec, v.target, opts.warmup, opts.concurrency).await;
+            fake.clear_requests();
+            let (wall, mut latencies) = drive(&exec, v.target, opts.calls, opts.concurrency).await;
+            let requests = fake.request_count();
+            fake.clear_requests();
+            latencies.sort_unstable();
+            println!(
+                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} runs in {:.2} s)",
+                v.letter,
+                v.label,
+                opts.calls as f64 / wall.as_secs_f64(),
+                ms(percentile(&latencies, 50)),
+                ms(percentile(&latencies, 99)),
+                latencies.len(),
+                wall.as_secs_f64(),
+            );
+            assert_eq!(latencies.len(), opts.calls);
+            let expected_requests = if v.target == "ask" { opts.calls } else { 0 };
+            assert_eq!(requests, expected_requests, "HTTP requests the fake server saw");
+            if let Some(store) = store {
+                assert_eq!(store.take_sink_error(), None, "the store hit a write error");
+                // Drop every handle so whatever the store buffers is written before checking.
+                drop(exec);
+                drop(store);
+                verify_store(&db_path, opts.warmup + opts.calls);
+            }
+        }
+        fake.shutdown().await;
+    });
+}
