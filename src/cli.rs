@@ -30,6 +30,93 @@ pub enum Command {
     Show(ShowArgs),
     /// Write the JSON Schemas of flowrun's files, for editor validation.
     Schema(SchemaArgs),
+    /// Run test cases (`tests/*.test.yaml`) and score their outputs; `test show ID` shows a
+    /// stored test run.
+    Test(TestCmd),
+    /// List recent test runs.
+    Tests(TestsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TestCmd {
+    #[command(subcommand)]
+    pub sub: Option<TestSub>,
+    #[command(flatten)]
+    pub args: TestArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestSub {
+    /// Show a stored test run.
+    Show(ShowTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowTestArgs {
+    /// The test run id, or a unique prefix of it.
+    pub id: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Terminal)]
+    pub format: Format,
+}
+
+/// How `flowrun test` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Terminal,
+    Json,
+    Junit,
+    Markdown,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files (`tests/x.test.yaml` or `x`) or tested targets (`flow/triage`); default all.
+    pub names: Vec<String>,
+    /// Only cases whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Only cases with this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Cases run at once.
+    #[arg(short = 'j', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub jobs: u32,
+    /// Run each case N times and report pass rates (flaky cases).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Stop after the first failing case.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Pass rate the suite needs, 0..1 (for prompts allowed to miss now and then).
+    #[arg(long, default_value_t = 1.0, value_name = "RATE")]
+    pub min_pass_rate: f64,
+    /// Call the providers even when the response cache has an answer.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Write every model exchange to this cassette file (commit it for CI).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every model call from this cassette; a call it lacks fails its case.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Terminal)]
+    pub format: Format,
+    /// Write the report here instead of stdout (a terminal summary still goes to stderr).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestsArgs {
+    /// How many test runs to list.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -37,3 +37,8 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use event::{EventSink, RunEvent};
 pub use exec::{Executor, RunOutcome, RunRequest, RunStatus};
 pub use project::{Project, SourceFile};
+
+/// A new, time-ordered unique id (UUID v7) for runs and records.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

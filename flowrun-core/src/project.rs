@@ -159,7 +159,14 @@ impl Project {
             } else if is_test_file(&src.path) {
                 match parse_doc::<TestFileSpec>(&src) {
                     Ok((spec, doc)) => {
-                        project.tests.insert(src.path.clone(), TestFile { path: src.path.clone(), spec, doc });
+                        project.tests.insert(
+                            src.path.clone(),
+                            TestFile {
+                                path: src.path.clone(),
+                                spec,
+                                doc,
+                            },
+                        );
                     }
                     Err(d) => diags.push(d),
                 }

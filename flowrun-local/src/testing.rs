@@ -27,23 +27,40 @@ pub struct Selection {
 }
 
 fn file_matches(project: &Project, file: &TestFile, name: &str) -> bool {
-    let stem = file.path.trim_start_matches("tests/").trim_end_matches(".test.yaml").trim_end_matches(".test.yml");
+    let stem = file
+        .path
+        .trim_start_matches("tests/")
+        .trim_end_matches(".test.yaml")
+        .trim_end_matches(".test.yml");
     if file.path == name || stem == name {
         return true;
     }
-    match (project.resolve_target(name), project.resolve_target(&file.spec.target)) {
+    match (
+        project.resolve_target(name),
+        project.resolve_target(&file.spec.target),
+    ) {
         (Ok(wanted), Ok(tested)) => wanted == tested,
         _ => false,
     }
 }
 
 /// Every selected case, with all problems (in test files and datasets) reported together.
-pub fn load_cases(local: &LocalProject, selection: &Selection) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
+pub fn load_cases(
+    local: &LocalProject,
+    selection: &Selection,
+) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
     let project = &local.project;
     let mut unknown = Vec::new();
     for name in &selection.names {
-        if !project.tests.values().any(|f| file_matches(project, f, name)) {
-            let mut d = Diagnostic::error(name.clone(), format!("no test file or tested target matches `{name}`"));
+        if !project
+            .tests
+            .values()
+            .any(|f| file_matches(project, f, name))
+        {
+            let mut d = Diagnostic::error(
+                name.clone(),
+                format!("no test file or tested target matches `{name}`"),
+            );
             d.help = Some("test files live in `tests/` and end in `.test.yaml`".into());
             unknown.push(d);
         }
@@ -54,7 +71,12 @@ pub fn load_cases(local: &LocalProject, selection: &Selection) -> Result<Vec<Tes
     let mut cases = Vec::new();
     let mut diags = Vec::new();
     for file in project.tests.values() {
-        if !selection.names.is_empty() && !selection.names.iter().any(|n| file_matches(project, file, n)) {
+        if !selection.names.is_empty()
+            && !selection
+                .names
+                .iter()
+                .any(|n| file_matches(project, file, n))
+        {
             continue;
         }
         let rows = match &file.spec.dataset {
@@ -76,7 +98,10 @@ pub fn load_cases(local: &LocalProject, selection: &Selection) -> Result<Vec<Tes
         return Err(diags);
     }
     cases.retain(|c| {
-        selection.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))
+        selection
+            .filter
+            .as_ref()
+            .is_none_or(|f| c.name.contains(f.as_str()))
             && (selection.tags.is_empty() || c.tags.iter().any(|t| selection.tags.contains(t)))
     });
     Ok(cases)
@@ -139,14 +164,26 @@ mod tests {
     }
 
     fn project(dir: &std::path::Path) -> LocalProject {
-        write(dir, "flowrun.yaml", "providers: {m: {kind: mock}}\ndefaults: {model: m/x}\n");
-        write(dir, "prompts/p.yaml", "input: {text: string, n: {type: integer, default: 1}}\nmessages: [{user: \"{{ text }}\"}]\n");
+        write(
+            dir,
+            "flowrun.yaml",
+            "providers: {m: {kind: mock}}\ndefaults: {model: m/x}\n",
+        );
+        write(
+            dir,
+            "prompts/p.yaml",
+            "input: {text: string, n: {type: integer, default: 1}}\nmessages: [{user: \"{{ text }}\"}]\n",
+        );
         write(
             dir,
             "tests/p.test.yaml",
             "target: p\ndataset: data/rows.csv\ndefaults: {tags: [all]}\ncases:\n  - name: inline\n    input: {text: hi}\n    tags: [quick]\n    assert: [{contains: hi}]\n",
         );
-        write(dir, "data/rows.csv", "name,text,n,tags\nfirst,one,2,\"x,y\"\nsecond,two,3,\n");
+        write(
+            dir,
+            "data/rows.csv",
+            "name,text,n,tags\nfirst,one,2,\"x,y\"\nsecond,two,3,\n",
+        );
         LocalProject::open(dir).unwrap()
     }
 
@@ -159,12 +196,46 @@ mod tests {
         assert_eq!(names, ["inline", "first", "second"]);
         assert_eq!(cases[1].input["n"], 2);
         assert_eq!(cases[1].tags, ["all", "x", "y"]);
-        let tagged = load_cases(&local, &Selection { tags: vec!["quick".into()], ..Selection::default() }).unwrap();
+        let tagged = load_cases(
+            &local,
+            &Selection {
+                tags: vec!["quick".into()],
+                ..Selection::default()
+            },
+        )
+        .unwrap();
         assert_eq!(tagged.len(), 1);
-        let filtered = load_cases(&local, &Selection { filter: Some("sec".into()), ..Selection::default() }).unwrap();
+        let filtered = load_cases(
+            &local,
+            &Selection {
+                filter: Some("sec".into()),
+                ..Selection::default()
+            },
+        )
+        .unwrap();
         assert_eq!(filtered[0].name, "second");
-        assert!(load_cases(&local, &Selection { names: vec!["nope".into()], ..Selection::default() }).is_err());
-        assert_eq!(load_cases(&local, &Selection { names: vec!["prompt/p".into()], ..Selection::default() }).unwrap().len(), 3);
+        assert!(
+            load_cases(
+                &local,
+                &Selection {
+                    names: vec!["nope".into()],
+                    ..Selection::default()
+                }
+            )
+            .is_err()
+        );
+        assert_eq!(
+            load_cases(
+                &local,
+                &Selection {
+                    names: vec!["prompt/p".into()],
+                    ..Selection::default()
+                }
+            )
+            .unwrap()
+            .len(),
+            3
+        );
     }
 
     #[test]
@@ -177,13 +248,23 @@ mod tests {
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].file, "data/rows.csv");
         assert_eq!(diags[0].location.map(|l| l.line), Some(3));
-        assert!(diags[0].message.contains("`many` is not a valid integer"), "{}", diags[0].message);
+        assert!(
+            diags[0].message.contains("`many` is not a valid integer"),
+            "{}",
+            diags[0].message
+        );
     }
 
     #[tokio::test]
     async fn commands_get_stdin_and_report_exit_codes() {
-        let runner = ProcessRunner { dir: std::env::temp_dir(), timeout: Duration::from_secs(10) };
-        let out = runner.run("grep -q refund && echo '{\"score\": 1}'", "a refund please").await.unwrap();
+        let runner = ProcessRunner {
+            dir: std::env::temp_dir(),
+            timeout: Duration::from_secs(10),
+        };
+        let out = runner
+            .run("grep -q refund && echo '{\"score\": 1}'", "a refund please")
+            .await
+            .unwrap();
         assert_eq!(out.exit_code, Some(0));
         assert_eq!(out.stdout.trim(), "{\"score\": 1}");
         let out = runner.run("exit 3", "").await.unwrap();

@@ -11,7 +11,14 @@ pub fn check(start: &Path) -> Exit {
         Err(exit) => return exit,
     };
     let p = &local.project;
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let plural = |n: usize, word: &str| {
+        let suffix = match (n, word.ends_with('s')) {
+            (1, _) => "",
+            (_, true) => "es",
+            _ => "s",
+        };
+        format!("{n} {word}{suffix}")
+    };
     let color = style::color_stderr();
     eprintln!(
         "{} {}, {}, {}: no problems",

@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::style;
 
 /// The quickstart project's files, embedded at build time.
-const FILES: [(&str, &str); 6] = [
+const FILES: [(&str, &str); 9] = [
     (
         "flowrun.yaml",
         include_str!("../../examples/quickstart/flowrun.yaml"),
@@ -32,6 +32,18 @@ const FILES: [(&str, &str); 6] = [
     (
         "partials/tone.j2",
         include_str!("../../examples/quickstart/partials/tone.j2"),
+    ),
+    (
+        "tests/triage.test.yaml",
+        include_str!("../../examples/quickstart/tests/triage.test.yaml"),
+    ),
+    (
+        "tests/summarize.test.yaml",
+        include_str!("../../examples/quickstart/tests/summarize.test.yaml"),
+    ),
+    (
+        "data/tickets.jsonl",
+        include_str!("../../examples/quickstart/data/tickets.jsonl"),
     ),
 ];
 

@@ -8,6 +8,7 @@ mod run;
 mod runs;
 mod schema;
 mod show;
+mod test;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,8 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Runs(args) => runs::runs(&start, &args),
         Command::Show(args) => show::show(&start, &args),
         Command::Schema(args) => schema::schema(&start, &args),
+        Command::Test(cmd) => test::test(&start, cmd),
+        Command::Tests(args) => test::list(&start, &args),
     }
 }
 

@@ -39,7 +39,12 @@ pub enum Check {
     /// The output (text, or JSON value) equals this value.
     Equals(Value, Negate),
     /// The output text contains one (or, with `all`, every) of these strings.
-    Contains { values: Vec<String>, all: bool, ignore_case: bool, negate: Negate },
+    Contains {
+        values: Vec<String>,
+        all: bool,
+        ignore_case: bool,
+        negate: Negate,
+    },
     Regex(String, Negate),
     StartsWith(String, Negate),
     /// The output is (or, negated, is not) valid JSON.
@@ -47,14 +52,23 @@ pub enum Check {
     /// The output is JSON matching this schema.
     JsonSchema(Value),
     /// A JSONPath (RFC 9535) query into the JSON output.
-    JsonPath { path: String, op: JsonPathOp },
+    JsonPath {
+        path: String,
+        op: JsonPathOp,
+    },
     /// Length of the output text in characters.
-    Length { min: Option<usize>, max: Option<usize> },
+    Length {
+        min: Option<usize>,
+        max: Option<usize>,
+    },
     LatencyMax(Duration),
     /// Maximum cost in USD; an unknown cost fails it.
     CostMax(f64),
     /// A rubric graded by a judge model (default: `defaults.judge` in flowrun.yaml).
-    LlmJudge { rubric: String, model: Option<String> },
+    LlmJudge {
+        rubric: String,
+        model: Option<String>,
+    },
     /// An external program gets the output on stdin; exit 0 passes, or it prints
     /// `{"score": 0.8, "reason": "..."}`.
     Command(String),
@@ -78,10 +92,26 @@ impl Check {
         match self {
             Check::Equals(_, false) => "equals",
             Check::Equals(_, true) => "not_equals",
-            Check::Contains { ignore_case: false, negate: false, .. } => "contains",
-            Check::Contains { ignore_case: true, negate: false, .. } => "icontains",
-            Check::Contains { ignore_case: false, negate: true, .. } => "not_contains",
-            Check::Contains { ignore_case: true, negate: true, .. } => "not_icontains",
+            Check::Contains {
+                ignore_case: false,
+                negate: false,
+                ..
+            } => "contains",
+            Check::Contains {
+                ignore_case: true,
+                negate: false,
+                ..
+            } => "icontains",
+            Check::Contains {
+                ignore_case: false,
+                negate: true,
+                ..
+            } => "not_contains",
+            Check::Contains {
+                ignore_case: true,
+                negate: true,
+                ..
+            } => "not_icontains",
             Check::Regex(_, false) => "regex",
             Check::Regex(_, true) => "not_regex",
             Check::StartsWith(_, false) => "starts_with",
@@ -122,7 +152,13 @@ pub struct Grade {
 /// Grades an output against a rubric with a model. Implemented over the executor.
 #[async_trait]
 pub trait Judge: Send + Sync {
-    async fn grade(&self, rubric: &str, output: &str, input: &Value, model: Option<&str>) -> Result<Grade, String>;
+    async fn grade(
+        &self,
+        rubric: &str,
+        output: &str,
+        input: &Value,
+        model: Option<&str>,
+    ) -> Result<Grade, String>;
 }
 
 /// What an external check program did.

@@ -39,11 +39,17 @@ const JSON_PATH_OPS: [&str; 3] = ["equals", "contains", "exists"];
 pub fn parse(doc: &Document, path: &Path, value: &Value) -> Result<AssertionSpec, Diagnostic> {
     let Value::Object(map) = value else {
         return Err(doc
-            .error_at(path, "an assertion must be a mapping such as `{ contains: refund }`")
+            .error_at(
+                path,
+                "an assertion must be a mapping such as `{ contains: refund }`",
+            )
             .with_help(format!("checks: {}", CHECK_KEYS.join(", "))));
     };
     let check_key = find_check_key(doc, path, map)?;
-    for key in map.keys().filter(|k| *k != check_key && !MODIFIERS.contains(&k.as_str())) {
+    for key in map
+        .keys()
+        .filter(|k| *k != check_key && !MODIFIERS.contains(&k.as_str()))
+    {
         let allowed = check_key == "json_path" && JSON_PATH_OPS.contains(&key.as_str());
         if !allowed {
             return Err(unknown_key(doc, path, key, check_key));
@@ -57,27 +63,48 @@ pub fn parse(doc: &Document, path: &Path, value: &Value) -> Result<AssertionSpec
     }
     let threshold = r.number("threshold")?.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&threshold) {
-        return Err(doc.error_at(&path.key("threshold"), "`threshold` must be between 0 and 1"));
+        return Err(doc.error_at(
+            &path.key("threshold"),
+            "`threshold` must be between 0 and 1",
+        ));
     }
     if map.contains_key("all") && !matches!(check, Check::Contains { .. }) {
-        return Err(doc.error_at_key(&path.key("all"), "`all` goes with `contains` and its variants"));
+        return Err(doc.error_at_key(
+            &path.key("all"),
+            "`all` goes with `contains` and its variants",
+        ));
     }
     if map.contains_key("model") && !matches!(check, Check::LlmJudge { .. }) {
         return Err(doc.error_at_key(&path.key("model"), "`model` goes with `llm_judge`"));
     }
     let required = r.boolean("required")?.unwrap_or(false);
-    Ok(AssertionSpec { check, weight, threshold, required })
+    Ok(AssertionSpec {
+        check,
+        weight,
+        threshold,
+        required,
+    })
 }
 
-fn find_check_key<'m>(doc: &Document, path: &Path, map: &'m Map<String, Value>) -> Result<&'m str, Diagnostic> {
+fn find_check_key<'m>(
+    doc: &Document,
+    path: &Path,
+    map: &'m Map<String, Value>,
+) -> Result<&'m str, Diagnostic> {
     if let Some((key, _)) = map.get_key_value("json_path") {
         return Ok(key);
     }
-    let checks: Vec<&str> = map.keys().map(String::as_str).filter(|k| CHECK_KEYS.contains(k)).collect();
+    let checks: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| CHECK_KEYS.contains(k))
+        .collect();
     match checks.as_slice() {
         [one] => Ok(one),
         [] => {
-            let stray = map.keys().find(|k| !MODIFIERS.contains(&k.as_str()) && !JSON_PATH_OPS.contains(&k.as_str()));
+            let stray = map
+                .keys()
+                .find(|k| !MODIFIERS.contains(&k.as_str()) && !JSON_PATH_OPS.contains(&k.as_str()));
             match stray {
                 Some(k) => Err(unknown_key(doc, path, k, "")),
                 None => Err(doc
@@ -86,7 +113,10 @@ fn find_check_key<'m>(doc: &Document, path: &Path, map: &'m Map<String, Value>) 
             }
         }
         [_, second, ..] => Err(doc
-            .error_at_key(&path.key(*second), format!("an assertion has one check; this one also has `{second}`"))
+            .error_at_key(
+                &path.key(*second),
+                format!("an assertion has one check; this one also has `{second}`"),
+            )
             .with_help("write each check as its own list item")),
     }
 }
@@ -97,7 +127,8 @@ fn unknown_key(doc: &Document, path: &Path, key: &str, check: &str) -> Diagnosti
         names.extend(JSON_PATH_OPS);
     }
     let help = did_you_mean(key, names.iter().copied()).unwrap_or_else(|| "remove it".into());
-    doc.error_at_key(&path.key(key), format!("unknown assertion key `{key}`")).with_help(help)
+    doc.error_at_key(&path.key(key), format!("unknown assertion key `{key}`"))
+        .with_help(help)
 }
 
 struct Reader<'a> {
@@ -201,7 +232,11 @@ impl Reader<'_> {
             },
             "llm_judge" => Check::LlmJudge {
                 rubric: self.string(key)?,
-                model: self.map.get("model").map(|_| self.string("model")).transpose()?,
+                model: self
+                    .map
+                    .get("model")
+                    .map(|_| self.string("model"))
+                    .transpose()?,
             },
             "command" => Check::Command(self.string(key)?),
             _ => return Err(self.err(key, format!("unknown check `{key}`"))),
@@ -211,15 +246,26 @@ impl Reader<'_> {
     fn json_path(&self, key: &str) -> Result<Check, Diagnostic> {
         let path = self.string(key)?;
         if let Err(e) = serde_json_path::JsonPath::parse(&path) {
-            return Err(self.err(key, format!("invalid JSONPath: {e}")).with_help("write it like `$.category` or `$.items[0].name`"));
+            return Err(self
+                .err(key, format!("invalid JSONPath: {e}"))
+                .with_help("write it like `$.category` or `$.items[0].name`"));
         }
-        let ops: Vec<&str> = JSON_PATH_OPS.iter().copied().filter(|k| self.map.contains_key(*k)).collect();
+        let ops: Vec<&str> = JSON_PATH_OPS
+            .iter()
+            .copied()
+            .filter(|k| self.map.contains_key(*k))
+            .collect();
         let op = match ops.as_slice() {
             ["equals"] => JsonPathOp::Equals(self.get("equals").clone()),
             ["contains"] => JsonPathOp::Contains(self.get("contains").clone()),
             ["exists"] => JsonPathOp::Exists(self.boolean("exists")?.unwrap_or(true)),
             [] => JsonPathOp::Exists(true),
-            _ => return Err(self.err(key, "`json_path` takes one of `equals`, `contains`, `exists`")),
+            _ => {
+                return Err(self.err(
+                    key,
+                    "`json_path` takes one of `equals`, `contains`, `exists`",
+                ));
+            }
         };
         Ok(Check::JsonPath { path, op })
     }
@@ -231,11 +277,19 @@ impl Reader<'_> {
         let mut min = None;
         let mut max = None;
         for (k, v) in bounds {
-            let n = v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(key, format!("`length.{k}` takes a whole number")))?;
+            let n = v
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| self.err(key, format!("`length.{k}` takes a whole number")))?;
             match k.as_str() {
                 "min" => min = Some(n),
                 "max" => max = Some(n),
-                other => return Err(self.doc.error_at_key(&self.path.key(key).key(other), format!("unknown key `{other}`; `length` takes `min` and `max`"))),
+                other => {
+                    return Err(self.doc.error_at_key(
+                        &self.path.key(key).key(other),
+                        format!("unknown key `{other}`; `length` takes `min` and `max`"),
+                    ));
+                }
             }
         }
         if min.is_none() && max.is_none() {
@@ -247,7 +301,9 @@ impl Reader<'_> {
 
 /// Validates a regular expression by compiling it.
 fn regex_lite_check(pattern: &str) -> Result<(), String> {
-    regex::Regex::new(pattern).map(|_| ()).map_err(|e| e.to_string())
+    regex::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The JSON Schema of one assertion, for editors.
@@ -262,13 +318,22 @@ impl schemars::JsonSchema for AssertionSchema {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let mut props = Map::new();
         for key in CHECK_KEYS {
-            props.insert(key.into(), serde_json::json!({ "description": format!("the `{key}` check") }));
+            props.insert(
+                key.into(),
+                serde_json::json!({ "description": format!("the `{key}` check") }),
+            );
         }
         props.insert("weight".into(), serde_json::json!({ "type": "number", "minimum": 0, "description": "relative weight in the case score (default 1)" }));
         props.insert("threshold".into(), serde_json::json!({ "type": "number", "minimum": 0, "maximum": 1, "description": "score needed to pass (default 0.5)" }));
-        props.insert("required".into(), serde_json::json!({ "type": "boolean", "description": "a failure fails the case" }));
+        props.insert(
+            "required".into(),
+            serde_json::json!({ "type": "boolean", "description": "a failure fails the case" }),
+        );
         props.insert("all".into(), serde_json::json!({ "type": "boolean", "description": "contains: every value must appear" }));
-        props.insert("model".into(), serde_json::json!({ "type": "string", "description": "llm_judge: the judge model" }));
+        props.insert(
+            "model".into(),
+            serde_json::json!({ "type": "string", "description": "llm_judge: the judge model" }),
+        );
         props.insert("exists".into(), serde_json::json!({ "type": "boolean", "description": "json_path: the query selects something" }));
         schemars::json_schema!({
             "type": "object",
@@ -292,14 +357,38 @@ mod tests {
 
     #[test]
     fn reads_checks_and_modifiers() {
-        let a = parse_one("{ contains: [refund, sorry], all: true, weight: 2, required: true }").unwrap();
-        assert_eq!(a.check, Check::Contains { values: vec!["refund".into(), "sorry".into()], all: true, ignore_case: false, negate: false });
+        let a = parse_one("{ contains: [refund, sorry], all: true, weight: 2, required: true }")
+            .unwrap();
+        assert_eq!(
+            a.check,
+            Check::Contains {
+                values: vec!["refund".into(), "sorry".into()],
+                all: true,
+                ignore_case: false,
+                negate: false
+            }
+        );
         assert_eq!((a.weight, a.threshold, a.required), (2.0, 0.5, true));
         let j = parse_one("{ json_path: $.category, equals: billing }").unwrap();
-        assert_eq!(j.check, Check::JsonPath { path: "$.category".into(), op: JsonPathOp::Equals("billing".into()) });
+        assert_eq!(
+            j.check,
+            Check::JsonPath {
+                path: "$.category".into(),
+                op: JsonPathOp::Equals("billing".into())
+            }
+        );
         let l = parse_one("{ latency_max: 2s }").unwrap();
-        assert_eq!(l.check, Check::LatencyMax(std::time::Duration::from_secs(2)));
-        assert_eq!(parse_one("{ not_icontains: As an AI }").unwrap().check.name(), "not_icontains");
+        assert_eq!(
+            l.check,
+            Check::LatencyMax(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_one("{ not_icontains: As an AI }")
+                .unwrap()
+                .check
+                .name(),
+            "not_icontains"
+        );
     }
 
     #[test]
@@ -310,7 +399,11 @@ mod tests {
         let e = parse_one("{ contains: a, regex: b }").unwrap_err();
         assert!(e.message.contains("one check"), "{}", e.message);
         let e = parse_one("{ regex: '(' }").unwrap_err();
-        assert!(e.message.starts_with("invalid regular expression"), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid regular expression"),
+            "{}",
+            e.message
+        );
         let e = parse_one("{ json_path: 'nope[' }").unwrap_err();
         assert!(e.message.starts_with("invalid JSONPath"), "{}", e.message);
         let e = parse_one("{ equals: x, threshold: 3 }").unwrap_err();

@@ -34,13 +34,20 @@ pub struct TestCase {
 pub type Dataset<'a> = (&'a str, Vec<DatasetRow>);
 
 /// Every case of `file`: inline cases, then the dataset's rows.
-pub fn cases_of(project: &Project, file: &TestFile, dataset: Option<Dataset<'_>>) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
+pub fn cases_of(
+    project: &Project,
+    file: &TestFile,
+    dataset: Option<Dataset<'_>>,
+) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
     let doc = &file.doc;
     let spec = &file.spec;
     let mut diags = Vec::new();
-    let (kind, name) = project
-        .resolve_target(&spec.target)
-        .map_err(|e| vec![doc.error_at(&Path::root().key("target"), e).with_help("name a prompt or flow of this project")])?;
+    let (kind, name) = project.resolve_target(&spec.target).map_err(|e| {
+        vec![
+            doc.error_at(&Path::root().key("target"), e)
+                .with_help("name a prompt or flow of this project"),
+        ]
+    })?;
     let decl = match kind {
         TargetKind::Prompt => &project.prompts[&name].spec.input,
         TargetKind::Flow => &project.flows[&name].spec.input,
@@ -53,14 +60,25 @@ pub fn cases_of(project: &Project, file: &TestFile, dataset: Option<Dataset<'_>>
         let path = Path::root().key("cases").index(i);
         let mut input = spec.defaults.input.clone();
         input.extend(case.input.clone());
-        let located = Located::Doc { doc, path: path.key("input") };
+        let located = Located::Doc {
+            doc,
+            path: path.key("input"),
+        };
         let ok_input = check_input(decl, &input, &located, &mut diags);
         let mut assertions = defaults.clone();
-        assertions.extend(parse_all(doc, &path.key("assert"), &case.assertions, &mut diags));
+        assertions.extend(parse_all(
+            doc,
+            &path.key("assert"),
+            &case.assertions,
+            &mut diags,
+        ));
         cases.push(TestCase {
             file: file.path.clone(),
             index: i,
-            name: case.name.clone().unwrap_or_else(|| format!("case {}", i + 1)),
+            name: case
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("case {}", i + 1)),
             target: target.clone(),
             input: ok_input,
             vars: Value::Object(case.vars.clone().into_iter().collect()),
@@ -73,20 +91,40 @@ pub fn cases_of(project: &Project, file: &TestFile, dataset: Option<Dataset<'_>>
         for (k, row) in rows.into_iter().enumerate() {
             let mut input = spec.defaults.input.clone();
             let located = match &row.doc {
-                Some(d) => Located::Doc { doc: d, path: row.path.key("input") },
-                None => Located::Line { file: data_path, line: row.line, text: row.text.clone() },
+                Some(d) => Located::Doc {
+                    doc: d,
+                    path: row.path.key("input"),
+                },
+                None => Located::Line {
+                    file: data_path,
+                    line: row.line,
+                    text: row.text.clone(),
+                },
             };
-            let typed = if row.untyped { type_texts(decl, &row.case.input, &located, &mut diags) } else { row.case.input.clone() };
+            let typed = if row.untyped {
+                type_texts(decl, &row.case.input, &located, &mut diags)
+            } else {
+                row.case.input.clone()
+            };
             input.extend(typed);
             let ok_input = check_input(decl, &input, &located, &mut diags);
             let mut assertions = defaults.clone();
             if let Some(d) = &row.doc {
-                assertions.extend(parse_all(d, &row.path.key("assert"), &row.case.assertions, &mut diags));
+                assertions.extend(parse_all(
+                    d,
+                    &row.path.key("assert"),
+                    &row.case.assertions,
+                    &mut diags,
+                ));
             }
             cases.push(TestCase {
                 file: file.path.clone(),
                 index: spec.cases.len() + k,
-                name: row.case.name.clone().unwrap_or_else(|| format!("{data_path}:{}", row.line)),
+                name: row
+                    .case
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{data_path}:{}", row.line)),
                 target: target.clone(),
                 input: ok_input,
                 vars: Value::Object(row.case.vars.clone().into_iter().collect()),
@@ -96,7 +134,11 @@ pub fn cases_of(project: &Project, file: &TestFile, dataset: Option<Dataset<'_>>
             });
         }
     }
-    if diags.is_empty() { Ok(cases) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(cases)
+    } else {
+        Err(diags)
+    }
 }
 
 /// Checks a test file's inline cases (datasets are checked when read).
@@ -114,18 +156,34 @@ fn merged_tags(defaults: &[String], own: &[String]) -> Vec<String> {
     tags
 }
 
-fn parse_all(doc: &Document, path: &Path, values: &[Value], diags: &mut Vec<Diagnostic>) -> Vec<AssertionSpec> {
+fn parse_all(
+    doc: &Document,
+    path: &Path,
+    values: &[Value],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<AssertionSpec> {
     values
         .iter()
         .enumerate()
-        .filter_map(|(j, v)| assert::parse(doc, &path.index(j), v).map_err(|d| diags.push(d)).ok())
+        .filter_map(|(j, v)| {
+            assert::parse(doc, &path.index(j), v)
+                .map_err(|d| diags.push(d))
+                .ok()
+        })
         .collect()
 }
 
 /// Where a case's input came from, for pointing at problems.
 enum Located<'a> {
-    Doc { doc: &'a Document, path: Path },
-    Line { file: &'a str, line: usize, text: std::sync::Arc<str> },
+    Doc {
+        doc: &'a Document,
+        path: Path,
+    },
+    Line {
+        file: &'a str,
+        line: usize,
+        text: std::sync::Arc<str>,
+    },
 }
 
 impl Located<'_> {
@@ -133,7 +191,11 @@ impl Located<'_> {
         match self {
             Located::Doc { doc, path } => {
                 let at = path.key(field);
-                if doc.spans.get(&at).is_some() { doc.error_at(&at, message) } else { doc.error_at(path, message) }
+                if doc.spans.get(&at).is_some() {
+                    doc.error_at(&at, message)
+                } else {
+                    doc.error_at(path, message)
+                }
             }
             Located::Line { file, line, text } => {
                 let row_len = text.lines().nth(line.saturating_sub(1)).map_or(1, str::len);
@@ -144,17 +206,31 @@ impl Located<'_> {
     }
 }
 
-fn check_input(decl: &IndexMap<String, InputSpec>, input: &Map<String, Value>, at: &Located<'_>, diags: &mut Vec<Diagnostic>) -> Map<String, Value> {
+fn check_input(
+    decl: &IndexMap<String, InputSpec>,
+    input: &Map<String, Value>,
+    at: &Located<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Map<String, Value> {
     match resolve_inputs(decl, input) {
         Ok(v) => v,
         Err(errors) => {
-            diags.extend(errors.into_iter().map(|e| at.error(&e.field, format!("input `{}`: {}", e.field, e.message))));
+            diags.extend(
+                errors
+                    .into_iter()
+                    .map(|e| at.error(&e.field, format!("input `{}`: {}", e.field, e.message))),
+            );
             Map::new()
         }
     }
 }
 
-fn type_texts(decl: &IndexMap<String, InputSpec>, input: &Map<String, Value>, at: &Located<'_>, diags: &mut Vec<Diagnostic>) -> Map<String, Value> {
+fn type_texts(
+    decl: &IndexMap<String, InputSpec>,
+    input: &Map<String, Value>,
+    at: &Located<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in input {
         match (decl.get(k), v) {

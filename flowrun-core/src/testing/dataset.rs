@@ -45,14 +45,20 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
         Some("jsonl") => parse_jsonl(path, text),
         Some("csv") => parse_csv(path, text),
         Some("yaml") | Some("json") => parse_yaml(path, text),
-        _ => Err(Diagnostic::error(path, "unknown dataset format").with_help("use a `.jsonl`, `.csv` or `.yaml` file")),
+        _ => Err(Diagnostic::error(path, "unknown dataset format")
+            .with_help("use a `.jsonl`, `.csv` or `.yaml` file")),
     }
 }
 
 fn row_case(doc: &Document, path: &Path, value: &Value) -> Result<CaseSpec, Diagnostic> {
     match value {
-        Value::Object(m) if m.get("input").is_some_and(Value::is_object) => doc.deserialize_at(path, value),
-        Value::Object(m) => Ok(CaseSpec { input: m.clone(), ..CaseSpec::default() }),
+        Value::Object(m) if m.get("input").is_some_and(Value::is_object) => {
+            doc.deserialize_at(path, value)
+        }
+        Value::Object(m) => Ok(CaseSpec {
+            input: m.clone(),
+            ..CaseSpec::default()
+        }),
         _ => Err(doc.error_at(path, "a dataset row must be a mapping of input values")),
     }
 }
@@ -66,14 +72,22 @@ fn parse_jsonl(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
         let n = i + 1;
         if let Err(e) = serde_json::from_str::<Value>(line) {
             let loc = Location::at_line_col(text, n, e.column().max(1), 1);
-            return Err(Diagnostic::error(path, format!("invalid JSON: {e}")).with_location(text.into(), loc));
+            return Err(Diagnostic::error(path, format!("invalid JSON: {e}"))
+                .with_location(text.into(), loc));
         }
         // Padded so positions in the row's document are positions in the file.
         let padded = format!("{}{line}", "\n".repeat(i));
         let doc = Document::parse(path, padded)?;
         let value = doc.value.clone();
         let case = row_case(&doc, &Path::root(), &value)?;
-        rows.push(DatasetRow { case, line: n, doc: Some(doc), path: Path::root(), untyped: false, text: text.into() });
+        rows.push(DatasetRow {
+            case,
+            line: n,
+            doc: Some(doc),
+            path: Path::root(),
+            untyped: false,
+            text: text.into(),
+        });
     }
     Ok(rows)
 }
@@ -88,16 +102,26 @@ fn parse_yaml(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
         let p = Path::root().index(i);
         let case = row_case(&doc, &p, item)?;
         let line = doc.spans.get(&p).map_or(1, |s| s.value.line);
-        rows.push(DatasetRow { case, line, doc: Some(doc.clone()), path: p, untyped: false, text: doc.text.clone() });
+        rows.push(DatasetRow {
+            case,
+            line,
+            doc: Some(doc.clone()),
+            path: p,
+            untyped: false,
+            text: doc.text.clone(),
+        });
     }
     Ok(rows)
 }
 
 fn parse_csv(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(1, |p| p.line() as usize);
-        Diagnostic::error(path, format!("invalid CSV: {e}")).with_location(text.into(), Location::at_line_col(text, line, 1, 1))
+        Diagnostic::error(path, format!("invalid CSV: {e}"))
+            .with_location(text.into(), Location::at_line_col(text, line, 1, 1))
     };
     let headers = reader.headers().map_err(csv_error)?.clone();
     let mut rows = Vec::new();
@@ -110,14 +134,27 @@ fn parse_csv(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
         for (header, value) in headers.iter().zip(record.iter()) {
             match header {
                 "name" => case.name = Some(value.to_string()),
-                "tags" => case.tags = value.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+                "tags" => {
+                    case.tags = value
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                }
                 _ => {
                     input.insert(header.to_string(), Value::String(value.to_string()));
                 }
             }
         }
         case.input = input;
-        rows.push(DatasetRow { case, line, doc: None, path: Path::root(), untyped: true, text: shared.clone() });
+        rows.push(DatasetRow {
+            case,
+            line,
+            doc: None,
+            path: Path::root(),
+            untyped: true,
+            text: shared.clone(),
+        });
     }
     Ok(rows)
 }
@@ -144,7 +181,11 @@ mod tests {
 
     #[test]
     fn csv_columns_become_text_inputs() {
-        let rows = parse("d.csv", "name,ticket,tags\nfirst,\"I was, charged\",\"billing, urgent\"\n").unwrap();
+        let rows = parse(
+            "d.csv",
+            "name,ticket,tags\nfirst,\"I was, charged\",\"billing, urgent\"\n",
+        )
+        .unwrap();
         assert_eq!(rows[0].case.name.as_deref(), Some("first"));
         assert_eq!(rows[0].case.input["ticket"], "I was, charged");
         assert_eq!(rows[0].case.tags, ["billing", "urgent"]);
@@ -154,7 +195,11 @@ mod tests {
 
     #[test]
     fn yaml_rows_keep_positions() {
-        let rows = parse("d.yaml", "- ticket: a\n- input: {ticket: b}\n  assert: [{contains: b}]\n").unwrap();
+        let rows = parse(
+            "d.yaml",
+            "- ticket: a\n- input: {ticket: b}\n  assert: [{contains: b}]\n",
+        )
+        .unwrap();
         assert_eq!(rows[1].line, 2);
         assert_eq!(rows[1].case.assertions.len(), 1);
     }

@@ -21,7 +21,12 @@ pub fn judge_source() -> SourceFile {
 pub fn judge_model(config: &crate::spec::ProjectConfig, requested: Option<&str>) -> Option<String> {
     requested
         .map(str::to_string)
-        .or_else(|| config.models.contains_key("judge").then(|| "judge".to_string()))
+        .or_else(|| {
+            config
+                .models
+                .contains_key("judge")
+                .then(|| "judge".to_string())
+        })
         .or_else(|| config.defaults.model.clone())
 }
 
@@ -39,19 +44,53 @@ impl ExecutorJudge {
 
 #[async_trait]
 impl Judge for ExecutorJudge {
-    async fn grade(&self, rubric: &str, output: &str, input: &Value, model: Option<&str>) -> Result<Grade, String> {
+    async fn grade(
+        &self,
+        rubric: &str,
+        output: &str,
+        input: &Value,
+        model: Option<&str>,
+    ) -> Result<Grade, String> {
         let config = &self.executor.project().config;
-        let model = judge_model(config, model).ok_or("no judge model: add a `judge` alias under `models:` in flowrun.yaml")?;
-        let shown_input = if input.as_object().is_some_and(|m| m.is_empty()) { String::new() } else { input.to_string() };
-        let mut request = RunRequest::new("prompt/judge", json!({ "rubric": rubric, "output": output, "input": shown_input }));
+        let model = judge_model(config, model)
+            .ok_or("no judge model: add a `judge` alias under `models:` in flowrun.yaml")?;
+        let shown_input = if input.as_object().is_some_and(|m| m.is_empty()) {
+            String::new()
+        } else {
+            input.to_string()
+        };
+        let mut request = RunRequest::new(
+            "prompt/judge",
+            json!({ "rubric": rubric, "output": output, "input": shown_input }),
+        );
         request.model = Some(model);
-        let outcome = self.executor.run(request).await.map_err(|e| e.to_string())?;
+        let outcome = self
+            .executor
+            .run(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if outcome.status != RunStatus::Succeeded {
-            return Err(outcome.error.unwrap_or_else(|| "the judge call failed".into()));
+            return Err(outcome
+                .error
+                .unwrap_or_else(|| "the judge call failed".into()));
         }
         let value = outcome.output.unwrap_or(Value::Null);
-        let score = value.get("score").and_then(Value::as_f64).ok_or("the judge gave no numeric `score`")?;
-        let reason = value.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(Grade { score: if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 }, reason })
+        let score = value
+            .get("score")
+            .and_then(Value::as_f64)
+            .ok_or("the judge gave no numeric `score`")?;
+        let reason = value
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok(Grade {
+            score: if score.is_finite() {
+                score.clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            reason,
+        })
     }
 }

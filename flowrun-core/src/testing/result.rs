@@ -51,7 +51,11 @@ pub struct CaseStats {
 
 impl CaseStats {
     pub fn pass_rate(&self) -> f64 {
-        if self.runs == 0 { 0.0 } else { f64::from(self.passes) / f64::from(self.runs) }
+        if self.runs == 0 {
+            0.0
+        } else {
+            f64::from(self.passes) / f64::from(self.runs)
+        }
     }
 
     /// Passed sometimes and failed sometimes.
@@ -100,12 +104,20 @@ impl Summary {
             let i = ((latencies.len() - 1) as f64 * p).round() as usize;
             latencies[i.min(latencies.len() - 1)]
         };
-        let mean_score = if runs == 0 { 0.0 } else { results.iter().map(|r| r.score).sum::<f64>() / runs as f64 };
+        let mean_score = if runs == 0 {
+            0.0
+        } else {
+            results.iter().map(|r| r.score).sum::<f64>() / runs as f64
+        };
         Summary {
             runs,
             passed,
             failed: runs - passed,
-            pass_rate: if runs == 0 { 0.0 } else { passed as f64 / runs as f64 },
+            pass_rate: if runs == 0 {
+                0.0
+            } else {
+                passed as f64 / runs as f64
+            },
             mean_score,
             usage,
             cost,
@@ -113,7 +125,10 @@ impl Summary {
             latency_p50_ms: pct(0.5),
             latency_p95_ms: pct(0.95),
             cached: results.iter().filter(|r| r.cached).count(),
-            flaky: case_stats(results).into_iter().filter(CaseStats::is_flaky).collect(),
+            flaky: case_stats(results)
+                .into_iter()
+                .filter(CaseStats::is_flaky)
+                .collect(),
         }
     }
 }
@@ -129,7 +144,12 @@ pub fn case_stats(results: &[CaseResult]) -> Vec<CaseStats> {
                 s.runs += 1;
                 s.passes += u32::from(r.pass);
             }
-            _ => stats.push(CaseStats { file: r.file.clone(), case: r.case.clone(), runs: 1, passes: u32::from(r.pass) }),
+            _ => stats.push(CaseStats {
+                file: r.file.clone(),
+                case: r.case.clone(),
+                runs: 1,
+                passes: u32::from(r.pass),
+            }),
         }
     }
     stats
@@ -149,10 +169,22 @@ pub struct SuiteReport {
 }
 
 impl SuiteReport {
-    pub fn new(started_at_ms: i64, wall_ms: u64, min_pass_rate: f64, mut results: Vec<CaseResult>) -> Self {
+    pub fn new(
+        started_at_ms: i64,
+        wall_ms: u64,
+        min_pass_rate: f64,
+        mut results: Vec<CaseResult>,
+    ) -> Self {
         results.sort_by(|a, b| (&a.file, a.index, a.repeat).cmp(&(&b.file, b.index, b.repeat)));
         let summary = Summary::of(&results);
-        SuiteReport { id: None, started_at_ms, wall_ms, min_pass_rate, results, summary }
+        SuiteReport {
+            id: None,
+            started_at_ms,
+            wall_ms,
+            min_pass_rate,
+            results,
+            summary,
+        }
     }
 
     /// The suite passes when its pass rate reaches `min_pass_rate` (and it ran something).

@@ -28,7 +28,11 @@ pub struct TestOptions {
 
 impl Default for TestOptions {
     fn default() -> Self {
-        TestOptions { concurrency: 8, repeat: 1, fail_fast: false }
+        TestOptions {
+            concurrency: 8,
+            repeat: 1,
+            fail_fast: false,
+        }
     }
 }
 
@@ -43,7 +47,9 @@ pub async fn run_tests(
     cancel: &CancellationToken,
 ) -> Vec<CaseResult> {
     let stop = cancel.child_token();
-    let jobs = cases.iter().flat_map(|case| (1..=options.repeat.max(1)).map(move |repeat| (case, repeat)));
+    let jobs = cases
+        .iter()
+        .flat_map(|case| (1..=options.repeat.max(1)).map(move |repeat| (case, repeat)));
     futures::stream::iter(jobs)
         .map(|(case, repeat)| {
             let stop = stop.clone();
@@ -69,7 +75,13 @@ pub async fn run_tests(
 }
 
 /// Runs one case once and scores it.
-pub async fn run_case(executor: &Executor, case: &TestCase, repeat: u32, hooks: Hooks<'_>, cancel: &CancellationToken) -> CaseResult {
+pub async fn run_case(
+    executor: &Executor,
+    case: &TestCase,
+    repeat: u32,
+    hooks: Hooks<'_>,
+    cancel: &CancellationToken,
+) -> CaseResult {
     let started = Instant::now();
     let input = Value::Object(case.input.clone());
     let request = RunRequest::new(case.target.clone(), input.clone()).with_cancel(cancel.clone());
@@ -104,7 +116,9 @@ pub async fn run_case(executor: &Executor, case: &TestCase, repeat: u32, hooks: 
                 None => String::new(),
             };
             result.output = outcome.output;
-            result.error = outcome.error.map(|e| format!("{e} (case `{}` of {})", case.name, case.file));
+            result.error = outcome
+                .error
+                .map(|e| format!("{e} (case `{}` of {})", case.name, case.file));
             result.latency_ms = outcome.latency_ms;
             result.usage = outcome.usage;
             result.cost = outcome.cost;
@@ -116,7 +130,10 @@ pub async fn run_case(executor: &Executor, case: &TestCase, repeat: u32, hooks: 
         }
     }
     let observed = Observed {
-        output: result.output.as_ref().filter(|_| result.status == RunStatus::Succeeded),
+        output: result
+            .output
+            .as_ref()
+            .filter(|_| result.status == RunStatus::Succeeded),
         text: &result.output_text,
         latency_ms: result.latency_ms,
         cost: &result.cost,
@@ -127,7 +144,11 @@ pub async fn run_case(executor: &Executor, case: &TestCase, repeat: u32, hooks: 
     let assertions = evaluate(&case.assertions, &observed, hooks).await;
     let (score, pass) = case_score(&assertions, case.threshold);
     result.pass = pass && result.status == RunStatus::Succeeded;
-    result.score = if result.status == RunStatus::Succeeded { score } else { 0.0 };
+    result.score = if result.status == RunStatus::Succeeded {
+        score
+    } else {
+        0.0
+    };
     result.assertions = assertions;
     result
 }

@@ -9,6 +9,7 @@ mod cache;
 mod query;
 mod schema;
 mod sink;
+mod test_runs;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use query::{CallRow, RunDetail, RunRow, StepRow};
+pub use test_runs::TestRunRow;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -81,6 +81,24 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     ALTER TABLE calls ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;",
     ),
+    // 3: test runs: summary columns for listing, the whole report for `test show`.
+    M::up(
+        "CREATE TABLE test_runs (
+        id            TEXT PRIMARY KEY,
+        started_at    INTEGER NOT NULL,
+        wall_ms       INTEGER NOT NULL,
+        min_pass_rate REAL NOT NULL,
+        runs          INTEGER NOT NULL,
+        passed        INTEGER NOT NULL,
+        failed        INTEGER NOT NULL,
+        pass_rate     REAL NOT NULL,
+        mean_score    REAL NOT NULL,
+        cost_usd      REAL,
+        cost_unknown  TEXT,
+        report        TEXT NOT NULL
+    );
+    CREATE INDEX test_runs_by_start ON test_runs(started_at DESC);",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -1,0 +1,353 @@
+//! `flowrun test`: run the selected cases concurrently, score them, report, store the result.
+//! `flowrun test show ID` and `flowrun tests` read stored test runs back.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowrun_core::Executor;
+use flowrun_core::Project;
+use flowrun_core::assert::Hooks;
+use flowrun_core::cache::{Recording, ResponseCache};
+use flowrun_core::cassette::Cassette;
+use flowrun_core::event::now_ms;
+use flowrun_core::testing::judge::{ExecutorJudge, judge_source};
+use flowrun_core::testing::{CaseResult, SuiteReport, TestOptions, run_tests};
+use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
+use flowrun_local::{LocalProject, Store, report};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Format, TestArgs, TestCmd, TestSub, TestsArgs};
+use crate::diag_render;
+use crate::exit::Exit;
+use crate::style;
+
+pub fn test(start: &Path, cmd: TestCmd) -> Exit {
+    let result = match cmd.sub {
+        Some(TestSub::Show(args)) => show(start, &args.id, args.format),
+        None => run_suite(start, &cmd.args),
+    };
+    match result {
+        Ok(exit) | Err(exit) => exit,
+    }
+}
+
+/// Where model answers come from and go to, by the cache flags.
+struct CacheSetup {
+    cache: Option<Arc<dyn ResponseCache>>,
+    replay_only: bool,
+    recording: Option<Arc<Cassette>>,
+}
+
+fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> {
+    let sqlite: Option<Arc<dyn ResponseCache>> =
+        (!args.no_cache).then(|| store.clone() as Arc<dyn ResponseCache>);
+    if let Some(path) = &args.replay {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            super::error(
+                &format!("cannot read cassette {}: {e}", path.display()),
+                Some("record one with `flowrun test --record FILE`"),
+            );
+            Exit::Usage
+        })?;
+        let cassette = Cassette::from_text(&text).map_err(|e| {
+            super::error(&format!("{}: {e}", path.display()), None);
+            Exit::Usage
+        })?;
+        return Ok(CacheSetup {
+            cache: Some(Arc::new(cassette)),
+            replay_only: true,
+            recording: None,
+        });
+    }
+    if args.record.is_some() {
+        let cassette = Arc::new(Cassette::new());
+        let recording = match sqlite {
+            Some(inner) => Recording::over(inner, cassette.clone()),
+            None => Recording::new(cassette.clone()),
+        };
+        return Ok(CacheSetup {
+            cache: Some(Arc::new(recording)),
+            replay_only: false,
+            recording: Some(cassette),
+        });
+    }
+    Ok(CacheSetup {
+        cache: sqlite,
+        replay_only: false,
+        recording: None,
+    })
+}
+
+fn build_executor(
+    local: &LocalProject,
+    project: Project,
+    setup: &CacheSetup,
+    sink: Option<Arc<Store>>,
+) -> Result<Executor, Exit> {
+    let prices = local.prices().map_err(|e| {
+        super::error(&e.to_string(), None);
+        Exit::Usage
+    })?;
+    let mut builder = Executor::builder(Arc::new(project))
+        .env(local.env_lookup())
+        .prices(prices)
+        .replay_only(setup.replay_only);
+    if let Some(cache) = &setup.cache {
+        builder = builder.cache(cache.clone());
+    }
+    if let Some(store) = sink {
+        builder = builder.sink(store);
+    }
+    builder.build().map_err(|e| {
+        super::error(&e.to_string(), None);
+        Exit::Usage
+    })
+}
+
+/// The judge runs flowrun's own judge prompt on the project's providers and models.
+fn judge_project(local: &LocalProject) -> Project {
+    let config = local
+        .project
+        .config_doc
+        .as_ref()
+        .map(|d| d.text.to_string())
+        .unwrap_or_default();
+    let sources = vec![
+        flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config),
+        judge_source(),
+    ];
+    Project::parse(sources).0
+}
+
+fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
+    if !(0.0..=1.0).contains(&args.min_pass_rate) {
+        super::error(
+            "`--min-pass-rate` must be between 0 and 1",
+            Some("write it like `--min-pass-rate 0.9`"),
+        );
+        return Err(Exit::Usage);
+    }
+    let local = super::load_project(start)?;
+    let selection = Selection {
+        names: args.names.clone(),
+        filter: args.filter.clone(),
+        tags: args.tags.clone(),
+    };
+    let cases = load_cases(&local, &selection).map_err(|diags| {
+        eprint!("{}", diag_render::render_all(&diags, style::color_stderr()));
+        Exit::Usage
+    })?;
+    if cases.is_empty() {
+        super::error(
+            "no test cases to run",
+            Some("add cases to `tests/<name>.test.yaml`, or loosen `--filter`/`--tag`"),
+        );
+        return Err(Exit::Usage);
+    }
+    let store = Arc::new(super::open_store(&local)?);
+    let setup = cache_setup(args, &store)?;
+    let executor = build_executor(&local, local.project.clone(), &setup, Some(store.clone()))?;
+    let judge = ExecutorJudge::new(build_executor(&local, judge_project(&local), &setup, None)?);
+    let commands = ProcessRunner {
+        dir: local.root.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let options = TestOptions {
+        concurrency: args.jobs as usize,
+        repeat: args.repeat,
+        fail_fast: args.fail_fast,
+    };
+    let total = cases.len() as u64 * u64::from(args.repeat);
+    let progress = Progress::new(total);
+    let started_ms = now_ms();
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            super::error(&format!("cannot start the async runtime: {e}"), None);
+            Exit::Failure
+        })?;
+    let results = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let guard = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                guard.cancel();
+            }
+        });
+        let hooks = Hooks {
+            judge: Some(&judge),
+            command: Some(&commands),
+        };
+        run_tests(
+            &executor,
+            &cases,
+            &options,
+            hooks,
+            &|r| progress.tick(r),
+            &cancel,
+        )
+        .await
+    });
+    progress.finish();
+    let mut suite = SuiteReport::new(
+        started_ms,
+        started.elapsed().as_millis() as u64,
+        args.min_pass_rate,
+        results,
+    );
+    if let (Some(path), Some(cassette)) = (&args.record, &setup.recording) {
+        write_file(path, &cassette.to_text())?;
+        eprintln!(
+            "recorded {} exchanges to {}",
+            cassette.len(),
+            path.display()
+        );
+    }
+    match store.save_test_run(&suite) {
+        Ok(id) => suite.id = Some(id),
+        Err(e) => super::error(&format!("the test run was not stored: {e}"), None),
+    }
+    if let Some(e) = store.take_sink_error() {
+        super::error(&format!("some runs were not fully recorded: {e}"), None);
+    }
+    emit_report(&suite, args.format, args.output.as_deref())?;
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        print!("{}", report::github_annotations(&suite));
+    }
+    Ok(if suite.passed() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+/// Prints the report in `format` (to `output` if given, with the terminal summary on stderr).
+fn emit_report(suite: &SuiteReport, format: Format, output: Option<&Path>) -> Result<(), Exit> {
+    let text = match format {
+        Format::Terminal => report::terminal(
+            suite,
+            output.is_none() && std::io::stdout().is_terminal() && style::color_stderr(),
+        ),
+        Format::Json => report::json(suite),
+        Format::Junit => report::junit(suite),
+        Format::Markdown => report::markdown(suite),
+        Format::Html => report::html(suite),
+    };
+    match output {
+        Some(path) => {
+            write_file(path, &text)?;
+            eprint!("{}", report::terminal(suite, style::color_stderr()));
+            eprintln!("wrote the report to {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    if let Some(id) = &suite.id {
+        eprintln!("test run {id}");
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` whole: a temp file renamed into place.
+fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            super::error(&format!("cannot write {}: {e}", path.display()), None);
+            Exit::Failure
+        })
+}
+
+fn show(start: &Path, id: &str, format: Format) -> Result<Exit, Exit> {
+    let local = super::load_project(start)?;
+    let store = super::open_store(&local)?;
+    let suite = store.test_run(id).map_err(|e| {
+        super::error(&e.to_string(), None);
+        Exit::Usage
+    })?;
+    emit_report(&suite, format, None)?;
+    Ok(if suite.passed() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+pub fn list(start: &Path, args: &TestsArgs) -> Exit {
+    let store = match super::load_project(start).and_then(|l| super::open_store(&l)) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let rows = match store.test_runs(args.limit) {
+        Ok(r) => r,
+        Err(e) => {
+            super::error(&e.to_string(), None);
+            return Exit::Failure;
+        }
+    };
+    if args.json {
+        super::print_json(&rows);
+        return Exit::Success;
+    }
+    if rows.is_empty() {
+        eprintln!("no test runs yet: `flowrun test` starts one");
+        return Exit::Success;
+    }
+    println!(
+        "{:<36}  {:>6}  {:>6}  {:>7}  {:>10}  {:>8}  STARTED",
+        "ID", "PASSED", "FAILED", "RATE", "COST", "WALL"
+    );
+    for r in rows {
+        println!(
+            "{:<36}  {:>6}  {:>6}  {:>6.1}%  {:>10}  {:>8}  {}",
+            r.id,
+            r.passed,
+            r.failed,
+            r.pass_rate * 100.0,
+            super::format_cost(r.cost_usd, &r.cost_unknown),
+            super::format_ms(r.wall_ms),
+            super::format_time(r.started_at)
+        );
+    }
+    Exit::Success
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} cases · {msg} · {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Progress { bar: Some(bar) }
+    }
+
+    fn tick(&self, result: &CaseResult) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if !result.pass {
+                bar.println(format!("✗ {} › {}", result.file, result.case));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
