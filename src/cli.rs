@@ -35,6 +35,67 @@ pub enum Command {
     Test(TestCmd),
     /// List recent test runs.
     Tests(TestsArgs),
+    /// Compare the draft (working tree) with a baseline on the same test cases; `eval show ID`
+    /// shows a stored evaluation.
+    Eval(EvalCmd),
+    /// List recent evaluations.
+    Evals(TestsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalCmd {
+    #[command(subcommand)]
+    pub sub: Option<EvalSub>,
+    #[command(flatten)]
+    pub args: EvalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalSub {
+    /// Show a stored evaluation.
+    Show(ShowTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Test files or tested targets to evaluate (default: all).
+    pub names: Vec<String>,
+    /// The version to compare with: `git:<ref>` (read from git objects; `git:` is the main
+    /// branch) or a directory.
+    #[arg(long, default_value = "git:", value_name = "REF")]
+    pub baseline: String,
+    /// Also ask a judge model which output is better, in both orders (criteria optional).
+    #[arg(long, value_name = "CRITERIA", num_args = 0..=1, default_missing_value = "Which output better does what the input asks: correct, complete, clear?")]
+    pub pairwise: Option<String>,
+    /// Exit 1 when the verdict is `worse` (for CI gating).
+    #[arg(long)]
+    pub fail_if_worse: bool,
+    /// Only cases whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Only cases with this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Cases run at once, per side.
+    #[arg(short = 'j', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub jobs: u32,
+    /// Run each case N times on each side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Call the providers for the draft even when the cache has an answer (the baseline is
+    /// always cached).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Answer every model call from this cassette (both sides and the judges).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Terminal)]
+    pub format: Format,
+    /// Write the report here instead of stdout (a terminal summary still goes to stderr).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ pub mod cassette;
 pub mod check;
 pub mod cost;
 pub mod diag;
+pub mod eval;
 pub mod event;
 pub mod exec;
 pub mod models;

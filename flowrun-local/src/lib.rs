@@ -4,6 +4,7 @@
 //! Architecture invariant: this is the only crate that touches the project's files and the
 //! local database; flowrun-core gets plain values and events.
 
+pub mod baseline;
 pub mod project_dir;
 pub mod report;
 pub mod store;

@@ -111,6 +111,21 @@ pub fn read_sources(root: &Path) -> Result<Vec<SourceFile>, LoadError> {
     Ok(files)
 }
 
+/// Whether `rel` (relative to the project root, `/`-separated) is a file [`read_sources`]
+/// reads: `flowrun.yaml`, or a non-hidden file under `prompts/`, `flows/`, `partials/`, or a
+/// test file under `tests/` (datasets are read on demand, not as sources).
+pub fn is_source_path(rel: &str) -> bool {
+    if rel == CONFIG_FILE {
+        return true;
+    }
+    let Some((top, rest)) = rel.split_once('/') else {
+        return false;
+    };
+    SOURCE_DIRS.contains(&top)
+        && !rest.split('/').any(|c| c.is_empty() || c.starts_with('.'))
+        && (top != "tests" || flowrun_core::project::is_test_file(rel))
+}
+
 fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
@@ -149,7 +164,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Loa
                 .collect::<Vec<_>>()
                 .join("/");
             // Under tests/ only test files belong to the project; datasets are read on demand.
-            if rel.starts_with("tests/") && !flowrun_core::project::is_test_file(&rel) {
+            if !is_source_path(&rel) {
                 continue;
             }
             out.push(SourceFile::new(rel, read(&path)?));

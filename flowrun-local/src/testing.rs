@@ -45,11 +45,23 @@ fn file_matches(project: &Project, file: &TestFile, name: &str) -> bool {
 }
 
 /// Every selected case, with all problems (in test files and datasets) reported together.
+/// Datasets are read from disk, relative to the project root.
 pub fn load_cases(
     local: &LocalProject,
     selection: &Selection,
 ) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
-    let project = &local.project;
+    let read = |rel: &str| std::fs::read_to_string(local.root.join(rel)).map_err(|e| e.to_string());
+    load_cases_with(&local.project, selection, &read)
+}
+
+/// Like [`load_cases`], with datasets read by `read` (given the dataset path relative to the
+/// project root; its error text is shown as "cannot read dataset: <error>"), e.g. from a
+/// baseline version of the project.
+pub fn load_cases_with(
+    project: &Project,
+    selection: &Selection,
+    read: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<TestCase>, Vec<Diagnostic>> {
     let mut unknown = Vec::new();
     for name in &selection.names {
         if !project
@@ -80,7 +92,7 @@ pub fn load_cases(
             continue;
         }
         let rows = match &file.spec.dataset {
-            Some(path) => match read_dataset(local, path) {
+            Some(path) => match read_dataset(read, path) {
                 Ok(rows) => Some((path.as_str(), rows)),
                 Err(d) => {
                     diags.push(d);
@@ -107,9 +119,11 @@ pub fn load_cases(
     Ok(cases)
 }
 
-fn read_dataset(local: &LocalProject, rel: &str) -> Result<Vec<dataset::DatasetRow>, Diagnostic> {
-    let path = local.root.join(rel);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+fn read_dataset(
+    read: &dyn Fn(&str) -> Result<String, String>,
+    rel: &str,
+) -> Result<Vec<dataset::DatasetRow>, Diagnostic> {
+    let text = read(rel).map_err(|e| {
         let mut d = Diagnostic::error(rel, format!("cannot read dataset: {e}"));
         d.help = Some("dataset paths are relative to the project root".into());
         d

@@ -2,6 +2,7 @@
 //! diagnostics printed, and opening the history.
 
 mod check;
+mod eval;
 mod init;
 mod progress;
 mod run;
@@ -31,6 +32,8 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Schema(args) => schema::schema(&start, &args),
         Command::Test(cmd) => test::test(&start, cmd),
         Command::Tests(args) => test::list(&start, &args),
+        Command::Eval(cmd) => eval::eval(&start, cmd),
+        Command::Evals(args) => eval::list(&start, &args),
     }
 }
 

@@ -34,13 +34,13 @@ pub fn test(start: &Path, cmd: TestCmd) -> Exit {
 }
 
 /// Where model answers come from and go to, by the cache flags.
-struct CacheSetup {
-    cache: Option<Arc<dyn ResponseCache>>,
-    replay_only: bool,
-    recording: Option<Arc<Cassette>>,
+pub(super) struct CacheSetup {
+    pub(super) cache: Option<Arc<dyn ResponseCache>>,
+    pub(super) replay_only: bool,
+    pub(super) recording: Option<Arc<Cassette>>,
 }
 
-fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> {
+pub(super) fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> {
     let sqlite: Option<Arc<dyn ResponseCache>> =
         (!args.no_cache).then(|| store.clone() as Arc<dyn ResponseCache>);
     if let Some(path) = &args.replay {
@@ -80,7 +80,7 @@ fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> 
     })
 }
 
-fn build_executor(
+pub(super) fn build_executor(
     local: &LocalProject,
     project: Project,
     setup: &CacheSetup,
@@ -106,18 +106,10 @@ fn build_executor(
     })
 }
 
-/// The judge runs flowrun's own judge prompt on the project's providers and models.
-fn judge_project(local: &LocalProject) -> Project {
-    let config = local
-        .project
-        .config_doc
-        .as_ref()
-        .map(|d| d.text.to_string())
-        .unwrap_or_default();
-    let sources = vec![
-        flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config),
-        judge_source(),
-    ];
+/// A project of one of flowrun's own prompts (the judges) on the user's providers and models.
+pub(super) fn support_project(local: &LocalProject, prompt: flowrun_core::SourceFile) -> Project {
+    let config = local.project.config_doc.as_ref().map(|d| d.text.to_string()).unwrap_or_default();
+    let sources = vec![flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config), prompt];
     Project::parse(sources).0
 }
 
@@ -149,7 +141,7 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
     let store = Arc::new(super::open_store(&local)?);
     let setup = cache_setup(args, &store)?;
     let executor = build_executor(&local, local.project.clone(), &setup, Some(store.clone()))?;
-    let judge = ExecutorJudge::new(build_executor(&local, judge_project(&local), &setup, None)?);
+    let judge = ExecutorJudge::new(build_executor(&local, support_project(&local, judge_source()), &setup, None)?);
     let commands = ProcessRunner {
         dir: local.root.clone(),
         timeout: Duration::from_secs(60),
@@ -253,7 +245,7 @@ fn emit_report(suite: &SuiteReport, format: Format, output: Option<&Path>) -> Re
 }
 
 /// Writes `text` to `path` whole: a temp file renamed into place.
-fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
+pub(super) fn write_file(path: &Path, text: &str) -> Result<(), Exit> {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))

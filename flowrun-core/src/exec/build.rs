@@ -128,7 +128,9 @@ impl ExecutorBuilder {
             (None, false) => None,
         };
         let mut providers = HashMap::new();
+        let mut provider_ids = HashMap::new();
         for (name, spec) in &self.project.config.providers {
+            provider_ids.insert(name.clone(), provider_id(name, spec));
             let mut provider = match self.overrides.get(name) {
                 Some(p) => p.clone(),
                 None => build_provider(name, spec, http.as_ref(), &*self.env),
@@ -148,6 +150,7 @@ impl ExecutorBuilder {
             .unwrap_or_else(PriceTable::shipped)
             .with_overrides(&config.pricing);
         Ok(Executor {
+            provider_ids,
             project: self.project,
             renderer,
             providers,
@@ -157,6 +160,18 @@ impl ExecutorBuilder {
             replay_only: self.replay_only,
         })
     }
+}
+
+/// `name@<hash of kind, configured base_url and mock rules>`: what identifies a provider's
+/// answers in caches and cassettes (keys and rate limits are left out on purpose).
+fn provider_id(name: &str, spec: &ProviderSpec) -> String {
+    let identity = serde_json::json!({ "kind": spec.kind, "base_url": spec.base_url, "rules": spec.rules });
+    format!("{name}@{}", crate::project::short_hash(&identity.to_string()))
+}
+
+/// The endpoint: `base_url_env`'s variable when set, else `base_url`.
+fn endpoint(spec: &ProviderSpec, env: &EnvLookup) -> Option<String> {
+    spec.base_url_env.as_deref().and_then(env).filter(|u| !u.is_empty()).or_else(|| spec.base_url.clone())
 }
 
 fn build_provider(
@@ -183,17 +198,11 @@ fn build_provider(
     match spec.kind {
         ProviderKind::Mock => Arc::new(MockProvider::new(spec.rules.clone())),
         ProviderKind::Openai => {
-            let base = spec
-                .base_url
-                .clone()
-                .unwrap_or_else(|| "https://api.openai.com/v1".into());
+            let base = endpoint(spec, env).unwrap_or_else(|| "https://api.openai.com/v1".into());
             Arc::new(OpenAiProvider::new(http, base, key))
         }
         ProviderKind::Anthropic => {
-            let base = spec
-                .base_url
-                .clone()
-                .unwrap_or_else(|| "https://api.anthropic.com".into());
+            let base = endpoint(spec, env).unwrap_or_else(|| "https://api.anthropic.com".into());
             Arc::new(AnthropicProvider::new(http, base, key))
         }
     }

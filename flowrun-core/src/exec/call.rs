@@ -90,7 +90,7 @@ impl Caller<'_, '_, '_> {
         };
         let cache = self.exec.cache.as_ref();
         let key = (cache.is_some() || self.exec.replay_only)
-            .then(|| cache_key(&target.provider, *kind, &request));
+            .then(|| cache_key(self.exec.provider_id(&target.provider), *kind, &request));
         if let Some(key) = &key
             && !self.ctx.cancel.is_cancelled()
         {

@@ -108,6 +108,9 @@ pub struct Executor {
     project: Arc<Project>,
     renderer: Renderer,
     providers: HashMap<String, (ProviderKind, Arc<dyn Provider>)>,
+    /// Cache identity of each provider: its name and a hash of its configured endpoint and
+    /// rules, so answers cached for one endpoint are never served for another.
+    provider_ids: HashMap<String, String>,
     prices: PriceTable,
     sink: Arc<dyn EventSink>,
     /// Looked up before each model call; receives every reply from a provider.
@@ -463,6 +466,10 @@ impl Executor {
 
     fn provider(&self, name: &str) -> Option<&(ProviderKind, Arc<dyn Provider>)> {
         self.providers.get(name)
+    }
+
+    fn provider_id<'a>(&'a self, name: &'a str) -> &'a str {
+        self.provider_ids.get(name).map_or(name, String::as_str)
     }
 }
 

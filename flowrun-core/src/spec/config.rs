@@ -64,6 +64,11 @@ pub struct ProviderSpec {
     /// API root, e.g. `https://openrouter.ai/api/v1` or `http://localhost:11434/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// Name of an environment variable that, when set, replaces `base_url` (a proxy, a local
+    /// gateway, a recording server). Caches and cassettes still identify the provider by its
+    /// `base_url` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url_env: Option<String>,
     /// Name of the environment variable that holds the API key (never the key itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,

@@ -9,13 +9,18 @@ use flowrun_core::testing::result::{CaseResult, SuiteReport};
 /// Display names of the report's results, parallel to `report.results`: the case name, with
 /// ` #<repeat>` when the case ran more than once.
 pub(super) fn case_labels(report: &SuiteReport) -> Vec<String> {
+    labels_of(&report.results.iter().collect::<Vec<_>>())
+}
+
+/// Display names of `results`, parallel to them: the case name, with ` #<repeat>` when the
+/// case ran more than once.
+pub(super) fn labels_of(results: &[&CaseResult]) -> Vec<String> {
     let mut max_repeat: HashMap<(&str, usize), u32> = HashMap::new();
-    for r in &report.results {
+    for r in results {
         let m = max_repeat.entry((r.file.as_str(), r.index)).or_insert(0);
         *m = (*m).max(r.repeat);
     }
-    report
-        .results
+    results
         .iter()
         .map(|r| {
             let repeated = max_repeat

@@ -2,12 +2,13 @@
 //! with the summary and a table of case runs, each expandable to its input, output and
 //! assertions.
 
+use flowrun_core::assert::AssertionResult;
 use flowrun_core::testing::result::{CaseResult, SuiteReport};
 use serde_json::Value;
 
 use super::common;
 
-const STYLE: &str = r#"
+pub(super) const STYLE: &str = r#"
 :root { color-scheme: light dark; --pass: #1a7f37; --fail: #cf222e; --muted: #6e7781;
   --line: #d0d7de; --code: #f6f8fa; }
 @media (prefers-color-scheme: dark) {
@@ -172,14 +173,27 @@ fn write_row(out: &mut String, r: &CaseResult, label: &str) {
         ));
     }
     out.push_str("<h4>Assertions</h4>\n");
-    if r.assertions.is_empty() {
+    write_assertions(out, &r.assertions);
+    let reasons = common::failure_lines(r).join("\n");
+    out.push_str(&format!(
+        "</details></td><td class=\"num\">{:.2}</td><td class=\"reasons\">{}</td>\
+         <td class=\"num\">{latency}</td><td class=\"num\">{}</td></tr>\n",
+        r.score,
+        esc(&reasons),
+        esc(&r.cost.to_string()),
+    ));
+}
+
+/// A table of assertion results (name, score, pass, reason), or "none evaluated".
+pub(super) fn write_assertions(out: &mut String, assertions: &[AssertionResult]) {
+    if assertions.is_empty() {
         out.push_str("<p class=\"muted\">none evaluated</p>\n");
     } else {
         out.push_str(
             "<table class=\"assertions\"><thead><tr><th>Assertion</th><th class=\"num\">Score</th>\
              <th>Pass</th><th>Reason</th></tr></thead><tbody>\n",
         );
-        for a in &r.assertions {
+        for a in assertions {
             let mut name = esc(&a.name);
             if a.required {
                 name.push_str(" <span class=\"muted\">(required)</span>");
@@ -194,23 +208,15 @@ fn write_row(out: &mut String, r: &CaseResult, label: &str) {
         }
         out.push_str("</tbody></table>\n");
     }
-    let reasons = common::failure_lines(r).join("\n");
-    out.push_str(&format!(
-        "</details></td><td class=\"num\">{:.2}</td><td class=\"reasons\">{}</td>\
-         <td class=\"num\">{latency}</td><td class=\"num\">{}</td></tr>\n",
-        r.score,
-        esc(&reasons),
-        esc(&r.cost.to_string()),
-    ));
 }
 
-fn pretty(value: &Value) -> String {
+pub(super) fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// `text` escaped for HTML element content and attribute values; control characters other
 /// than tab and newline replaced.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -79,7 +79,7 @@ pub fn markdown(report: &SuiteReport) -> String {
 /// `text` safe inside a table cell: Markdown punctuation backslash-escaped (a `|` would end
 /// the cell), HTML special characters as entities, newlines as `<br>`, control characters
 /// replaced.
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     let text = text.trim_end_matches(['\r', '\n']);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -10,9 +10,14 @@
 //! - [`github_annotations`]: GitHub Actions workflow commands (`::error file=…::…`).
 //! - [`terminal`]: the human summary printed after a run, optionally with ANSI colours.
 //!
+//! [`eval`] holds the same kind of reporters for `flowrun eval`'s draft-versus-baseline
+//! [`EvalReport`] ([`eval_json`], [`eval_terminal`], [`eval_markdown`], [`eval_html`]).
+//!
 //! [`SuiteReport`]: flowrun_core::testing::result::SuiteReport
+//! [`EvalReport`]: flowrun_core::eval::EvalReport
 
 mod common;
+pub mod eval;
 mod github;
 mod html;
 mod json;
@@ -20,6 +25,7 @@ mod junit;
 mod markdown;
 mod terminal;
 
+pub use eval::{eval_html, eval_json, eval_markdown, eval_terminal};
 pub use github::github_annotations;
 pub use html::html;
 pub use json::json;

@@ -6,6 +6,7 @@
 //! holds the response cache (`cache.rs`).
 
 mod cache;
+mod evals;
 mod query;
 mod schema;
 mod sink;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use evals::EvalRow;
 pub use query::{CallRow, RunDetail, RunRow, StepRow};
 pub use test_runs::TestRunRow;
 

@@ -99,6 +99,24 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX test_runs_by_start ON test_runs(started_at DESC);",
     ),
+    // 4: evaluations of a draft against a baseline.
+    M::up(
+        "CREATE TABLE evals (
+        id            TEXT PRIMARY KEY,
+        started_at    INTEGER NOT NULL,
+        wall_ms       INTEGER NOT NULL,
+        baseline      TEXT NOT NULL,
+        verdict       TEXT NOT NULL,
+        cases         INTEGER NOT NULL,
+        draft_pass_rate    REAL NOT NULL,
+        baseline_pass_rate REAL NOT NULL,
+        draft_wins    INTEGER NOT NULL,
+        baseline_wins INTEGER NOT NULL,
+        p_value       REAL NOT NULL,
+        report        TEXT NOT NULL
+    );
+    CREATE INDEX evals_by_start ON evals(started_at DESC);",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {
