@@ -145,7 +145,7 @@ pub struct TestArgs {
     /// Cases run at once.
     #[arg(short = 'j', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub jobs: u32,
-    /// Run each case N times and report pass rates (flaky cases).
+    /// Run each case N times and report pass rates (flaky cases); every run calls the model.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
     /// Stop after the first failing case.

@@ -24,7 +24,9 @@ pub const CACHE_KEY_VERSION: &str = "flowrun-cache-v1";
 /// One recorded exchange: the request as sent to the provider and its reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
-    /// The provider's name in `flowrun.yaml`.
+    /// The provider's identity the key is computed from: its name in `flowrun.yaml` and a hash
+    /// of its kind, configured `base_url` and mock rules (`openai@1a2b3c4d5e6f`), so answers of
+    /// another endpoint configured under the same name are not reused.
     pub provider: String,
     /// The protocol it speaks.
     pub kind: ProviderKind,

@@ -19,7 +19,7 @@
 //!   "entries": [
 //!     {
 //!       "key": "d426…",
-//!       "provider": "openai",
+//!       "provider": "openai@1a2b3c4d5e6f",
 //!       "kind": "openai",
 //!       "model": "gpt-4o-mini",
 //!       "request": { "model": "gpt-4o-mini", "messages": [ … ], "params": {}, "response_format": "Text" },

@@ -106,7 +106,11 @@ const SCORE_EPSILON: f64 = 1e-6;
 /// Significance level of the sign test.
 const ALPHA: f64 = 0.05;
 
-fn preference_of(draft: &CaseResult, baseline: &CaseResult, pairwise: Option<&Pairwise>) -> Preference {
+fn preference_of(
+    draft: &CaseResult,
+    baseline: &CaseResult,
+    pairwise: Option<&Pairwise>,
+) -> Preference {
     let diff = draft.score - baseline.score;
     if diff > SCORE_EPSILON {
         Preference::Draft
@@ -152,17 +156,32 @@ impl EvalReport {
         draft.sort_by(|a, b| (&a.file, a.index, a.repeat).cmp(&(&b.file, b.index, b.repeat)));
         let mut cases = Vec::new();
         for d in &draft {
-            let Some(b) = baseline.iter().find(|b| b.file == d.file && b.index == d.index && b.repeat == d.repeat) else {
+            let Some(b) = baseline
+                .iter()
+                .find(|b| b.file == d.file && b.index == d.index && b.repeat == d.repeat)
+            else {
                 continue;
             };
             let pw = pairwise(d, b);
             let preference = preference_of(d, b, pw.as_ref());
-            cases.push(EvalCase { file: d.file.clone(), case: d.case.clone(), draft: d.clone(), baseline: b.clone(), pairwise: pw, preference });
+            cases.push(EvalCase {
+                file: d.file.clone(),
+                case: d.case.clone(),
+                draft: d.clone(),
+                baseline: b.clone(),
+                pairwise: pw,
+                preference,
+            });
         }
         let draft_summary = Summary::of(&cases.iter().map(|c| c.draft.clone()).collect::<Vec<_>>());
-        let baseline_summary = Summary::of(&cases.iter().map(|c| c.baseline.clone()).collect::<Vec<_>>());
+        let baseline_summary =
+            Summary::of(&cases.iter().map(|c| c.baseline.clone()).collect::<Vec<_>>());
         let count = |p: Preference| cases.iter().filter(|c| c.preference == p).count();
-        let (draft_wins, baseline_wins, ties) = (count(Preference::Draft), count(Preference::Baseline), count(Preference::Tie));
+        let (draft_wins, baseline_wins, ties) = (
+            count(Preference::Draft),
+            count(Preference::Baseline),
+            count(Preference::Tie),
+        );
         let p_value = sign_test(draft_wins, baseline_wins);
         let verdict = if p_value < ALPHA && draft_wins > baseline_wins {
             Verdict::Better
@@ -194,7 +213,11 @@ fn deltas(d: &Summary, b: &Summary) -> Deltas {
     Deltas {
         pass_rate: d.pass_rate - b.pass_rate,
         mean_score: d.mean_score - b.mean_score,
-        cost_usd: d.cost.usd_if_known().zip(b.cost.usd_if_known()).map(|(x, y)| x - y),
+        cost_usd: d
+            .cost
+            .usd_if_known()
+            .zip(b.cost.usd_if_known())
+            .map(|(x, y)| x - y),
         input_tokens: d.usage.input_tokens as i64 - b.usage.input_tokens as i64,
         output_tokens: d.usage.output_tokens as i64 - b.usage.output_tokens as i64,
         latency_p50_ms: d.latency_p50_ms as i64 - b.latency_p50_ms as i64,
@@ -205,12 +228,27 @@ fn deltas(d: &Summary, b: &Summary) -> Deltas {
 #[async_trait]
 pub trait PairwiseJudge: Send + Sync {
     /// Which of `first` and `second` is better: `Preference::Draft` means `first`.
-    async fn prefer(&self, rubric: &str, input: &Value, first: &str, second: &str) -> Result<(Preference, String), String>;
+    async fn prefer(
+        &self,
+        rubric: &str,
+        input: &Value,
+        first: &str,
+        second: &str,
+    ) -> Result<(Preference, String), String>;
 }
 
 /// Asks in both orders to cancel position bias: agreement wins, disagreement is a tie.
-pub async fn compare(judge: &dyn PairwiseJudge, rubric: &str, input: &Value, draft: &str, baseline: &str) -> Result<Pairwise, String> {
-    let (first, second) = futures::join!(judge.prefer(rubric, input, draft, baseline), judge.prefer(rubric, input, baseline, draft));
+pub async fn compare(
+    judge: &dyn PairwiseJudge,
+    rubric: &str,
+    input: &Value,
+    draft: &str,
+    baseline: &str,
+) -> Result<Pairwise, String> {
+    let (first, second) = futures::join!(
+        judge.prefer(rubric, input, draft, baseline),
+        judge.prefer(rubric, input, baseline, draft)
+    );
     let (a, reason_a) = first?;
     let (b, reason_b) = second?;
     // In the second order, "first" is the baseline.
@@ -221,8 +259,16 @@ pub async fn compare(judge: &dyn PairwiseJudge, rubric: &str, input: &Value, dra
     };
     let consistent = a == b;
     let preference = if consistent { a } else { Preference::Tie };
-    let reason = if consistent { reason_a } else { format!("the judge changed its mind with the order: {reason_a} / {reason_b}") };
-    Ok(Pairwise { preference, consistent, reason })
+    let reason = if consistent {
+        reason_a
+    } else {
+        format!("the judge changed its mind with the order: {reason_a} / {reason_b}")
+    };
+    Ok(Pairwise {
+        preference,
+        consistent,
+        reason,
+    })
 }
 
 /// The pairwise judge over an executor whose project holds [`pairwise_source`].
@@ -239,18 +285,34 @@ impl ExecutorPairwise {
 
 #[async_trait]
 impl PairwiseJudge for ExecutorPairwise {
-    async fn prefer(&self, rubric: &str, input: &Value, first: &str, second: &str) -> Result<(Preference, String), String> {
+    async fn prefer(
+        &self,
+        rubric: &str,
+        input: &Value,
+        first: &str,
+        second: &str,
+    ) -> Result<(Preference, String), String> {
         let mut request = RunRequest::new(
             "prompt/pairwise",
             json!({ "rubric": rubric, "input": input.to_string(), "output_a": first, "output_b": second }),
         );
         request.model = self.model.clone();
-        let outcome = self.executor.run(request).await.map_err(|e| e.to_string())?;
+        let outcome = self
+            .executor
+            .run(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if outcome.status != RunStatus::Succeeded {
-            return Err(outcome.error.unwrap_or_else(|| "the pairwise judge failed".into()));
+            return Err(outcome
+                .error
+                .unwrap_or_else(|| "the pairwise judge failed".into()));
         }
         let value = outcome.output.unwrap_or(Value::Null);
-        let reason = value.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
+        let reason = value
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let preference = match value.get("winner").and_then(Value::as_str) {
             Some("A") => Preference::Draft,
             Some("B") => Preference::Baseline,
@@ -278,16 +340,47 @@ mod tests {
 
     #[async_trait]
     impl PairwiseJudge for Fixed {
-        async fn prefer(&self, _: &str, _: &Value, first: &str, _: &str) -> Result<(Preference, String), String> {
-            Ok((if first == "draft" { self.0 } else { self.1 }, "because".into()))
+        async fn prefer(
+            &self,
+            _: &str,
+            _: &Value,
+            first: &str,
+            _: &str,
+        ) -> Result<(Preference, String), String> {
+            Ok((
+                if first == "draft" { self.0 } else { self.1 },
+                "because".into(),
+            ))
         }
     }
 
     #[tokio::test]
     async fn both_orders_must_agree() {
-        let agree = compare(&Fixed(Preference::Draft, Preference::Baseline), "r", &Value::Null, "draft", "base").await.unwrap();
-        assert_eq!((agree.preference, agree.consistent), (Preference::Draft, true));
-        let biased = compare(&Fixed(Preference::Draft, Preference::Draft), "r", &Value::Null, "draft", "base").await.unwrap();
-        assert_eq!((biased.preference, biased.consistent), (Preference::Tie, false));
+        let agree = compare(
+            &Fixed(Preference::Draft, Preference::Baseline),
+            "r",
+            &Value::Null,
+            "draft",
+            "base",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (agree.preference, agree.consistent),
+            (Preference::Draft, true)
+        );
+        let biased = compare(
+            &Fixed(Preference::Draft, Preference::Draft),
+            "r",
+            &Value::Null,
+            "draft",
+            "base",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (biased.preference, biased.consistent),
+            (Preference::Tie, false)
+        );
     }
 }

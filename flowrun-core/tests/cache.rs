@@ -231,7 +231,8 @@ async fn record_a_cassette_then_replay_it_without_the_server() {
         "{text}"
     );
     assert!(text.contains("\"text\": \"second summary\""), "{text}");
-    assert!(text.contains("\"provider\": \"fake\""));
+    // The provider's name and a hash of its configured endpoint: what the key is made of.
+    assert!(text.contains("\"provider\": \"fake@"), "{text}");
     assert!(!text.contains("sk-test-secret"), "no key in a cassette");
     fake.shutdown().await;
 
@@ -342,4 +343,71 @@ async fn rate_limit_is_in_the_spec() {
     assert!(text.contains("rate_limit"), "{text}");
     let value: Value = serde_json::to_value(&project(&fake, ", rate_limit: 90").config).unwrap();
     assert_eq!(value["providers"]["fake"]["rate_limit"], json!(90));
+}
+
+/// Records (or replays) `summarize` on a provider configured with `base_url` and
+/// `base_url_env: FAKE_URL`, the variable set to `url_env` when given.
+fn moved_executor(
+    base_url: &str,
+    url_env: Option<String>,
+    cache: Arc<dyn ResponseCache>,
+    replay_only: bool,
+) -> Executor {
+    let config = format!(
+        "providers:\n  fake: {{ kind: openai, base_url: \"{base_url}\", base_url_env: FAKE_URL, api_key_env: FAKE_KEY }}\nmodels:\n  main: {{ provider: fake, model: fake-small }}\ndefaults: {{ model: main, timeout: 5s, retries: 0 }}\n"
+    );
+    let project = Project::load(vec![
+        SourceFile::new("flowrun.yaml", config),
+        SourceFile::new("prompts/summarize.yaml", SUMMARIZE),
+    ])
+    .unwrap();
+    Executor::builder(Arc::new(project))
+        .env(move |name| match name {
+            "FAKE_KEY" => Some("sk-test-secret".to_string()),
+            "FAKE_URL" => url_env.clone(),
+            _ => None,
+        })
+        .cache(cache)
+        .replay_only(replay_only)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn base_url_env_moves_the_endpoint_but_not_the_cache_key() {
+    let fake = fake_server().await;
+    fake.push(reply("recorded through the override"));
+    // The configured endpoint is a closed port: only the override reaches the fake.
+    let closed = "http://127.0.0.1:9/v1";
+    let cassette = Arc::new(Cassette::new());
+    let recorder = moved_executor(
+        closed,
+        Some(fake.openai_base_url()),
+        Arc::new(Recording::new(cassette.clone())),
+        false,
+    );
+    let recorded = summarize(&recorder, "the report").await;
+    assert_eq!(recorded.status, RunStatus::Succeeded, "{recorded:#?}");
+    assert_eq!(fake.request_count(), 1);
+    fake.shutdown().await;
+
+    // Replayed without the override (as CI does): same key, a hit.
+    let text = cassette.to_text();
+    let replay = Arc::new(Cassette::from_text(&text).unwrap());
+    let player = moved_executor(closed, None, replay.clone(), true);
+    let replayed = summarize(&player, "the report").await;
+    assert_eq!(replayed.status, RunStatus::Succeeded, "{replayed:#?}");
+    assert_eq!(replayed.output, recorded.output);
+    assert!(replayed.cached);
+
+    // Another configured endpoint under the same name is another provider: a miss.
+    let elsewhere = moved_executor("http://127.0.0.1:10/v1", None, replay, true);
+    let missed = summarize(&elsewhere, "the report").await;
+    assert_eq!(missed.status, RunStatus::Failed);
+    assert!(
+        missed
+            .error
+            .unwrap_or_default()
+            .contains("no recorded response"),
+    );
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowrun_core::Project;
 use flowrun_core::assert::Hooks;
 use flowrun_core::cache::ResponseCache;
 use flowrun_core::cassette::Cassette;
@@ -14,7 +15,6 @@ use flowrun_core::eval::{EvalReport, ExecutorPairwise, Pairwise, compare, pairwi
 use flowrun_core::event::now_ms;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_model, judge_source};
 use flowrun_core::testing::{CaseResult, TestOptions, run_tests};
-use flowrun_core::Project;
 use flowrun_local::baseline::{BaselineError, BaselineRef, load_baseline};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
@@ -45,21 +45,43 @@ fn usage(message: &str, hint: Option<&str>) -> Exit {
 /// `--replay` answers both from a cassette.
 fn caches(args: &EvalArgs, store: &Arc<Store>) -> Result<(CacheSetup, CacheSetup), Exit> {
     if let Some(path) = &args.replay {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| usage(&format!("cannot read cassette {}: {e}", path.display()), Some("record one with `flowrun test --record FILE`")))?;
-        let cassette: Arc<dyn ResponseCache> = Arc::new(Cassette::from_text(&text).map_err(|e| usage(&format!("{}: {e}", path.display()), None))?);
-        let replay = || CacheSetup { cache: Some(cassette.clone()), replay_only: true, recording: None };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            usage(
+                &format!("cannot read cassette {}: {e}", path.display()),
+                Some("record one with `flowrun test --record FILE`"),
+            )
+        })?;
+        let cassette: Arc<dyn ResponseCache> = Arc::new(
+            Cassette::from_text(&text)
+                .map_err(|e| usage(&format!("{}: {e}", path.display()), None))?,
+        );
+        let replay = || CacheSetup {
+            cache: Some(cassette.clone()),
+            replay_only: true,
+            recording: None,
+        };
         return Ok((replay(), replay()));
     }
     let sqlite: Arc<dyn ResponseCache> = store.clone();
-    let draft = CacheSetup { cache: (!args.no_cache).then(|| sqlite.clone()), replay_only: false, recording: None };
-    let baseline = CacheSetup { cache: Some(sqlite), replay_only: false, recording: None };
+    let draft = CacheSetup {
+        cache: (!args.no_cache).then(|| sqlite.clone()),
+        replay_only: false,
+        recording: None,
+    };
+    let baseline = CacheSetup {
+        cache: Some(sqlite),
+        replay_only: false,
+        recording: None,
+    };
     Ok((draft, baseline))
 }
 
 fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     if args.format == Format::Junit {
-        return Err(usage("`--format junit` is for `flowrun test`", Some("use terminal, json, markdown or html")));
+        return Err(usage(
+            "`--format junit` is for `flowrun test`",
+            Some("use terminal, json, markdown or html"),
+        ));
     }
     let local = super::load_project(start)?;
     let reference = BaselineRef::parse(&args.baseline).map_err(|e| usage(&e.to_string(), None))?;
@@ -70,32 +92,69 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
         }
         other => usage(&other.to_string(), Some("compare with another version: `--baseline git:<ref>` or `--baseline <dir>`")),
     })?;
-    let selection = Selection { names: args.names.clone(), filter: args.filter.clone(), tags: args.tags.clone() };
+    let selection = Selection {
+        names: args.names.clone(),
+        filter: args.filter.clone(),
+        tags: args.tags.clone(),
+    };
     let cases = load_cases(&local, &selection).map_err(|diags| {
         eprint!("{}", diag_render::render_all(&diags, style::color_stderr()));
         Exit::Usage
     })?;
     if cases.is_empty() {
-        return Err(usage("no test cases to evaluate", Some("add cases to `tests/<name>.test.yaml`")));
+        return Err(usage(
+            "no test cases to evaluate",
+            Some("add cases to `tests/<name>.test.yaml`"),
+        ));
     }
-    let mut missing: Vec<&str> = cases.iter().map(|c| c.target.as_str()).filter(|t| baseline.project.resolve_target(t).is_err()).collect();
+    let mut missing: Vec<&str> = cases
+        .iter()
+        .map(|c| c.target.as_str())
+        .filter(|t| baseline.project.resolve_target(t).is_err())
+        .collect();
     missing.dedup();
     if !missing.is_empty() {
         return Err(usage(
-            &format!("the baseline ({}) has no {}", baseline.label, missing.join(", ")),
-            Some("evaluate only targets that exist in both versions (name them, or use `--filter`)"),
+            &format!(
+                "the baseline ({}) has no {}",
+                baseline.label,
+                missing.join(", ")
+            ),
+            Some(
+                "evaluate only targets that exist in both versions (name them, or use `--filter`)",
+            ),
         ));
     }
     let store = Arc::new(super::open_store(&local)?);
     let (draft_cache, baseline_cache) = caches(args, &store)?;
-    let build = |project: Project, setup: &CacheSetup, sink: Option<Arc<Store>>| super::test::build_executor(&local, project, setup, sink);
+    let build = |project: Project, setup: &CacheSetup, sink: Option<Arc<Store>>| {
+        super::test::build_executor(&local, project, setup, sink)
+    };
     let draft_exec = build(local.project.clone(), &draft_cache, Some(store.clone()))?;
     let baseline_exec = build(baseline.project.clone(), &baseline_cache, None)?;
-    let judge = ExecutorJudge::new(build(support_project(&local, judge_source()), &baseline_cache, None)?);
+    let judge = ExecutorJudge::new(build(
+        support_project(&local, judge_source()),
+        &baseline_cache,
+        None,
+    )?);
     let pairwise_model = judge_model(&local.project.config, None);
-    let pairwise = ExecutorPairwise::new(build(support_project(&local, pairwise_source()), &baseline_cache, None)?, pairwise_model);
-    let commands = ProcessRunner { dir: local.root.clone(), timeout: Duration::from_secs(60) };
-    let options = TestOptions { concurrency: args.jobs as usize, repeat: args.repeat, fail_fast: false };
+    let pairwise = ExecutorPairwise::new(
+        build(
+            support_project(&local, pairwise_source()),
+            &baseline_cache,
+            None,
+        )?,
+        pairwise_model,
+    );
+    let commands = ProcessRunner {
+        dir: local.root.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let options = TestOptions {
+        concurrency: args.jobs as usize,
+        repeat: args.repeat,
+        fail_fast: false,
+    };
     let started_ms = now_ms();
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -111,7 +170,10 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
                 guard.cancel();
             }
         });
-        let hooks = Hooks { judge: Some(&judge), command: Some(&commands) };
+        let hooks = Hooks {
+            judge: Some(&judge),
+            command: Some(&commands),
+        };
         let quiet = |_: &CaseResult| {};
         let (draft, base) = tokio::join!(
             run_tests(&draft_exec, &cases, &options, hooks, &quiet, &cancel),
@@ -123,27 +185,53 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
         };
         (draft, base, judged)
     });
-    let lookup = |d: &CaseResult, _: &CaseResult| judged.get(&(d.file.clone(), d.index, d.repeat)).cloned();
-    let mut report = EvalReport::new(started_ms, started.elapsed().as_millis() as u64, baseline.label.clone(), draft, base, &lookup);
+    let lookup =
+        |d: &CaseResult, _: &CaseResult| judged.get(&(d.file.clone(), d.index, d.repeat)).cloned();
+    let mut report = EvalReport::new(
+        started_ms,
+        started.elapsed().as_millis() as u64,
+        baseline.label.clone(),
+        draft,
+        base,
+        &lookup,
+    );
     match store.save_eval(&report) {
         Ok(id) => report.id = Some(id),
         Err(e) => super::error(&format!("the evaluation was not stored: {e}"), None),
     }
     emit(&report, args.format, args.output.as_deref())?;
     let worse = report.verdict == flowrun_core::eval::Verdict::Worse;
-    Ok(if args.fail_if_worse && worse { Exit::Failure } else { Exit::Success })
+    Ok(if args.fail_if_worse && worse {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
 }
 
 type PairKey = (String, usize, u32);
 
 /// Asks the pairwise judge about every pair where both sides produced an output.
-async fn judge_pairs(judge: &ExecutorPairwise, criteria: &str, draft: &[CaseResult], base: &[CaseResult]) -> HashMap<PairKey, Pairwise> {
+async fn judge_pairs(
+    judge: &ExecutorPairwise,
+    criteria: &str,
+    draft: &[CaseResult],
+    base: &[CaseResult],
+) -> HashMap<PairKey, Pairwise> {
     let pairs: Vec<(&CaseResult, &CaseResult)> = draft
         .iter()
-        .filter_map(|d| base.iter().find(|b| b.file == d.file && b.index == d.index && b.repeat == d.repeat).map(|b| (d, b)))
+        .filter_map(|d| {
+            base.iter()
+                .find(|b| b.file == d.file && b.index == d.index && b.repeat == d.repeat)
+                .map(|b| (d, b))
+        })
         .filter(|(d, b)| d.output.is_some() && b.output.is_some())
         .collect();
-    let verdicts = futures_join_all(pairs.iter().map(|(d, b)| compare(judge, criteria, &d.input, &d.output_text, &b.output_text))).await;
+    let verdicts = futures_join_all(
+        pairs
+            .iter()
+            .map(|(d, b)| compare(judge, criteria, &d.input, &d.output_text, &b.output_text)),
+    )
+    .await;
     pairs
         .iter()
         .zip(verdicts)
@@ -159,7 +247,9 @@ async fn judge_pairs(judge: &ExecutorPairwise, criteria: &str, draft: &[CaseResu
 }
 
 /// Runs futures eight at a time, keeping their order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     use futures::StreamExt;
     futures::stream::iter(futures).buffered(8).collect().await
 }
@@ -167,7 +257,9 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 fn emit(report: &EvalReport, format: Format, output: Option<&Path>) -> Result<(), Exit> {
     let color = style::color_stderr();
     let text = match format {
-        Format::Terminal | Format::Junit => report::eval_terminal(report, output.is_none() && color),
+        Format::Terminal | Format::Junit => {
+            report::eval_terminal(report, output.is_none() && color)
+        }
         Format::Json => report::eval_json(report),
         Format::Markdown => report::eval_markdown(report),
         Format::Html => report::eval_html(report),
@@ -214,7 +306,10 @@ pub fn list(start: &Path, args: &TestsArgs) -> Exit {
         eprintln!("no evaluations yet: `flowrun eval --baseline git:main` starts one");
         return Exit::Success;
     }
-    println!("{:<36}  {:<22}  {:>5}  {:>9}  {:>9}  {:<21}  STARTED", "ID", "BASELINE", "CASES", "BASE PASS", "DRAFT PASS", "VERDICT");
+    println!(
+        "{:<36}  {:<22}  {:>5}  {:>9}  {:>9}  {:<21}  STARTED",
+        "ID", "BASELINE", "CASES", "BASE PASS", "DRAFT PASS", "VERDICT"
+    );
     for r in rows {
         println!(
             "{:<36}  {:<22}  {:>5}  {:>8.1}%  {:>9.1}%  {:<21}  {}",

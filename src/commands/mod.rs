@@ -22,7 +22,18 @@ use crate::style;
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> Exit {
-    let start = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
+    // `-C DIR` works as if started in DIR (like `git -C`): paths given on the command line
+    // (`--replay`, `--record`, `--output`, `--baseline dir:…`) are relative to it too.
+    if let Some(dir) = &cli.project
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        error(
+            &format!("cannot use `-C {}`: {e}", dir.display()),
+            Some("give the project's directory"),
+        );
+        return Exit::Usage;
+    }
+    let start = PathBuf::from(".");
     match cli.command {
         Command::Init(args) => init::init(&start, &args),
         Command::Run(args) => run::run(&start, args),

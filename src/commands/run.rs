@@ -112,7 +112,9 @@ fn execute(
         match e {
             ExecError::InvalidInput(errors) => {
                 for err in errors {
-                    super::error(&err.to_string(), None);
+                    let hint = format!("pass it with `--input {}=...`", err.field);
+                    let missing = err.message.starts_with("missing required");
+                    super::error(&err.to_string(), missing.then_some(hint.as_str()));
                 }
             }
             other => super::error(&other.to_string(), None),

@@ -41,8 +41,15 @@ pub(super) struct CacheSetup {
 }
 
 pub(super) fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> {
-    let sqlite: Option<Arc<dyn ResponseCache>> =
-        (!args.no_cache).then(|| store.clone() as Arc<dyn ResponseCache>);
+    // `--repeat` measures how often a case passes, so every repeat calls the model: the cache
+    // is then written but not read (a hit would only repeat the first answer).
+    let sqlite: Option<Arc<dyn ResponseCache>> = (!args.no_cache).then(|| {
+        if args.repeat > 1 {
+            Arc::new(Recording::new(store.clone())) as Arc<dyn ResponseCache>
+        } else {
+            store.clone() as Arc<dyn ResponseCache>
+        }
+    });
     if let Some(path) = &args.replay {
         let text = std::fs::read_to_string(path).map_err(|e| {
             super::error(
@@ -108,8 +115,16 @@ pub(super) fn build_executor(
 
 /// A project of one of flowrun's own prompts (the judges) on the user's providers and models.
 pub(super) fn support_project(local: &LocalProject, prompt: flowrun_core::SourceFile) -> Project {
-    let config = local.project.config_doc.as_ref().map(|d| d.text.to_string()).unwrap_or_default();
-    let sources = vec![flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config), prompt];
+    let config = local
+        .project
+        .config_doc
+        .as_ref()
+        .map(|d| d.text.to_string())
+        .unwrap_or_default();
+    let sources = vec![
+        flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config),
+        prompt,
+    ];
     Project::parse(sources).0
 }
 
@@ -141,7 +156,12 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
     let store = Arc::new(super::open_store(&local)?);
     let setup = cache_setup(args, &store)?;
     let executor = build_executor(&local, local.project.clone(), &setup, Some(store.clone()))?;
-    let judge = ExecutorJudge::new(build_executor(&local, support_project(&local, judge_source()), &setup, None)?);
+    let judge = ExecutorJudge::new(build_executor(
+        &local,
+        support_project(&local, judge_source()),
+        &setup,
+        None,
+    )?);
     let commands = ProcessRunner {
         dir: local.root.clone(),
         timeout: Duration::from_secs(60),

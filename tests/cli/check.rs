@@ -22,7 +22,7 @@ fn clean_project_passes() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stderr,
-        "ok: 3 prompts, 1 flow, 1 model alias: no problems\n"
+        "ok: 3 prompts, 1 flow, 2 model aliases: no problems\n"
     );
 }
 

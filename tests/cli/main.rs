@@ -5,8 +5,11 @@
 mod harness;
 
 mod check;
+mod ci_example;
 mod embed;
+mod eval_cmd;
 mod init;
 mod providers;
 mod run;
 mod schema;
+mod test_cmd;

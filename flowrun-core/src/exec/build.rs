@@ -165,13 +165,21 @@ impl ExecutorBuilder {
 /// `name@<hash of kind, configured base_url and mock rules>`: what identifies a provider's
 /// answers in caches and cassettes (keys and rate limits are left out on purpose).
 fn provider_id(name: &str, spec: &ProviderSpec) -> String {
-    let identity = serde_json::json!({ "kind": spec.kind, "base_url": spec.base_url, "rules": spec.rules });
-    format!("{name}@{}", crate::project::short_hash(&identity.to_string()))
+    let identity =
+        serde_json::json!({ "kind": spec.kind, "base_url": spec.base_url, "rules": spec.rules });
+    format!(
+        "{name}@{}",
+        crate::project::short_hash(&identity.to_string())
+    )
 }
 
 /// The endpoint: `base_url_env`'s variable when set, else `base_url`.
 fn endpoint(spec: &ProviderSpec, env: &EnvLookup) -> Option<String> {
-    spec.base_url_env.as_deref().and_then(env).filter(|u| !u.is_empty()).or_else(|| spec.base_url.clone())
+    spec.base_url_env
+        .as_deref()
+        .and_then(env)
+        .filter(|u| !u.is_empty())
+        .or_else(|| spec.base_url.clone())
 }
 
 fn build_provider(

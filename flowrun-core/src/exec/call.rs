@@ -61,7 +61,11 @@ impl Caller<'_, '_, '_> {
                 self.chain.len()
             ),
             Some((label, e)) => {
-                format!("{e} (on {label}, after {} attempts)", self.record.attempts)
+                let n = self.record.attempts;
+                format!(
+                    "{e} (on {label}, after {n} attempt{})",
+                    if n == 1 { "" } else { "s" }
+                )
             }
             None => "no model to call".into(),
         };
@@ -103,7 +107,7 @@ impl Caller<'_, '_, '_> {
                     on_delta(&response.text);
                 }
                 if let Some(cache) = cache {
-                    cache.hit(key, &entry(target, *kind, &request, &response));
+                    cache.hit(key, &self.entry(target, *kind, &request, &response));
                 }
                 self.record.attempts += 1;
                 let latency_ms = started.elapsed().as_millis() as u64;
@@ -155,7 +159,7 @@ impl Caller<'_, '_, '_> {
                     let outcome = Attempt::Replied(&response, cost);
                     self.report(target, started_at_ms, latency_ms, outcome, repair, false);
                     if let (Some(cache), Some(key)) = (cache, &key) {
-                        cache.put(key, &entry(target, *kind, &request, &response));
+                        cache.put(key, &self.entry(target, *kind, &request, &response));
                     }
                     return Ok(response);
                 }
@@ -177,6 +181,24 @@ impl Caller<'_, '_, '_> {
             }
         }
         unreachable!("the retry loop returns")
+    }
+
+    /// The cache entry of one exchange with `target`, under the provider's identity (what the
+    /// key was computed from), so the entry's own [`CacheEntry::key`] is that key.
+    fn entry(
+        &self,
+        target: &ModelTarget,
+        kind: crate::spec::ProviderKind,
+        request: &ChatRequest,
+        response: &ChatResponse,
+    ) -> CacheEntry {
+        CacheEntry {
+            provider: self.exec.provider_id(&target.provider).to_string(),
+            kind,
+            model: target.model.clone(),
+            request: request.clone(),
+            response: response.clone(),
+        }
     }
 
     /// Adds one attempt to the step's totals and emits its [`CallRecord`].
@@ -223,21 +245,5 @@ impl Caller<'_, '_, '_> {
             repair,
             cached,
         }));
-    }
-}
-
-/// The cache entry of one exchange with `target`.
-fn entry(
-    target: &ModelTarget,
-    kind: crate::spec::ProviderKind,
-    request: &ChatRequest,
-    response: &ChatResponse,
-) -> CacheEntry {
-    CacheEntry {
-        provider: target.provider.clone(),
-        kind,
-        model: target.model.clone(),
-        request: request.clone(),
-        response: response.clone(),
     }
 }

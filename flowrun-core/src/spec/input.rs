@@ -170,10 +170,7 @@ pub fn resolve_inputs(
             },
             None => errors.push(InputError {
                 field: name.clone(),
-                message: format!(
-                    "missing required {} input; pass it with `--input {name}=...`",
-                    spec.ty()
-                ),
+                message: format!("missing required {} input", spec.ty()),
             }),
         }
     }
@@ -250,7 +247,7 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "input `text`: missing required string input; pass it with `--input text=...`",
+                "input `text`: missing required string input",
                 "input `style`: must be one of \"bullets\", \"prose\"",
                 "input `n`: expected integer, got string",
                 "input `txt`: not a declared input; did you mean `text`?",

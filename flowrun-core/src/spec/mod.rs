@@ -1,4 +1,4 @@
-//! The file formats a user writes: `flowrun.yaml`, prompts, flows.
+//! The file formats a user writes: `flowrun.yaml`, prompts, flows, test files.
 //!
 //! These types are the stable boundary of the project: they deserialize from YAML (through
 //! [`crate::yaml`], which keeps positions) and derive the JSON Schemas that editors use.
@@ -33,6 +33,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         (
             "flow.schema.json",
             schemars::schema_for!(FlowSpec).to_value(),
+        ),
+        (
+            "test.schema.json",
+            schemars::schema_for!(TestFileSpec).to_value(),
         ),
     ]
 }

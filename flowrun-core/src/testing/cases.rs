@@ -187,14 +187,18 @@ enum Located<'a> {
 }
 
 impl Located<'_> {
-    fn error(&self, field: &str, message: String) -> Diagnostic {
+    /// An error about input `field`: at its value (at its key with `at_key`, for a name that
+    /// is itself the problem), else at the input mapping or the row.
+    fn error_on(&self, field: &str, at_key: bool, message: String) -> Diagnostic {
         match self {
             Located::Doc { doc, path } => {
                 let at = path.key(field);
-                if doc.spans.get(&at).is_some() {
-                    doc.error_at(&at, message)
-                } else {
+                if doc.spans.get(&at).is_none() {
                     doc.error_at(path, message)
+                } else if at_key {
+                    doc.error_at_key(&at, message)
+                } else {
+                    doc.error_at(&at, message)
                 }
             }
             Located::Line { file, line, text } => {
@@ -203,6 +207,10 @@ impl Located<'_> {
                 Diagnostic::error(*file, message).with_location(text.clone(), loc)
             }
         }
+    }
+
+    fn error(&self, field: &str, message: String) -> Diagnostic {
+        self.error_on(field, false, message)
     }
 }
 
@@ -215,11 +223,15 @@ fn check_input(
     match resolve_inputs(decl, input) {
         Ok(v) => v,
         Err(errors) => {
-            diags.extend(
-                errors
-                    .into_iter()
-                    .map(|e| at.error(&e.field, format!("input `{}`: {}", e.field, e.message))),
-            );
+            diags.extend(errors.into_iter().map(|e| {
+                // An undeclared name is the problem itself: point at it.
+                let undeclared = !decl.contains_key(&e.field);
+                at.error_on(
+                    &e.field,
+                    undeclared,
+                    format!("input `{}`: {}", e.field, e.message),
+                )
+            }));
             Map::new()
         }
     }

@@ -72,7 +72,12 @@ fn parse_jsonl(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
         let n = i + 1;
         if let Err(e) = serde_json::from_str::<Value>(line) {
             let loc = Location::at_line_col(text, n, e.column().max(1), 1);
-            return Err(Diagnostic::error(path, format!("invalid JSON: {e}"))
+            // serde's own "at line 1 column N" counts within the row; the location says where.
+            let message = e.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
+            return Err(Diagnostic::error(path, format!("invalid JSON: {message}"))
                 .with_location(text.into(), loc));
         }
         // Padded so positions in the row's document are positions in the file.
@@ -177,6 +182,7 @@ mod tests {
     fn jsonl_errors_name_the_line() {
         let err = parse("d.jsonl", "{\"a\": 1}\n{\"a\": }\n").unwrap_err();
         assert_eq!(err.location.map(|l| l.line), Some(2));
+        assert_eq!(err.message, "invalid JSON: expected value");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use flowrun_core::EventSink;
 use flowrun_core::cost::Cost;
 use flowrun_core::event::{CallRecord, RunEnd, RunEvent, RunStart, StepRecord, StepStart};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{Store, StoreError};
 
@@ -19,16 +19,21 @@ fn json(v: &impl serde::Serialize) -> String {
 }
 
 impl Store {
-    /// Writes one event in its own transaction.
+    /// Writes one event in its own transaction (a step's end is two statements; a crash
+    /// between them must not leave the placeholder row behind).
     pub fn record(&self, event: &RunEvent) -> Result<(), StoreError> {
         self.with_conn(|conn| {
+            // IMMEDIATE takes the write lock up front, so another process holding it makes
+            // this wait (busy timeout) rather than fail on a read-to-write upgrade.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             match event {
-                RunEvent::RunStarted(e) => run_started(conn, e),
-                RunEvent::StepStarted(e) => step_started(conn, e),
-                RunEvent::CallAttempt(e) => call_attempt(conn, e),
-                RunEvent::StepFinished(e) => step_finished(conn, e),
-                RunEvent::RunFinished(e) => run_finished(conn, e),
+                RunEvent::RunStarted(e) => run_started(&tx, e),
+                RunEvent::StepStarted(e) => step_started(&tx, e),
+                RunEvent::CallAttempt(e) => call_attempt(&tx, e),
+                RunEvent::StepFinished(e) => step_finished(&tx, e),
+                RunEvent::RunFinished(e) => run_finished(&tx, e),
             }?;
+            tx.commit()?;
             Ok(())
         })
     }
