@@ -1,0 +1,8 @@
+//! `flowrun dev`: a terminal UI that shows, for every test case, the draft's output next to
+//! the baseline's, re-running the draft as prompt files change.
+//!
+//! State, update and rendering are apart (see ARCHITECTURE.md): `app` holds the state and the
+//! pure `update`, `ui` draws a frame from it, `event` maps keys to actions, and `runtime` runs
+//! the loop, the workers and the file watcher.
+
+pub mod app;
