@@ -531,7 +531,7 @@ async fn client_errors_are_not_retried(api: Api) {
         assert!(error.contains(&format!("HTTP {status}")), "{error}");
         assert_eq!(
             error,
-            format!("step `summarize` failed: {shown} (on fake/fake-small, after 1 attempts)")
+            format!("step `summarize` failed: {shown} (on fake/fake-small, after 1 attempt)")
         );
         assert_eq!(s.fake.request_count(), 1, "HTTP {status} is not retried");
         assert_eq!(step(&outcome).attempts, 1);
@@ -866,7 +866,7 @@ async fn invalid_input_is_rejected_before_the_run() {
         (
             json!({}),
             "text",
-            "missing required string input; pass it with `--input text=...`",
+            "missing required string input",
         ),
         (
             json!({"text": "x", "txt": "y"}),

@@ -134,10 +134,12 @@ const VARIANTS: &[Variant] = &[
 ];
 
 /// Runs `count` one-call runs of `target`, `concurrency` at a time on tokio tasks; returns the
-/// wall time and every run's latency. Panics on the first run that does not succeed.
+/// wall time and every run's latency. Questions are numbered from `first`, so no two runs of a
+/// variant send the same request. Panics on the first run that does not succeed.
 async fn drive(
     exec: &Arc<Executor>,
     target: &'static str,
+    first: usize,
     count: usize,
     concurrency: usize,
 ) -> (Duration, Vec<Duration>) {
@@ -154,7 +156,8 @@ async fn drive(
                     if i >= count {
                         return latencies;
                     }
-                    let request = RunRequest::new(target, json!({ "question": format!("q {i}") }));
+                    let question = format!("question {}", first + i);
+                    let request = RunRequest::new(target, json!({ "question": question }));
                     let t = Instant::now();
                     let outcome = exec.run(request).await.expect("the run starts");
                     latencies.push(t.elapsed());
@@ -256,9 +259,10 @@ fn main() {
                     .build()
                     .expect("executor"),
             );
-            drive(&exec, v.target, opts.warmup, opts.concurrency).await;
+            drive(&exec, v.target, 0, opts.warmup, opts.concurrency).await;
             fake.clear_requests();
-            let (wall, mut latencies) = drive(&exec, v.target, opts.calls, opts.concurrency).await;
+            let (wall, mut latencies) =
+                drive(&exec, v.target, opts.warmup, opts.calls, opts.concurrency).await;
             let requests = fake.request_count();
             fake.clear_requests();
             latencies.sort_unstable();
