@@ -5,9 +5,7 @@
 mod harness;
 
 mod check;
-mod ci_example;
 mod embed;
-mod eval_cmd;
 mod init;
 mod providers;
 mod run;
