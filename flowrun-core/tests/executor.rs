@@ -863,11 +863,7 @@ async fn missing_api_key_names_the_variable(api: Api) {
 async fn invalid_input_is_rejected_before_the_run() {
     let s = setup(Api::OpenAi, &[("prompts/summarize.yaml", &summarize(""))]).await;
     let cases = [
-        (
-            json!({}),
-            "text",
-            "missing required string input",
-        ),
+        (json!({}), "text", "missing required string input"),
         (
             json!({"text": "x", "txt": "y"}),
             "txt",

@@ -5,6 +5,7 @@
 //! local database; flowrun-core gets plain values and events.
 
 pub mod baseline;
+pub mod executors;
 pub mod project_dir;
 pub mod report;
 pub mod store;

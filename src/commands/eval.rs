@@ -16,11 +16,12 @@ use flowrun_core::event::now_ms;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_model, judge_source};
 use flowrun_core::testing::{CaseResult, TestOptions, run_tests};
 use flowrun_local::baseline::{BaselineError, BaselineRef, load_baseline};
+use flowrun_local::executors::{CacheSetup, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
 use tokio_util::sync::CancellationToken;
 
-use super::test::{CacheSetup, support_project, write_file};
+use super::test::write_file;
 use crate::cli::{EvalArgs, EvalCmd, EvalSub, Format, TestsArgs};
 use crate::diag_render;
 use crate::exit::Exit;

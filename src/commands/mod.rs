@@ -2,6 +2,7 @@
 //! diagnostics printed, and opening the history.
 
 mod check;
+mod dev;
 mod eval;
 mod init;
 mod progress;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Tests(args) => test::list(&start, &args),
         Command::Eval(cmd) => eval::eval(&start, cmd),
         Command::Evals(args) => eval::list(&start, &args),
+        Command::Dev(args) => dev::dev(&start, &args),
     }
 }
 

@@ -14,6 +14,7 @@ use flowrun_core::cassette::Cassette;
 use flowrun_core::event::now_ms;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_source};
 use flowrun_core::testing::{CaseResult, SuiteReport, TestOptions, run_tests};
+use flowrun_local::executors::{self, CacheSetup, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
 use tokio_util::sync::CancellationToken;
@@ -31,13 +32,6 @@ pub fn test(start: &Path, cmd: TestCmd) -> Exit {
     match result {
         Ok(exit) | Err(exit) => exit,
     }
-}
-
-/// Where model answers come from and go to, by the cache flags.
-pub(super) struct CacheSetup {
-    pub(super) cache: Option<Arc<dyn ResponseCache>>,
-    pub(super) replay_only: bool,
-    pub(super) recording: Option<Arc<Cassette>>,
 }
 
 pub(super) fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSetup, Exit> {
@@ -87,45 +81,17 @@ pub(super) fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSe
     })
 }
 
+/// [`executors::build_executor`] with its error printed.
 pub(super) fn build_executor(
     local: &LocalProject,
     project: Project,
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
 ) -> Result<Executor, Exit> {
-    let prices = local.prices().map_err(|e| {
-        super::error(&e.to_string(), None);
-        Exit::Usage
-    })?;
-    let mut builder = Executor::builder(Arc::new(project))
-        .env(local.env_lookup())
-        .prices(prices)
-        .replay_only(setup.replay_only);
-    if let Some(cache) = &setup.cache {
-        builder = builder.cache(cache.clone());
-    }
-    if let Some(store) = sink {
-        builder = builder.sink(store);
-    }
-    builder.build().map_err(|e| {
+    executors::build_executor(local, project, setup, sink).map_err(|e| {
         super::error(&e.to_string(), None);
         Exit::Usage
     })
-}
-
-/// A project of one of flowrun's own prompts (the judges) on the user's providers and models.
-pub(super) fn support_project(local: &LocalProject, prompt: flowrun_core::SourceFile) -> Project {
-    let config = local
-        .project
-        .config_doc
-        .as_ref()
-        .map(|d| d.text.to_string())
-        .unwrap_or_default();
-    let sources = vec![
-        flowrun_core::SourceFile::new(flowrun_core::project::CONFIG_FILE, config),
-        prompt,
-    ];
-    Project::parse(sources).0
 }
 
 fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {

@@ -5,7 +5,9 @@
 mod harness;
 
 mod check;
+mod ci_example;
 mod embed;
+mod eval_cmd;
 mod init;
 mod providers;
 mod run;

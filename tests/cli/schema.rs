@@ -15,11 +15,16 @@ fn generated() -> TestProject {
 #[test]
 fn committed_schemas_are_current() {
     let fresh = generated();
-    for dir in ["schemas", "examples/quickstart/schemas"] {
+    for dir in [
+        "schemas",
+        "examples/quickstart/schemas",
+        "examples/ci/schemas",
+    ] {
         for name in [
             "config.schema.json",
             "prompt.schema.json",
             "flow.schema.json",
+            "test.schema.json",
         ] {
             let committed =
                 std::fs::read_to_string(repo_root().join(dir).join(name)).unwrap_or_default();
@@ -63,6 +68,34 @@ fn example_files_match_their_schemas() {
         &root.join("schemas/flow.schema.json"),
         &root.join("flows/triage.yaml"),
     );
+    for name in ["summarize", "triage"] {
+        validate(
+            &root.join("schemas/test.schema.json"),
+            &root.join(format!("tests/{name}.test.yaml")),
+        );
+    }
+
+    let ci = repo_root().join("examples/ci");
+    validate(
+        &ci.join("schemas/config.schema.json"),
+        &ci.join("flowrun.yaml"),
+    );
+    for name in ["classify", "reply"] {
+        validate(
+            &ci.join("schemas/prompt.schema.json"),
+            &ci.join(format!("prompts/{name}.yaml")),
+        );
+    }
+    validate(
+        &ci.join("schemas/flow.schema.json"),
+        &ci.join("flows/triage.yaml"),
+    );
+    for name in ["classify", "triage"] {
+        validate(
+            &ci.join("schemas/test.schema.json"),
+            &ci.join(format!("tests/{name}.test.yaml")),
+        );
+    }
 }
 
 #[test]

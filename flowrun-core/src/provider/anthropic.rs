@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{self, MAX_BODY_EXCERPT, truncate};
+use super::http::{self, Endpoint, MAX_BODY_EXCERPT, truncate};
 use super::sse::SseStream;
 use super::{
     ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, Usage,
@@ -24,22 +24,9 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// A Messages API endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AnthropicProvider {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-    timeout: Option<Duration>,
-}
-
-impl std::fmt::Debug for AnthropicProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnthropicProvider")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
+    endpoint: Endpoint,
 }
 
 impl AnthropicProvider {
@@ -50,37 +37,34 @@ impl AnthropicProvider {
         base_url: impl Into<String>,
         api_key: Option<String>,
     ) -> Self {
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
         Self {
-            client,
-            base_url,
-            api_key,
-            timeout: None,
+            endpoint: Endpoint::new(client, base_url, api_key),
         }
     }
 
     /// Sets a per-request timeout (a reqwest timeout maps to [`ProviderError::Timeout`] with
     /// this duration; without it a client-level timeout is reported as zero).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.endpoint.timeout = Some(timeout);
         self
     }
 
     async fn post(&self, body: &WireRequest<'_>) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
+            .endpoint
             .client
-            .post(format!("{}/v1/messages", self.base_url))
+            .post(format!("{}/v1/messages", self.endpoint.base_url))
             .header("anthropic-version", API_VERSION)
             .json(body);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.endpoint.api_key {
             request = request.header("x-api-key", key);
         }
-        http::send(request, self.timeout).await
+        http::send(request, self.endpoint.timeout).await
     }
 
     async fn chat_once(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.post(&build_request(request, false)).await?;
-        parse_response(http::read_json(response, self.timeout).await?)
+        parse_response(http::read_json(response, self.endpoint.timeout).await?)
     }
 
     async fn chat_stream(
@@ -91,13 +75,13 @@ impl AnthropicProvider {
         let response = self.post(&build_request(request, true)).await?;
         if http::is_json(&response) {
             // A server that ignored `stream: true` answered in one piece.
-            let reply = parse_response(http::read_json(response, self.timeout).await?)?;
+            let reply = parse_response(http::read_json(response, self.endpoint.timeout).await?)?;
             if !reply.text.is_empty() {
                 on_delta(&reply.text);
             }
             return Ok(reply);
         }
-        let mut events = SseStream::new(response, self.timeout);
+        let mut events = SseStream::new(response, self.endpoint.timeout);
         let mut state = StreamState::default();
         while let Some(event) = events.next_event().await {
             if state.apply(&event?.data, on_delta)? {
@@ -119,7 +103,7 @@ impl Provider for AnthropicProvider {
             Some(on_delta) => self.chat_stream(request, on_delta).await,
             None => self.chat_once(request).await,
         };
-        let result = result.map_err(|e| http::redact(e, self.api_key.as_deref()));
+        let result = result.map_err(|e| http::redact(e, self.endpoint.api_key.as_deref()));
         match request.response_format {
             ResponseFormat::Json { .. } => result.map(strip_reply_fence),
             ResponseFormat::Text => result,

@@ -412,3 +412,41 @@ mod tests {
         assert_eq!(redact(err.clone(), None), err);
     }
 }
+
+/// Where and how an HTTP provider connects; shared by every provider module. `Debug` never
+/// shows the key.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub client: reqwest::Client,
+    /// The API root, without a trailing `/`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// Per-request timeout; `None` leaves it to the executor.
+    pub timeout: Option<Duration>,
+}
+
+impl Endpoint {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: impl Into<String>,
+        api_key: Option<String>,
+    ) -> Self {
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        Endpoint {
+            client,
+            base_url,
+            api_key,
+            timeout: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -19,7 +19,7 @@ use async_openai::types::chat::{
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::http::{self, MAX_BODY_EXCERPT, truncate};
+use super::http::{self, Endpoint, MAX_BODY_EXCERPT, truncate};
 use super::sse::SseStream;
 use super::{
     ChatRequest, ChatResponse, DeltaFn, Message, Params, Provider, ProviderError, ResponseFormat,
@@ -27,22 +27,9 @@ use super::{
 };
 
 /// A chat-completions endpoint: `POST {base_url}/chat/completions`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-    timeout: Option<Duration>,
-}
-
-impl std::fmt::Debug for OpenAiProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiProvider")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
+    endpoint: Endpoint,
 }
 
 impl OpenAiProvider {
@@ -53,40 +40,36 @@ impl OpenAiProvider {
         base_url: impl Into<String>,
         api_key: Option<String>,
     ) -> Self {
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
         Self {
-            client,
-            base_url,
-            api_key,
-            timeout: None,
+            endpoint: Endpoint::new(client, base_url, api_key),
         }
     }
 
     /// Sets a per-request timeout (a reqwest timeout maps to [`ProviderError::Timeout`] with
     /// this duration; without it a client-level timeout is reported as zero).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.endpoint.timeout = Some(timeout);
         self
     }
 
     fn endpoint(&self) -> String {
-        format!("{}/chat/completions", self.base_url)
+        format!("{}/chat/completions", self.endpoint.base_url)
     }
 
     async fn post(
         &self,
         body: &CreateChatCompletionRequest,
     ) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self.client.post(self.endpoint()).json(body);
-        if let Some(key) = &self.api_key {
+        let mut request = self.endpoint.client.post(self.endpoint()).json(body);
+        if let Some(key) = &self.endpoint.api_key {
             request = request.bearer_auth(key);
         }
-        http::send(request, self.timeout).await
+        http::send(request, self.endpoint.timeout).await
     }
 
     async fn chat_once(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.post(&build_request(request, false)).await?;
-        let raw = http::read_json(response, self.timeout).await?;
+        let raw = http::read_json(response, self.endpoint.timeout).await?;
         parse_response(raw, &request.model)
     }
 
@@ -99,7 +82,7 @@ impl OpenAiProvider {
         if http::is_json(&response) {
             // A server that ignored `stream: true` answered in one piece.
             let reply = parse_response(
-                http::read_json(response, self.timeout).await?,
+                http::read_json(response, self.endpoint.timeout).await?,
                 &request.model,
             )?;
             if !reply.text.is_empty() {
@@ -107,7 +90,7 @@ impl OpenAiProvider {
             }
             return Ok(reply);
         }
-        let mut events = SseStream::new(response, self.timeout);
+        let mut events = SseStream::new(response, self.endpoint.timeout);
         let mut state = StreamState::default();
         while let Some(event) = events.next_event().await {
             if state.apply(&event?.data, on_delta)? {
@@ -129,7 +112,7 @@ impl Provider for OpenAiProvider {
             Some(on_delta) => self.chat_stream(request, on_delta).await,
             None => self.chat_once(request).await,
         };
-        result.map_err(|e| http::redact(e, self.api_key.as_deref()))
+        result.map_err(|e| http::redact(e, self.endpoint.api_key.as_deref()))
     }
 }
 
