@@ -93,6 +93,9 @@ impl RunOutcome {
     }
 }
 
+/// How deep flows may call flows.
+const MAX_FLOW_DEPTH: usize = 32;
+
 /// Why a run could not start (nothing was called or recorded).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -125,6 +128,8 @@ struct RunCtx<'a> {
     cancel: &'a CancellationToken,
     on_delta: Option<&'a DeltaFn>,
     model: Option<&'a str>,
+    /// How many flows deep the run is.
+    depth: usize,
     next_step: u32,
     steps: Vec<StepRecord>,
 }
@@ -186,6 +191,7 @@ impl Executor {
             cancel: &req.cancel,
             on_delta: req.on_delta.as_deref(),
             model: req.model.as_deref(),
+            depth: 0,
             next_step: 0,
             steps: Vec::new(),
         };
@@ -280,7 +286,18 @@ impl Executor {
         input: Map<String, Value>,
         is_last: bool,
     ) -> Result<Value, StepFailure> {
-        let flow = &self.project.flows[name];
+        // A checked project has no cycles; an unchecked one must not overflow the stack.
+        ctx.depth += 1;
+        if ctx.depth > MAX_FLOW_DEPTH {
+            return Err(fail(format!(
+                "flows nest deeper than {MAX_FLOW_DEPTH}: do flows call each other in a cycle? `flowrun check` finds it"
+            )));
+        }
+        let flow = self
+            .project
+            .flows
+            .get(name)
+            .ok_or_else(|| fail(format!("unknown flow `{name}`")))?;
         let mut scope = json!({ "input": input, "steps": {} });
         let mut last = Value::Null;
         let count = flow.spec.steps.len();
@@ -304,7 +321,12 @@ impl Executor {
             let with = with.as_object().cloned().unwrap_or_default();
             let last_step = is_last && i + 1 == count;
             let output = if let Some(prompt_name) = &step.prompt {
-                let prompt = &self.project.prompts[prompt_name];
+                let prompt = self.project.prompts.get(prompt_name).ok_or_else(|| {
+                    fail(format!(
+                        "step `{}`: unknown prompt `{prompt_name}`",
+                        step.id
+                    ))
+                })?;
                 let vars = resolve_step_inputs(&prompt.spec.input, &with, &step.id)?;
                 self.run_prompt_step(
                     ctx,
@@ -316,9 +338,17 @@ impl Executor {
                 )
                 .await?
             } else if let Some(sub) = &step.flow {
-                let vars =
-                    resolve_step_inputs(&self.project.flows[sub].spec.input, &with, &step.id)?;
-                Box::pin(self.run_flow(ctx, sub, vars, last_step)).await?
+                let decl = &self
+                    .project
+                    .flows
+                    .get(sub)
+                    .ok_or_else(|| fail(format!("step `{}`: unknown flow `{sub}`", step.id)))?
+                    .spec
+                    .input;
+                let vars = resolve_step_inputs(decl, &with, &step.id)?;
+                let output = Box::pin(self.run_flow(ctx, sub, vars, last_step)).await;
+                ctx.depth -= 1;
+                output?
             } else {
                 return Err(fail(format!(
                     "step `{}` names neither a prompt nor a flow",
@@ -504,5 +534,35 @@ fn fail(message: impl Into<String>) -> StepFailure {
     StepFailure {
         status: RunStatus::Failed,
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::SourceFile;
+
+    /// A project that skipped `check` (as an embedding app might) must fail, not overflow.
+    #[tokio::test]
+    async fn an_unchecked_flow_cycle_fails_cleanly() {
+        let files = vec![
+            SourceFile::new(
+                "flowrun.yaml",
+                "providers: {m: {kind: mock}}\ndefaults: {model: m/x}\n",
+            ),
+            SourceFile::new("flows/a.yaml", "steps: [{id: s, flow: b}]\n"),
+            SourceFile::new(
+                "flows/b.yaml",
+                "steps: [{id: s, flow: a}, {id: t, prompt: missing}]\n",
+            ),
+        ];
+        let (project, _) = Project::parse(files);
+        let exec = Executor::builder(Arc::new(project)).build().unwrap();
+        let outcome = exec
+            .run(RunRequest::new("flow/a", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, RunStatus::Failed);
+        assert!(outcome.error.unwrap().contains("flows nest deeper than 32"));
     }
 }
