@@ -44,7 +44,14 @@ pub struct CaseRow {
 
 impl CaseRow {
     pub fn new(id: CaseId, name: impl Into<String>, target: impl Into<String>) -> Self {
-        CaseRow { id, name: name.into(), target: target.into(), tags: Vec::new(), draft: Slot::Pending, baseline: Slot::Pending }
+        CaseRow {
+            id,
+            name: name.into(),
+            target: target.into(),
+            tags: Vec::new(),
+            draft: Slot::Pending,
+            baseline: Slot::Pending,
+        }
     }
 
     /// The draft and baseline disagree on pass/fail, or their scores differ.
@@ -56,7 +63,8 @@ impl CaseRow {
     }
 
     pub fn failing(&self) -> bool {
-        self.draft.result().is_some_and(|r| !r.pass) || self.baseline.result().is_some_and(|r| !r.pass)
+        self.draft.result().is_some_and(|r| !r.pass)
+            || self.baseline.result().is_some_and(|r| !r.pass)
     }
 }
 
@@ -138,16 +146,29 @@ pub enum Action {
     Quit,
     Tick,
     /// A side of a case started running.
-    Started { id: CaseId, baseline: bool },
+    Started {
+        id: CaseId,
+        baseline: bool,
+    },
     /// A side of a case finished.
-    Finished { id: CaseId, baseline: bool, result: Box<CaseResult> },
+    Finished {
+        id: CaseId,
+        baseline: bool,
+        result: Box<CaseResult>,
+    },
     /// The project was reloaded after a file change: the new case list, and which cases the
     /// change affects (their drafts must run again).
-    Reloaded { rows: Vec<CaseRow>, affected: Vec<CaseId> },
+    Reloaded {
+        rows: Vec<CaseRow>,
+        affected: Vec<CaseId>,
+    },
     /// The project has errors; the last good results stay visible under the error panel.
     LoadFailed(Vec<Diagnostic>),
     /// A new baseline was loaded (its results will follow).
-    BaselineLoaded { label: String, rows: Vec<CaseRow> },
+    BaselineLoaded {
+        label: String,
+        rows: Vec<CaseRow>,
+    },
     /// The current results were saved as an evaluation.
     Saved(String),
     /// Something went wrong in the background.
@@ -230,16 +251,45 @@ impl App {
 
     /// Recomputes the header totals and verdict from the finished results.
     pub fn recompute(&mut self) {
-        let draft: Vec<CaseResult> = self.rows.iter().filter_map(|r| r.draft.result().cloned()).collect();
-        let baseline: Vec<CaseResult> = self.rows.iter().filter_map(|r| r.baseline.result().cloned()).collect();
-        let both_done = !draft.is_empty() && draft.len() == self.rows.len() && baseline.len() == self.rows.len();
-        let report = EvalReport::new(0, 0, self.baseline_label.clone(), draft.clone(), baseline.clone(), &|_, _| None);
+        let draft: Vec<CaseResult> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.draft.result().cloned())
+            .collect();
+        let baseline: Vec<CaseResult> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.baseline.result().cloned())
+            .collect();
+        let both_done = !draft.is_empty()
+            && draft.len() == self.rows.len()
+            && baseline.len() == self.rows.len();
+        let report = EvalReport::new(
+            0,
+            0,
+            self.baseline_label.clone(),
+            draft.clone(),
+            baseline.clone(),
+            &|_, _| None,
+        );
         self.totals = Totals {
             draft: Summary::of(&draft),
             baseline: Summary::of(&baseline),
-            verdict: if both_done { report.verdict.as_str().to_string() } else { String::new() },
-            draft_wins: report.cases.iter().filter(|c| c.preference == Preference::Draft).count(),
-            baseline_wins: report.cases.iter().filter(|c| c.preference == Preference::Baseline).count(),
+            verdict: if both_done {
+                report.verdict.as_str().to_string()
+            } else {
+                String::new()
+            },
+            draft_wins: report
+                .cases
+                .iter()
+                .filter(|c| c.preference == Preference::Draft)
+                .count(),
+            baseline_wins: report
+                .cases
+                .iter()
+                .filter(|c| c.preference == Preference::Baseline)
+                .count(),
         };
     }
 
@@ -273,8 +323,12 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     }
     let page = 10;
     match action {
-        Action::Up if app.view == View::Detail => app.detail_scroll = app.detail_scroll.saturating_sub(1),
-        Action::Down if app.view == View::Detail => app.detail_scroll = app.detail_scroll.saturating_add(1),
+        Action::Up if app.view == View::Detail => {
+            app.detail_scroll = app.detail_scroll.saturating_sub(1)
+        }
+        Action::Down if app.view == View::Detail => {
+            app.detail_scroll = app.detail_scroll.saturating_add(1)
+        }
         Action::ScrollUp => app.detail_scroll = app.detail_scroll.saturating_sub(page),
         Action::ScrollDown => app.detail_scroll = app.detail_scroll.saturating_add(page),
         Action::Up => app.selected = app.selected.saturating_sub(1),
@@ -301,7 +355,13 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
             app.view = View::List;
         }
-        Action::Help => app.view = if app.view == View::Help { View::List } else { View::Help },
+        Action::Help => {
+            app.view = if app.view == View::Help {
+                View::List
+            } else {
+                View::Help
+            }
+        }
         Action::Rerun => {
             if let Some(row) = app.current() {
                 return vec![Effect::RunDraft(vec![row.id.clone()])];
@@ -334,12 +394,24 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Tick => app.tick = app.tick.wrapping_add(1),
         Action::Started { id, baseline } => {
             if let Some(row) = app.row_mut(&id) {
-                *(if baseline { &mut row.baseline } else { &mut row.draft }) = Slot::Running;
+                *(if baseline {
+                    &mut row.baseline
+                } else {
+                    &mut row.draft
+                }) = Slot::Running;
             }
         }
-        Action::Finished { id, baseline, result } => {
+        Action::Finished {
+            id,
+            baseline,
+            result,
+        } => {
             if let Some(row) = app.row_mut(&id) {
-                *(if baseline { &mut row.baseline } else { &mut row.draft }) = Slot::Done(result);
+                *(if baseline {
+                    &mut row.baseline
+                } else {
+                    &mut row.draft
+                }) = Slot::Done(result);
                 app.recompute();
             }
         }
@@ -361,8 +433,12 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.clamp_selection();
             app.recompute();
             app.status = format!("files changed: re-running {} case(s)", affected.len());
-            let missing_baseline: Vec<CaseId> =
-                app.rows.iter().filter(|r| r.baseline == Slot::Pending).map(|r| r.id.clone()).collect();
+            let missing_baseline: Vec<CaseId> = app
+                .rows
+                .iter()
+                .filter(|r| r.baseline == Slot::Pending)
+                .map(|r| r.id.clone())
+                .collect();
             let mut effects = vec![Effect::RunDraft(affected)];
             if !missing_baseline.is_empty() {
                 effects.push(Effect::RunBaseline(missing_baseline));
@@ -397,12 +473,21 @@ mod tests {
     use flowrun_core::provider::Usage;
 
     fn id(i: usize) -> CaseId {
-        CaseId { file: "tests/a.test.yaml".into(), index: i }
+        CaseId {
+            file: "tests/a.test.yaml".into(),
+            index: i,
+        }
     }
 
     fn app(n: usize) -> App {
-        let rows = (0..n).map(|i| CaseRow::new(id(i), format!("case {i}"), "flow/f")).collect();
-        App::new(rows, vec!["git:main".into(), "../prod".into()], "git:main (abc)".into())
+        let rows = (0..n)
+            .map(|i| CaseRow::new(id(i), format!("case {i}"), "flow/f"))
+            .collect();
+        App::new(
+            rows,
+            vec!["git:main".into(), "../prod".into()],
+            "git:main (abc)".into(),
+        )
     }
 
     fn result(i: usize, pass: bool) -> Box<CaseResult> {
@@ -461,11 +546,31 @@ mod tests {
     #[test]
     fn results_update_totals_and_verdict() {
         let mut a = app(2);
-        update(&mut a, Action::Started { id: id(0), baseline: false });
+        update(
+            &mut a,
+            Action::Started {
+                id: id(0),
+                baseline: false,
+            },
+        );
         assert_eq!(a.rows[0].draft, Slot::Running);
         for i in 0..2 {
-            update(&mut a, Action::Finished { id: id(i), baseline: false, result: result(i, true) });
-            update(&mut a, Action::Finished { id: id(i), baseline: true, result: result(i, i == 0) });
+            update(
+                &mut a,
+                Action::Finished {
+                    id: id(i),
+                    baseline: false,
+                    result: result(i, true),
+                },
+            );
+            update(
+                &mut a,
+                Action::Finished {
+                    id: id(i),
+                    baseline: true,
+                    result: result(i, i == 0),
+                },
+            );
         }
         assert_eq!(a.totals.draft.passed, 2);
         assert_eq!(a.totals.baseline.passed, 1);
@@ -479,9 +584,18 @@ mod tests {
     fn keys_ask_for_effects() {
         let mut a = app(3);
         update(&mut a, Action::Down);
-        assert_eq!(update(&mut a, Action::Rerun), vec![Effect::RunDraft(vec![id(1)])]);
-        assert_eq!(update(&mut a, Action::RerunAll), vec![Effect::RunDraft(vec![id(0), id(1), id(2)])]);
-        assert_eq!(update(&mut a, Action::NextBaseline), vec![Effect::LoadBaseline("../prod".into())]);
+        assert_eq!(
+            update(&mut a, Action::Rerun),
+            vec![Effect::RunDraft(vec![id(1)])]
+        );
+        assert_eq!(
+            update(&mut a, Action::RerunAll),
+            vec![Effect::RunDraft(vec![id(0), id(1), id(2)])]
+        );
+        assert_eq!(
+            update(&mut a, Action::NextBaseline),
+            vec![Effect::LoadBaseline("../prod".into())]
+        );
         assert_eq!(update(&mut a, Action::Save), vec![Effect::Save]);
         assert_eq!(update(&mut a, Action::Quit), vec![Effect::Quit]);
         assert!(a.quit);
@@ -491,23 +605,60 @@ mod tests {
     fn reload_keeps_unaffected_results_and_reruns_affected() {
         let mut a = app(2);
         for i in 0..2 {
-            update(&mut a, Action::Finished { id: id(i), baseline: false, result: result(i, true) });
-            update(&mut a, Action::Finished { id: id(i), baseline: true, result: result(i, true) });
+            update(
+                &mut a,
+                Action::Finished {
+                    id: id(i),
+                    baseline: false,
+                    result: result(i, true),
+                },
+            );
+            update(
+                &mut a,
+                Action::Finished {
+                    id: id(i),
+                    baseline: true,
+                    result: result(i, true),
+                },
+            );
         }
-        let rows = (0..3).map(|i| CaseRow::new(id(i), format!("case {i}"), "flow/f")).collect();
-        let effects = update(&mut a, Action::Reloaded { rows, affected: vec![id(1), id(2)] });
+        let rows = (0..3)
+            .map(|i| CaseRow::new(id(i), format!("case {i}"), "flow/f"))
+            .collect();
+        let effects = update(
+            &mut a,
+            Action::Reloaded {
+                rows,
+                affected: vec![id(1), id(2)],
+            },
+        );
         assert!(matches!(a.rows[0].draft, Slot::Done(_)));
         assert_eq!(a.rows[1].draft, Slot::Pending);
-        assert_eq!(effects, vec![Effect::RunDraft(vec![id(1), id(2)]), Effect::RunBaseline(vec![id(2)])]);
+        assert_eq!(
+            effects,
+            vec![
+                Effect::RunDraft(vec![id(1), id(2)]),
+                Effect::RunBaseline(vec![id(2)])
+            ]
+        );
     }
 
     #[test]
     fn load_errors_show_and_clear_on_reload() {
         let mut a = app(1);
-        update(&mut a, Action::LoadFailed(vec![Diagnostic::error("prompts/a.yaml", "bad")]));
+        update(
+            &mut a,
+            Action::LoadFailed(vec![Diagnostic::error("prompts/a.yaml", "bad")]),
+        );
         assert_eq!(a.errors.len(), 1);
         let rows = vec![CaseRow::new(id(0), "case 0", "flow/f")];
-        update(&mut a, Action::Reloaded { rows, affected: vec![] });
+        update(
+            &mut a,
+            Action::Reloaded {
+                rows,
+                affected: vec![],
+            },
+        );
         assert!(a.errors.is_empty());
     }
 }
