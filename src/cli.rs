@@ -40,22 +40,6 @@ pub enum Command {
     Eval(EvalCmd),
     /// List recent evaluations.
     Evals(TestsArgs),
-    /// A live terminal UI: every case's draft output next to the baseline's, re-run as you
-    /// edit the project's files.
-    Dev(DevArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DevArgs {
-    /// Test files or tested targets to show (default: all).
-    pub names: Vec<String>,
-    /// A version to compare with: `git:<ref>` (`git:` is the main branch) or a directory.
-    /// Repeat it to have several; `b` switches between them.
-    #[arg(long = "baseline", value_name = "REF", default_value = "git:")]
-    pub baselines: Vec<String>,
-    /// Cases run at once, per side.
-    #[arg(short = 'j', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub jobs: u32,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,6 @@
 //! diagnostics printed, and opening the history.
 
 mod check;
-mod dev;
 mod eval;
 mod init;
 mod progress;
@@ -46,7 +45,6 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Tests(args) => test::list(&start, &args),
         Command::Eval(cmd) => eval::eval(&start, cmd),
         Command::Evals(args) => eval::list(&start, &args),
-        Command::Dev(args) => dev::dev(&start, &args),
     }
 }
 
