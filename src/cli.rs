@@ -40,6 +40,128 @@ pub enum Command {
     Eval(EvalCmd),
     /// List recent evaluations.
     Evals(TestsArgs),
+    /// A live terminal UI: every case's draft output next to the baseline's, re-run as you
+    /// edit the project's files.
+    Dev(DevArgs),
+    /// Serve deployed flows over HTTP with a durable run queue; `serve keys create` makes an
+    /// API key.
+    Serve(ServeCmd),
+    /// Check the project, upload it to a server and deploy it to an environment.
+    Deploy(DeployArgs),
+    /// Deploy to environment TO what environment FROM runs.
+    Promote(PromoteArgs),
+    /// Point an environment back at its previous deployment.
+    Rollback(RollbackArgs),
+    /// List the versions stored on a server and what each environment runs.
+    Versions(RemoteArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeCmd {
+    #[command(subcommand)]
+    pub sub: Option<ServeSub>,
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeSub {
+    /// Manage the server's API keys.
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCmd {
+    #[command(subcommand)]
+    pub sub: KeysSub,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysSub {
+    /// Create an API key and print it (once: only its hash is stored).
+    Create(KeyCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, env = "FLOWRUN_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// The server's SQLite database.
+    #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
+    pub db: PathBuf,
+    /// Runs executed at once.
+    #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyRole {
+    /// Submit and read runs of its environment.
+    Run,
+    /// Upload bundles; deploy, promote and roll back its environment.
+    Deploy,
+    /// Everything.
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// The environment the key is for (`*`: every environment).
+    #[arg(long)]
+    pub env: String,
+    #[arg(long, value_enum)]
+    pub role: KeyRole,
+    /// The server's SQLite database.
+    #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The server's URL; the API key comes from `FLOWRUN_TOKEN`.
+    #[arg(long, env = "FLOWRUN_REMOTE", value_name = "URL")]
+    pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The environment to deploy to.
+    #[arg(long)]
+    pub env: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub from: String,
+    pub to: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The environment to roll back.
+    #[arg(long)]
+    pub env: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Test files or tested targets to show (default: all).
+    pub names: Vec<String>,
+    /// A version to compare with: `git:<ref>` (`git:` is the main branch) or a directory.
+    /// Repeat it to have several; `b` switches between them.
+    #[arg(long = "baseline", value_name = "REF", default_value = "git:")]
+    pub baselines: Vec<String>,
+    /// Cases run at once, per side.
+    #[arg(short = 'j', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub jobs: u32,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,61 @@ impl Location {
     }
 }
 
+/// Where the lines of one text start, so that many positions in it can be located without
+/// rescanning the text for each (which makes parsing a big file quadratic). Gives the same
+/// locations as [`Location::at_offset`] and [`Location::at_line_col`].
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    /// Byte offset of the start of every line: 0, then one past each `\n`.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// [`Location::at_offset`] in `text`, the text this index was built from.
+    pub fn at_offset(&self, text: &str, offset: usize, len: usize) -> Location {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        // `starts[0]` is 0, so at least one line starts at or before `offset`.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts[line - 1];
+        let col = text[line_start..offset].chars().count() + 1;
+        let len = len.min(text.len() - offset);
+        Location {
+            offset,
+            len: floor_char_boundary(&text[offset..], len),
+            line,
+            col,
+        }
+    }
+
+    /// [`Location::at_line_col`] in `text`, the text this index was built from.
+    pub fn at_line_col(&self, text: &str, line: usize, col: usize, len: usize) -> Location {
+        let offset = match line
+            .checked_sub(1)
+            .and_then(|i| Some((i, *self.starts.get(i)?)))
+        {
+            // Past the last line (or line 0): the end of the text, as `at_line_col` does.
+            None => text.len(),
+            Some((i, start)) => {
+                let end = self.starts.get(i + 1).copied().unwrap_or(text.len());
+                let within: usize = text[start..end]
+                    .chars()
+                    .take(col.saturating_sub(1))
+                    .map(char::len_utf8)
+                    .sum();
+                start + within
+            }
+        };
+        self.at_offset(text, offset, len)
+    }
+}
+
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     while i > 0 && !text.is_char_boundary(i) {
         i -= 1;
@@ -186,6 +241,31 @@ mod tests {
         assert_eq!((loc.line, loc.col), (2, 5));
         let same = Location::at_line_col(text, 2, 5, 1);
         assert_eq!(same.offset, loc.offset);
+    }
+
+    #[test]
+    fn line_index_locates_like_a_scan() {
+        for text in ["", "\n", "a", "a: 1\nbé: x\n", "x\n\ny é\r\nz", "é\n\n"] {
+            let index = LineIndex::new(text);
+            for offset in 0..=text.len() + 1 {
+                for len in [0, 1, 3] {
+                    assert_eq!(
+                        index.at_offset(text, offset, len),
+                        Location::at_offset(text, offset, len),
+                        "{text:?} at {offset}"
+                    );
+                }
+            }
+            for line in 0..=5 {
+                for col in 0..=6 {
+                    assert_eq!(
+                        index.at_line_col(text, line, col, 2),
+                        Location::at_line_col(text, line, col, 2),
+                        "{text:?} at {line}:{col}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -139,13 +139,25 @@ pub struct RunEnd {
 }
 
 /// Everything the executor reports, in order.
+///
+/// A run is `RunStarted`, then for each step either `StepStarted`, its `CallAttempt`s and
+/// `StepFinished`, or (when resuming) `StepReused`, then `RunFinished`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
+    /// The run has begun. A resumed run ([`crate::RunRequest::resuming`]) emits it again
+    /// under the same `run_id`, so sinks must treat it as an upsert: a run they may already
+    /// have recorded is running again (keep its original start time).
     RunStarted(RunStart),
     StepStarted(StepStart),
     CallAttempt(CallRecord),
     StepFinished(StepRecord),
+    /// A resumed run took this step's result from a previous attempt instead of calling a
+    /// model: the record is the one that attempt finished with (its usage, cost, latency and
+    /// attempts describe that work, and count toward this run's totals), under this run's id.
+    /// No `StepStarted` or `CallAttempt` precedes it. Sinks should upsert the step: they may
+    /// hold it from the previous attempt already, or not at all.
+    StepReused(StepRecord),
     RunFinished(RunEnd),
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::diag::{Diagnostic, LineIndex, Location, did_you_mean};
 
 /// A path to a value inside a document: keys and indices from the root.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -131,29 +131,61 @@ impl Document {
     pub fn parse(file: impl Into<String>, text: impl Into<Arc<str>>) -> Result<Self, Diagnostic> {
         let file = file.into();
         let text: Arc<str> = text.into();
-        let (value, spans) = {
-            let mut builder = Builder::new(&text);
-            let mut parser = Parser::new_from_str(&text);
-            if let Err(e) = parser.load(&mut builder, false) {
-                let m = e.marker();
-                let loc = Location::at_line_col(&text, m.line(), m.col() + 1, 1);
-                return Err(
-                    Diagnostic::error(&file, format!("invalid YAML: {}", e.info()))
-                        .with_location(text.clone(), loc)
-                        .with_help("check the indentation and quoting near this point"),
-                );
-            }
-            if let Some((msg, loc)) = builder.error {
-                return Err(Diagnostic::error(&file, msg).with_location(text.clone(), loc));
-            }
-            (builder.root.unwrap_or(Value::Null), builder.spans)
+        match build(&text) {
+            Ok((value, spans)) => Ok(Document {
+                file,
+                text,
+                value,
+                spans,
+            }),
+            Err(e) => Err(e.diagnostic(&file, text)),
+        }
+    }
+
+    /// Parses `text[row]`, a row that starts line `line` (1-based) of `text`, as a document of
+    /// its own whose positions are positions in `text`: a row of a JSON Lines file. The row is
+    /// parsed without the rest of the file, so reading every row of a file takes time linear
+    /// in its size, and all the rows share the one `text`.
+    pub fn parse_row(
+        file: impl Into<String>,
+        text: Arc<str>,
+        row: std::ops::Range<usize>,
+        line: usize,
+    ) -> Result<Self, Diagnostic> {
+        let file = file.into();
+        let start = row.start;
+        // The row starts a line, so only offsets and line numbers move; columns stay.
+        let shift = |loc: Location| Location {
+            offset: loc.offset + start,
+            line: loc.line + line - 1,
+            ..loc
         };
-        Ok(Document {
-            file,
-            text,
-            value,
-            spans,
-        })
+        let built = build(&text[row]);
+        match built {
+            Ok((value, spans)) => Ok(Document {
+                file,
+                value,
+                spans: SpanMap(
+                    spans
+                        .0
+                        .into_iter()
+                        .map(|(path, span)| {
+                            let span = NodeSpan {
+                                key: span.key.map(shift),
+                                value: shift(span.value),
+                                block: span.block,
+                            };
+                            (path, span)
+                        })
+                        .collect(),
+                ),
+                text,
+            }),
+            Err(mut e) => {
+                e.location = shift(e.location);
+                Err(e.diagnostic(&file, text))
+            }
+        }
     }
 
     /// An error pointing at the value at `path` (or its nearest located ancestor).
@@ -257,6 +289,45 @@ impl Document {
     }
 }
 
+/// Why a text is not a document, located in the text that was parsed.
+struct BuildError {
+    message: String,
+    location: Location,
+    help: Option<&'static str>,
+}
+
+impl BuildError {
+    fn diagnostic(self, file: &str, text: Arc<str>) -> Diagnostic {
+        let d = Diagnostic::error(file, self.message).with_location(text, self.location);
+        match self.help {
+            Some(help) => d.with_help(help),
+            None => d,
+        }
+    }
+}
+
+/// The value of `text` and the positions of its values.
+fn build(text: &str) -> Result<(Value, SpanMap), BuildError> {
+    let mut builder = Builder::new(text);
+    let mut parser = Parser::new_from_str(text);
+    if let Err(e) = parser.load(&mut builder, false) {
+        let m = e.marker();
+        return Err(BuildError {
+            message: format!("invalid YAML: {}", e.info()),
+            location: builder.lines.at_line_col(text, m.line(), m.col() + 1, 1),
+            help: Some("check the indentation and quoting near this point"),
+        });
+    }
+    if let Some((message, location)) = builder.error {
+        return Err(BuildError {
+            message,
+            location,
+            help: None,
+        });
+    }
+    Ok((builder.root.unwrap_or(Value::Null), builder.spans))
+}
+
 /// The byte offset of `word` in `text` where it is not part of a longer name.
 fn find_word(text: &str, word: &str) -> Option<usize> {
     let is_name = |c: char| c.is_alphanumeric() || c == '_';
@@ -328,6 +399,7 @@ enum Frame {
 
 struct Builder<'a> {
     text: &'a str,
+    lines: LineIndex,
     stack: Vec<(Frame, Path)>,
     root: Option<Value>,
     spans: SpanMap,
@@ -339,6 +411,7 @@ impl<'a> Builder<'a> {
     fn new(text: &'a str) -> Self {
         Builder {
             text,
+            lines: LineIndex::new(text),
             stack: Vec::new(),
             root: None,
             spans: SpanMap::default(),
@@ -348,7 +421,8 @@ impl<'a> Builder<'a> {
     }
 
     fn loc(&self, mark: Marker, len: usize) -> Location {
-        Location::at_line_col(self.text, mark.line(), mark.col() + 1, len)
+        self.lines
+            .at_line_col(self.text, mark.line(), mark.col() + 1, len)
     }
 
     /// The path the next value will have, and the key's location if it is a mapping value.

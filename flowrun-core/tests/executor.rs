@@ -151,6 +151,7 @@ impl Events {
                 RunEvent::StepStarted(_) => "step_started",
                 RunEvent::CallAttempt(_) => "call_attempt",
                 RunEvent::StepFinished(_) => "step_finished",
+                RunEvent::StepReused(_) => "step_reused",
                 RunEvent::RunFinished(_) => "run_finished",
             })
             .collect()

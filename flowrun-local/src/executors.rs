@@ -2,12 +2,13 @@
 //! history sink wired together. `flowrun test`, `flowrun eval` and `flowrun dev` build theirs
 //! here, so all of them cache and record the same way.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use flowrun_core::cache::ResponseCache;
 use flowrun_core::cassette::Cassette;
 use flowrun_core::exec::BuildError;
 use flowrun_core::project::CONFIG_FILE;
+use flowrun_core::spec::ProviderKind;
 use flowrun_core::{Executor, Project, SourceFile};
 
 use crate::{LoadError, LocalProject, Store};
@@ -63,11 +64,57 @@ pub fn build_executor(
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
 ) -> Result<Executor, SetupError> {
+    build_executor_sharing(local, project, setup, sink, &SharedHttp::default())
+}
+
+/// One HTTP client for every executor built with it, made the first time a project with a
+/// provider over HTTP needs it. Making a client loads the system's TLS roots, tens of
+/// milliseconds each; executors built together (a draft, its judge, a baseline) or again and
+/// again (`flowrun dev` on every edit) share one instead. Clones share the client.
+#[derive(Debug, Clone, Default)]
+pub struct SharedHttp(Arc<OnceLock<Option<reqwest::Client>>>);
+
+impl SharedHttp {
+    /// Makes the client now if `project` needs one, e.g. on another thread while other work
+    /// goes on, so that building the executors later does not wait for it.
+    pub fn prepare(&self, project: &Project) {
+        let _ = self.for_project(project);
+    }
+
+    /// The client for `project`'s providers, `None` when it needs none (only mock providers)
+    /// or when it cannot be made (the executor then makes its own and reports why).
+    fn for_project(&self, project: &Project) -> Option<reqwest::Client> {
+        let over_http = project
+            .config
+            .providers
+            .values()
+            .any(|p| p.kind != ProviderKind::Mock);
+        if !over_http {
+            return None;
+        }
+        self.0
+            .get_or_init(|| flowrun_core::exec::http_client().ok())
+            .clone()
+    }
+}
+
+/// [`build_executor`] with the providers on `http`'s client.
+pub fn build_executor_sharing(
+    local: &LocalProject,
+    project: Project,
+    setup: &CacheSetup,
+    sink: Option<Arc<Store>>,
+    http: &SharedHttp,
+) -> Result<Executor, SetupError> {
     let prices = local.prices()?;
+    let client = http.for_project(&project);
     let mut builder = Executor::builder(Arc::new(project))
         .env(local.env_lookup())
         .prices(prices)
         .replay_only(setup.replay_only);
+    if let Some(client) = client {
+        builder = builder.http_client(client);
+    }
     if let Some(cache) = &setup.cache {
         builder = builder.cache(cache.clone());
     }
@@ -87,4 +134,26 @@ pub fn support_project(local: &LocalProject, prompt: SourceFile) -> Project {
         .unwrap_or_default();
     let sources = vec![SourceFile::new(CONFIG_FILE, config), prompt];
     Project::parse(sources).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(config: &str) -> Project {
+        Project::load(vec![SourceFile::new(CONFIG_FILE, config)]).expect("valid")
+    }
+
+    #[test]
+    fn the_shared_client_is_made_only_for_providers_over_http() {
+        let http = SharedHttp::default();
+        let mock = project("providers: {m: {kind: mock}}\ndefaults: {model: m/x}\n");
+        assert!(http.for_project(&mock).is_none());
+        assert!(http.0.get().is_none(), "not made for a mock-only project");
+        let remote = project(
+            "providers: {o: {kind: openai, base_url: \"http://127.0.0.1:9/v1\"}}\ndefaults: {model: o/x}\n",
+        );
+        assert!(http.for_project(&remote).is_some());
+        assert!(http.clone().0.get().is_some(), "clones share the client");
+    }
 }

@@ -131,8 +131,12 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     let build = |project: Project, setup: &CacheSetup, sink: Option<Arc<Store>>| {
         super::test::build_executor(&local, project, setup, sink)
     };
-    let draft_exec = build(local.project.clone(), &draft_cache, Some(store.clone()))?;
-    let baseline_exec = build(baseline.project.clone(), &baseline_cache, None)?;
+    let draft_exec = Arc::new(build(
+        local.project.clone(),
+        &draft_cache,
+        Some(store.clone()),
+    )?);
+    let baseline_exec = Arc::new(build(baseline.project.clone(), &baseline_cache, None)?);
     let judge = ExecutorJudge::new(build(
         support_project(&local, judge_source()),
         &baseline_cache,

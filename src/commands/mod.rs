@@ -2,12 +2,15 @@
 //! diagnostics printed, and opening the history.
 
 mod check;
+mod deploy;
+mod dev;
 mod eval;
 mod init;
 mod progress;
 mod run;
 mod runs;
 mod schema;
+mod serve;
 mod show;
 mod test;
 
@@ -45,6 +48,12 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Tests(args) => test::list(&start, &args),
         Command::Eval(cmd) => eval::eval(&start, cmd),
         Command::Evals(args) => eval::list(&start, &args),
+        Command::Dev(args) => dev::dev(&start, &args),
+        Command::Serve(cmd) => serve::serve(cmd),
+        Command::Deploy(args) => deploy::deploy(&start, &args),
+        Command::Promote(args) => deploy::promote(&args),
+        Command::Rollback(args) => deploy::rollback(&args),
+        Command::Versions(args) => deploy::versions(&args),
     }
 }
 

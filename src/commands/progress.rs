@@ -79,6 +79,12 @@ impl EventSink for Progress {
                     e.error.as_deref().unwrap_or("failed")
                 ),
             },
+            RunEvent::StepReused(e) => eprintln!(
+                "  {} {} {}",
+                paint(c, DIM, "↺"),
+                e.step_id,
+                paint(c, DIM, "· step reused from a previous attempt")
+            ),
             RunEvent::RunFinished(e) => {
                 let (mark, code) = match e.status {
                     RunStatus::Succeeded => ("✓", GREEN),

@@ -14,7 +14,7 @@ use flowrun_core::cassette::Cassette;
 use flowrun_core::event::now_ms;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_source};
 use flowrun_core::testing::{CaseResult, SuiteReport, TestOptions, run_tests};
-use flowrun_local::executors::{self, CacheSetup, support_project};
+use flowrun_local::executors::{self, CacheSetup, SharedHttp, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +88,18 @@ pub(super) fn build_executor(
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
 ) -> Result<Executor, Exit> {
-    executors::build_executor(local, project, setup, sink).map_err(|e| {
+    build_executor_sharing(local, project, setup, sink, &SharedHttp::default())
+}
+
+/// [`executors::build_executor_sharing`] with its error printed.
+fn build_executor_sharing(
+    local: &LocalProject,
+    project: Project,
+    setup: &CacheSetup,
+    sink: Option<Arc<Store>>,
+    http: &SharedHttp,
+) -> Result<Executor, Exit> {
+    executors::build_executor_sharing(local, project, setup, sink, http).map_err(|e| {
         super::error(&e.to_string(), None);
         Exit::Usage
     })
@@ -103,30 +114,49 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         return Err(Exit::Usage);
     }
     let local = super::load_project(start)?;
-    let selection = Selection {
-        names: args.names.clone(),
-        filter: args.filter.clone(),
-        tags: args.tags.clone(),
-    };
-    let cases = load_cases(&local, &selection).map_err(|diags| {
-        eprint!("{}", diag_render::render_all(&diags, style::color_stderr()));
-        Exit::Usage
+    // The case runs and their judges share one HTTP client. Making it loads the system's TLS
+    // roots (tens of milliseconds), so it is made on another thread while the cases load and
+    // the history opens.
+    let http = SharedHttp::default();
+    let (cases, store, setup) = std::thread::scope(|scope| {
+        scope.spawn(|| http.prepare(&local.project));
+        let selection = Selection {
+            names: args.names.clone(),
+            filter: args.filter.clone(),
+            tags: args.tags.clone(),
+        };
+        let cases = load_cases(&local, &selection).map_err(|diags| {
+            eprint!("{}", diag_render::render_all(&diags, style::color_stderr()));
+            Exit::Usage
+        })?;
+        if cases.is_empty() {
+            super::error(
+                "no test cases to run",
+                Some("add cases to `tests/<name>.test.yaml`, or loosen `--filter`/`--tag`"),
+            );
+            return Err(Exit::Usage);
+        }
+        let store = Arc::new(super::open_store(&local)?);
+        // Many cases run at once: their history and cache writes go to a writer thread, in
+        // batches, rather than holding up the async workers. Should it not start, they are
+        // written inline as usual.
+        let _ = store.write_behind();
+        let setup = cache_setup(args, &store)?;
+        Ok((cases, store, setup))
     })?;
-    if cases.is_empty() {
-        super::error(
-            "no test cases to run",
-            Some("add cases to `tests/<name>.test.yaml`, or loosen `--filter`/`--tag`"),
-        );
-        return Err(Exit::Usage);
-    }
-    let store = Arc::new(super::open_store(&local)?);
-    let setup = cache_setup(args, &store)?;
-    let executor = build_executor(&local, local.project.clone(), &setup, Some(store.clone()))?;
-    let judge = ExecutorJudge::new(build_executor(
+    let executor = Arc::new(build_executor_sharing(
+        &local,
+        local.project.clone(),
+        &setup,
+        Some(store.clone()),
+        &http,
+    )?);
+    let judge = ExecutorJudge::new(build_executor_sharing(
         &local,
         support_project(&local, judge_source()),
         &setup,
         None,
+        &http,
     )?);
     let commands = ProcessRunner {
         dir: local.root.clone(),
@@ -186,6 +216,8 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             path.display()
         );
     }
+    // Every run's records are in before the test run that lists them.
+    store.flush();
     match store.save_test_run(&suite) {
         Ok(id) => suite.id = Some(id),
         Err(e) => super::error(&format!("the test run was not stored: {e}"), None),

@@ -6,10 +6,12 @@ mod harness;
 
 mod check;
 mod ci_example;
+mod dev;
 mod embed;
 mod eval_cmd;
 mod init;
 mod providers;
 mod run;
 mod schema;
+mod serve;
 mod test_cmd;

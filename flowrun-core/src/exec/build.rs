@@ -32,6 +32,17 @@ pub enum BuildError {
     Http(String),
 }
 
+/// The HTTP client an executor makes for its providers when not given one. Making one loads
+/// the system's TLS roots (tens of milliseconds): executors built together can share one
+/// through [`ExecutorBuilder::http_client`].
+pub fn http_client() -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
 /// Builds an [`Executor`].
 pub struct ExecutorBuilder {
     project: Arc<Project>,
@@ -118,13 +129,7 @@ impl ExecutorBuilder {
             .any(|(n, s)| s.kind != ProviderKind::Mock && !self.overrides.contains_key(n));
         let http = match (self.http, needs_http) {
             (Some(c), _) => Some(c),
-            (None, true) => Some(
-                reqwest::Client::builder()
-                    .connect_timeout(std::time::Duration::from_secs(10))
-                    .pool_idle_timeout(std::time::Duration::from_secs(60))
-                    .build()
-                    .map_err(|e| BuildError::Http(e.to_string()))?,
-            ),
+            (None, true) => Some(http_client()?),
             (None, false) => None,
         };
         let mut providers = HashMap::new();

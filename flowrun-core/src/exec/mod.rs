@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use build::{BuildError, ExecutorBuilder};
+pub use build::{BuildError, ExecutorBuilder, http_client};
 
 use crate::cache::ResponseCache;
 use crate::cost::{Cost, PriceTable};
@@ -40,6 +40,12 @@ pub struct RunRequest {
     pub cancel: CancellationToken,
     /// Runs every step on this model (an alias or `provider/model`) instead of its own.
     pub model: Option<String>,
+    /// The run's id; a new UUIDv7 when `None`. A caller that assigns ids itself (a server, at
+    /// submission) passes it here, and passes it again when it resumes the run.
+    pub run_id: Option<String>,
+    /// Steps a previous attempt of this run already finished (from a durable store): see
+    /// [`RunRequest::resuming`].
+    pub completed: Vec<StepRecord>,
 }
 
 impl RunRequest {
@@ -50,6 +56,8 @@ impl RunRequest {
             on_delta: None,
             cancel: CancellationToken::new(),
             model: None,
+            run_id: None,
+            completed: Vec::new(),
         }
     }
 
@@ -60,6 +68,34 @@ impl RunRequest {
 
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Runs under this id instead of a new one.
+    pub fn with_run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Resumes a run that an earlier attempt (a killed process) did not finish: `completed`
+    /// are the step records that attempt committed. Give the same target, input and run id
+    /// ([`RunRequest::with_run_id`]) as the first attempt.
+    ///
+    /// The run starts over from its first step, but each step the flow reaches that has a
+    /// succeeded record in `completed` with the same `step_index`, `step_id` and `prompt` is
+    /// not run: its recorded output is used, its usage and cost count toward the run's
+    /// totals, and [`RunEvent::StepReused`] is emitted instead of the step's usual events.
+    /// Reuse stops at the first step without such a record (missing, failed, or for another
+    /// prompt): that step and every later one run normally, since their inputs may now
+    /// differ from what the stored records were computed from.
+    ///
+    /// Records are matched by position and names, not by content: a step whose prompt was
+    /// renamed or replaced at that index runs again (its record answers a different prompt,
+    /// so its output may not even have the shape the flow now expects), but an edit inside a
+    /// prompt of the same name is not detected. Resume against the project version the run
+    /// was accepted with.
+    pub fn resuming(mut self, completed: Vec<StepRecord>) -> Self {
+        self.completed = completed;
         self
     }
 }
@@ -132,6 +168,10 @@ struct RunCtx<'a> {
     depth: usize,
     next_step: u32,
     steps: Vec<StepRecord>,
+    /// Steps a previous attempt finished ([`RunRequest::resuming`]).
+    completed: &'a [StepRecord],
+    /// Whether steps may still be reused: cleared by the first step that runs.
+    reusing: bool,
 }
 
 /// Why a step (and so the run) stopped.
@@ -176,7 +216,10 @@ impl Executor {
         };
         let input = resolve_inputs(decl, &given).map_err(ExecError::InvalidInput)?;
         let version = self.version_of(kind, &name);
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let run_id = req
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let started = Instant::now();
         self.sink.emit(&RunEvent::RunStarted(RunStart {
             run_id: run_id.clone(),
@@ -194,6 +237,8 @@ impl Executor {
             depth: 0,
             next_step: 0,
             steps: Vec::new(),
+            completed: &req.completed,
+            reusing: !req.completed.is_empty(),
         };
         let result = match kind {
             TargetKind::Prompt => {
@@ -378,6 +423,9 @@ impl Executor {
     ) -> Result<Value, StepFailure> {
         let step_index = ctx.next_step;
         ctx.next_step += 1;
+        if let Some(output) = self.reuse_step(ctx, step_index, step_id, &prompt.name, stream) {
+            return Ok(output);
+        }
         let started = Instant::now();
         let mut record = StepRecord {
             run_id: ctx.run_id.clone(),
@@ -415,6 +463,42 @@ impl Executor {
             status: f.status,
             message: format!("step `{step_id}` failed: {}", f.message),
         })
+    }
+
+    /// Reuses the step's record from a previous attempt, if it has a matching one and no
+    /// step of this attempt has run yet (see [`RunRequest::resuming`]): emits
+    /// [`RunEvent::StepReused`], adds the record to the run and returns its output.
+    fn reuse_step(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        step_index: u32,
+        step_id: &str,
+        prompt: &str,
+        stream: bool,
+    ) -> Option<Value> {
+        if !ctx.reusing {
+            return None;
+        }
+        let found = find_reusable(ctx.completed, step_index, step_id, prompt)
+            .and_then(|r| Some((r.clone(), r.output.clone()?)));
+        let Some((mut record, output)) = found else {
+            ctx.reusing = false;
+            return None;
+        };
+        record.run_id.clone_from(&ctx.run_id);
+        if stream && let Some(on_delta) = ctx.on_delta {
+            let text = match (&record.output_text, &output) {
+                (Some(t), _) => t.as_str(),
+                (None, Value::String(s)) => s.as_str(),
+                (None, _) => "",
+            };
+            if !text.is_empty() {
+                on_delta(text);
+            }
+        }
+        self.sink.emit(&RunEvent::StepReused(record.clone()));
+        ctx.steps.push(record);
+        Some(output)
     }
 
     async fn prompt_step_body(
@@ -519,6 +603,24 @@ fn merge_params(base: Option<&Params>, own: &Params) -> Params {
     }
 }
 
+/// The record of a previous attempt that step `step_index` may reuse: succeeded, with an
+/// output, for the same step id and prompt (a record for another prompt at that index
+/// answers a question the project no longer asks there).
+fn find_reusable<'a>(
+    completed: &'a [StepRecord],
+    step_index: u32,
+    step_id: &str,
+    prompt: &str,
+) -> Option<&'a StepRecord> {
+    completed.iter().find(|r| {
+        r.step_index == step_index
+            && r.step_id == step_id
+            && r.prompt == prompt
+            && r.status == RunStatus::Succeeded
+            && r.output.is_some()
+    })
+}
+
 fn resolve_step_inputs(
     decl: &indexmap::IndexMap<String, InputSpec>,
     with: &Map<String, Value>,
@@ -541,6 +643,82 @@ fn fail(message: impl Into<String>) -> StepFailure {
 mod tests {
     use super::*;
     use crate::project::SourceFile;
+
+    fn record(step_index: u32, step_id: &str, prompt: &str, status: RunStatus) -> StepRecord {
+        StepRecord {
+            run_id: "r".into(),
+            step_index,
+            step_id: step_id.into(),
+            prompt: prompt.into(),
+            status,
+            output_text: Some("out".into()),
+            output: Some(json!("out")),
+            model: None,
+            usage: Usage::default(),
+            cost: Cost::default(),
+            latency_ms: 0,
+            attempts: 1,
+            error: None,
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn only_a_succeeded_record_of_the_same_step_and_prompt_is_reusable() {
+        let ok = record(1, "b", "p", RunStatus::Succeeded);
+        let mut no_output = ok.clone();
+        no_output.output = None;
+        let candidates = [
+            record(0, "b", "p", RunStatus::Succeeded),
+            record(1, "a", "p", RunStatus::Succeeded),
+            record(1, "b", "q", RunStatus::Succeeded),
+            record(1, "b", "p", RunStatus::Failed),
+            record(1, "b", "p", RunStatus::Cancelled),
+            no_output,
+        ];
+        assert_eq!(find_reusable(&candidates, 1, "b", "p"), None);
+        let mut with_ok = candidates.to_vec();
+        with_ok.push(ok.clone());
+        assert_eq!(find_reusable(&with_ok, 1, "b", "p"), Some(&ok));
+    }
+
+    /// Offline (mock provider): a step that runs ends reuse, even if later records match.
+    #[tokio::test]
+    async fn reuse_stops_at_the_first_step_that_runs() {
+        let files = vec![
+            SourceFile::new(
+                "flowrun.yaml",
+                "providers: {m: {kind: mock}}\ndefaults: {model: m/echo}\n",
+            ),
+            SourceFile::new("prompts/p.yaml", "messages: [{user: hi}]\n"),
+            SourceFile::new(
+                "flows/f.yaml",
+                "steps: [{id: a, prompt: p}, {id: b, prompt: p}, {id: c, prompt: p}]\n",
+            ),
+        ];
+        let project = Project::load(files).unwrap();
+        let exec = Executor::builder(Arc::new(project)).build().unwrap();
+        let completed = vec![
+            record(0, "a", "p", RunStatus::Succeeded),
+            record(2, "c", "p", RunStatus::Succeeded),
+        ];
+        let outcome = exec
+            .run(
+                RunRequest::new("flow/f", json!({}))
+                    .with_run_id("run-1")
+                    .resuming(completed),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:#?}");
+        assert_eq!(outcome.run_id, "run-1");
+        let attempts: Vec<u32> = outcome.steps.iter().map(|s| s.attempts).collect();
+        // Step 0 reused (its record says 1 attempt), steps 1 and 2 called the mock once each.
+        assert_eq!(outcome.steps[0].output, Some(json!("out")));
+        assert_eq!(attempts, [1, 1, 1]);
+        assert_ne!(outcome.steps[2].output, Some(json!("out")));
+        assert!(outcome.steps.iter().all(|s| s.run_id == "run-1"));
+    }
 
     /// A project that skipped `check` (as an embedding app might) must fail, not overflow.
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! columns `name` and `tags` (comma-separated); their texts are typed later by the target's
 //! declared inputs.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostic, Location};
@@ -17,14 +19,15 @@ pub struct DatasetRow {
     pub case: CaseSpec,
     /// 1-based line of the row's start.
     pub line: usize,
-    /// The row's text as a document, so its assertions can be located (JSONL and YAML).
-    pub doc: Option<Document>,
+    /// The row's text as a document, so its assertions can be located (JSONL and YAML). The
+    /// rows of a YAML file share its one document.
+    pub doc: Option<Arc<Document>>,
     /// Where the row is in `doc`.
     pub path: Path,
     /// CSV values are text to be typed by the target's inputs.
     pub untyped: bool,
     /// The whole file, for showing a row in diagnostics.
-    pub text: std::sync::Arc<str>,
+    pub text: Arc<str>,
 }
 
 /// The format of a dataset, by file extension.
@@ -64,8 +67,17 @@ fn row_case(doc: &Document, path: &Path, value: &Value) -> Result<CaseSpec, Diag
 }
 
 fn parse_jsonl(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
+    let shared: Arc<str> = text.into();
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut start = 0;
+    // Lines as `str::lines` splits them, with where each starts.
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let line_start = start;
+        start += raw.len();
+        let line = match raw.strip_suffix('\n') {
+            Some(l) => l.strip_suffix('\r').unwrap_or(l),
+            None => raw,
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -78,27 +90,27 @@ fn parse_jsonl(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
                 .rsplit_once(" at line ")
                 .map_or(message.as_str(), |(m, _)| m);
             return Err(Diagnostic::error(path, format!("invalid JSON: {message}"))
-                .with_location(text.into(), loc));
+                .with_location(shared, loc));
         }
-        // Padded so positions in the row's document are positions in the file.
-        let padded = format!("{}{line}", "\n".repeat(i));
-        let doc = Document::parse(path, padded)?;
+        // Positions in the row's document are positions in the file.
+        let row = line_start..line_start + line.len();
+        let doc = Document::parse_row(path, shared.clone(), row, n)?;
         let value = doc.value.clone();
         let case = row_case(&doc, &Path::root(), &value)?;
         rows.push(DatasetRow {
             case,
             line: n,
-            doc: Some(doc),
+            doc: Some(Arc::new(doc)),
             path: Path::root(),
             untyped: false,
-            text: text.into(),
+            text: shared.clone(),
         });
     }
     Ok(rows)
 }
 
 fn parse_yaml(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
-    let doc = Document::parse(path, text)?;
+    let doc = Arc::new(Document::parse(path, text)?);
     let Value::Array(items) = &doc.value else {
         return Err(doc.error_at(&Path::root(), "a YAML dataset must be a list of rows"));
     };
@@ -130,7 +142,7 @@ fn parse_csv(path: &str, text: &str) -> Result<Vec<DatasetRow>, Diagnostic> {
     };
     let headers = reader.headers().map_err(csv_error)?.clone();
     let mut rows = Vec::new();
-    let shared: std::sync::Arc<str> = text.into();
+    let shared: Arc<str> = text.into();
     for record in reader.records() {
         let record = record.map_err(csv_error)?;
         let line = record.position().map_or(1, |p| p.line() as usize);

@@ -1,6 +1,8 @@
 //! Running test cases: a bounded pool of concurrent runs, repeats for flakiness, fail-fast,
 //! each output scored by its assertions.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -12,7 +14,7 @@ use super::result::CaseResult;
 use crate::assert::{Hooks, Observed, case_score, evaluate};
 use crate::cost::Cost;
 use crate::event::RunStatus;
-use crate::exec::{Executor, RunRequest};
+use crate::exec::{ExecError, Executor, RunOutcome, RunRequest};
 use crate::provider::Usage;
 
 /// How to run a set of cases.
@@ -38,8 +40,12 @@ impl Default for TestOptions {
 
 /// Runs every case `repeat` times; `on_result` sees each result as it lands. Results come
 /// back in completion order; cancelled or skipped cases are left out.
+///
+/// Each case's run is a task of its own on the runtime, so with a multi-thread runtime the
+/// runs (rendering, HTTP, parsing, recording) spread over its workers; the assertions are
+/// scored here, on the caller's task.
 pub async fn run_tests(
-    executor: &Executor,
+    executor: &Arc<Executor>,
     cases: &[TestCase],
     options: &TestOptions,
     hooks: Hooks<'_>,
@@ -57,7 +63,11 @@ pub async fn run_tests(
                 if stop.is_cancelled() {
                     return None;
                 }
-                let result = run_case(executor, case, repeat, hooks, &stop).await;
+                let run = |request: RunRequest| {
+                    let executor = Arc::clone(executor);
+                    Spawned(tokio::spawn(async move { executor.run(request).await }))
+                };
+                let result = score_case(case, repeat, hooks, &stop, run).await;
                 if result.status == RunStatus::Cancelled {
                     return None;
                 }
@@ -74,6 +84,36 @@ pub async fn run_tests(
         .await
 }
 
+/// A run on a task of its own, aborted if dropped before it finishes (as the run would be if
+/// it were awaited in place); a panic in it resumes in the awaiting task.
+struct Spawned(tokio::task::JoinHandle<Result<RunOutcome, ExecError>>);
+
+impl Future for Spawned {
+    type Output = Result<RunOutcome, ExecError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(outcome) => outcome,
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Only an abort cancels the task, and only dropping this aborts it.
+                    Err(e) => unreachable!("a case's run task was cancelled: {e}"),
+                },
+            })
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one case once and scores it.
 pub async fn run_case(
     executor: &Executor,
@@ -82,6 +122,20 @@ pub async fn run_case(
     hooks: Hooks<'_>,
     cancel: &CancellationToken,
 ) -> CaseResult {
+    score_case(case, repeat, hooks, cancel, |request| executor.run(request)).await
+}
+
+/// Runs one case once with `run` and scores it.
+async fn score_case<F>(
+    case: &TestCase,
+    repeat: u32,
+    hooks: Hooks<'_>,
+    cancel: &CancellationToken,
+    run: impl FnOnce(RunRequest) -> F,
+) -> CaseResult
+where
+    F: Future<Output = Result<RunOutcome, ExecError>>,
+{
     let started = Instant::now();
     let input = Value::Object(case.input.clone());
     let request = RunRequest::new(case.target.clone(), input.clone()).with_cancel(cancel.clone());
@@ -106,7 +160,7 @@ pub async fn run_case(
         cost: Cost::default(),
         cached: false,
     };
-    match executor.run(request).await {
+    match run(request).await {
         Ok(outcome) => {
             result.run_id = Some(outcome.run_id.clone());
             result.status = outcome.status;

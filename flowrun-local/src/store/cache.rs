@@ -8,8 +8,9 @@
 use flowrun_core::cache::{CacheEntry, ResponseCache};
 use flowrun_core::event::now_ms;
 use flowrun_core::provider::ChatResponse;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::behind::Write;
 use super::{Store, StoreError};
 
 impl Store {
@@ -26,16 +27,8 @@ impl Store {
 
     /// Stores `entry` under `key`, replacing an older reply.
     pub fn cache_response(&self, key: &str, entry: &CacheEntry) -> Result<(), StoreError> {
-        let request = serde_json::to_string(&entry.request).ok();
-        let response = serde_json::to_string(&entry.response).unwrap_or_default();
         self.with_conn(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO response_cache (key, provider, model, request, response, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model,
-                    request = excluded.request, response = excluded.response, created_at = excluded.created_at",
-            )?
-            .execute(params![key, entry.provider, entry.model, request, response, now_ms()])?;
+            write_entry(conn, key, entry)?;
             Ok(())
         })
     }
@@ -54,8 +47,29 @@ impl Store {
     }
 }
 
+/// The statement that stores `entry` under `key`, in the caller's transaction.
+pub(super) fn write_entry(
+    conn: &Connection,
+    key: &str,
+    entry: &CacheEntry,
+) -> rusqlite::Result<usize> {
+    let request = serde_json::to_string(&entry.request).ok();
+    let response = serde_json::to_string(&entry.response).unwrap_or_default();
+    conn.prepare_cached(
+        "INSERT INTO response_cache (key, provider, model, request, response, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model,
+            request = excluded.request, response = excluded.response, created_at = excluded.created_at",
+    )?
+    .execute(params![key, entry.provider, entry.model, request, response, now_ms()])
+}
+
 impl ResponseCache for Store {
     fn get(&self, key: &str) -> Option<ChatResponse> {
+        // A reply still on its way to the database is already the cached one.
+        if let Some(reply) = self.behind.get().and_then(|w| w.pending_reply(key)) {
+            return Some(reply);
+        }
         self.cached_response(key).unwrap_or_else(|e| {
             self.keep_error("read", &e);
             None
@@ -63,6 +77,10 @@ impl ResponseCache for Store {
     }
 
     fn put(&self, key: &str, entry: &CacheEntry) {
+        if let Some(writer) = self.behind.get() {
+            writer.push(Write::Cache(key.to_string(), Box::new(entry.clone())));
+            return;
+        }
         if let Err(e) = self.cache_response(key, entry) {
             self.keep_error("write", &e);
         }

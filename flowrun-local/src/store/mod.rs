@@ -3,8 +3,10 @@
 //! One file per project (`.flowrun/flowrun.db`), WAL mode with a busy timeout so several
 //! `flowrun` processes can write at once, schema under versioned migrations. Each event is
 //! written in its own short transaction, so a record is never half-written. The same database
-//! holds the response cache (`cache.rs`).
+//! holds the response cache (`cache.rs`). With [`Store::write_behind`] the events and cached
+//! replies are written in batches by a thread of their own instead (`behind.rs`).
 
+mod behind;
 mod cache;
 mod evals;
 mod query;
@@ -12,8 +14,8 @@ mod schema;
 mod sink;
 mod test_runs;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -49,6 +51,10 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// The first error a sink write hit (events cannot return errors).
     sink_error: Mutex<Option<String>>,
+    /// The database file (none in memory).
+    path: Option<PathBuf>,
+    /// Set by [`Store::write_behind`].
+    behind: OnceLock<behind::WriteBehind>,
 }
 
 impl Store {
@@ -60,11 +66,9 @@ impl Store {
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::setup(conn)
+        let mut store = Self::setup(connect(path)?)?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory store, for tests and throwaway runs.
@@ -73,15 +77,42 @@ impl Store {
     }
 
     fn setup(mut conn: Connection) -> Result<Store, StoreError> {
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        configure(&conn)?;
         migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             sink_error: Mutex::new(None),
+            path: None,
+            behind: OnceLock::new(),
         })
+    }
+
+    /// From now on, recorded events ([`flowrun_core::EventSink`]) and cached replies
+    /// ([`flowrun_core::cache::ResponseCache::put`]) are queued for a thread of their own,
+    /// which writes them in batches on a second connection, instead of being written by the
+    /// caller. For many concurrent runs (`flowrun test`): the async workers running them no
+    /// longer wait for SQLite. Writes still reach the database in order, each atomically,
+    /// milliseconds later; cache lookups see the replies still queued; write errors still show
+    /// in [`Store::take_sink_error`]. Other reads may not see the latest writes until
+    /// [`Store::flush`]. An in-memory store keeps writing inline. Calling it again does nothing.
+    pub fn write_behind(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if self.behind.get().is_some() {
+            return Ok(());
+        }
+        let conn = connect(path)?;
+        configure(&conn)?;
+        let _ = self.behind.set(behind::WriteBehind::start(conn)?);
+        Ok(())
+    }
+
+    /// Waits until every write queued by [`Store::write_behind`] so far is in the database.
+    pub fn flush(&self) {
+        if let Some(writer) = self.behind.get() {
+            writer.flush();
+        }
     }
 
     fn with_conn<T>(
@@ -95,13 +126,36 @@ impl Store {
         f(&mut conn)
     }
 
-    /// The first error that recording events hit, if any (cleared by the call).
+    /// The first error that recording events hit, if any (cleared by the call). Waits for
+    /// the writes queued by [`Store::write_behind`] first.
     pub fn take_sink_error(&self) -> Option<String> {
-        self.sink_error
+        let behind = self.behind.get().and_then(|writer| {
+            writer.flush();
+            writer.take_error()
+        });
+        let inline = self
+            .sink_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .take();
+        inline.or(behind)
     }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The settings every connection gets.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
 }
 
 /// Brings the schema up to date. Two processes opening a new database at once may both try;

@@ -1,0 +1,159 @@
+//! `flowrun serve`: deployed flows over HTTP. Bundles (content-addressed project versions),
+//! environments that point at them (deploy, promote, roll back), a durable run queue whose
+//! workers lease runs and commit each step, so no accepted run is lost to a crash.
+//!
+//! State lives behind [`store::ServerStore`]; [`store::SqliteStore`] is the embedded
+//! implementation. [`Server::start`] serves on a listener and runs the workers in-process.
+
+pub mod api;
+pub mod auth;
+pub mod bundle;
+pub mod error;
+pub mod sink;
+pub mod state;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+use crate::store::ServerStore;
+use crate::worker::WorkerConfig;
+
+/// Writes a line to the server log (stderr). Never give it secrets.
+pub fn log(message: &str) {
+    eprintln!("flowrun-server: {message}");
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub workers: usize,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub max_attempts: u32,
+    /// How long in-flight runs may take to finish on shutdown before their leases are released.
+    pub grace: Duration,
+    pub max_body: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 4,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            max_attempts: 5,
+            grace: Duration::from_secs(30),
+            max_body: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running server: the HTTP listener, the workers and the reclaimer.
+pub struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    grace: Duration,
+    http: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    reclaimer: JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves on `listener`; first re-queues runs a crashed process left leased.
+    pub async fn start(
+        listener: TcpListener,
+        store: Arc<dyn ServerStore>,
+        config: ServerConfig,
+    ) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let shared = Shared::new(store, stop.clone());
+        let router = api::router(shared.clone(), config.max_body);
+        let http = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    log(&format!("HTTP server stopped: {e}"));
+                }
+            })
+        };
+        let wcfg = WorkerConfig {
+            lease: config.lease,
+            poll: config.poll,
+            max_attempts: config.max_attempts,
+        };
+        let reclaimer = tokio::spawn(worker::reclaim(shared.clone(), wcfg.clone(), stop.clone()));
+        let instance = flowrun_core::new_id();
+        let workers = (0..config.workers.max(1))
+            .map(|i| {
+                tokio::spawn(worker::work(
+                    shared.clone(),
+                    format!("{instance}/{i}"),
+                    wcfg.clone(),
+                    stop.clone(),
+                    hard_stop.clone(),
+                ))
+            })
+            .collect();
+        Ok(Server {
+            addr,
+            stop,
+            hard_stop,
+            grace: config.grace,
+            http,
+            workers,
+            reclaimer,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops claiming and accepting, lets runs in flight finish within the grace period, then
+    /// gives the rest back to the queue.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let hard_stop = self.hard_stop.clone();
+        let grace = self.grace;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            hard_stop.cancel();
+        });
+        for w in self.workers {
+            let _ = w.await;
+        }
+        timer.abort();
+        let _ = self.reclaimer.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+    }
+
+    /// Stops everything at once, as a crash would: leases stay in the database until they
+    /// expire. For tests.
+    pub fn abort(self) {
+        self.http.abort();
+        self.reclaimer.abort();
+        for w in self.workers {
+            w.abort();
+        }
+    }
+
+    /// Waits until the HTTP server ends (after [`Server::shutdown`] from another task, or an
+    /// error).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}

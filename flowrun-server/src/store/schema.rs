@@ -1,0 +1,72 @@
+//! The server schema, as versioned migrations. Append new migrations; never edit old ones.
+
+use rusqlite_migration::{M, Migrations};
+
+const MIGRATIONS: &[M<'static>] = &[
+    // 1: bundles, environments, runs, steps, API keys.
+    M::up(
+        "CREATE TABLE bundles (
+        id          TEXT PRIMARY KEY,
+        files       TEXT NOT NULL,
+        file_count  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE environments (
+        name        TEXT PRIMARY KEY,
+        bundle_id   TEXT NOT NULL REFERENCES bundles(id),
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE env_history (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        env         TEXT NOT NULL,
+        bundle_id   TEXT NOT NULL REFERENCES bundles(id),
+        action      TEXT NOT NULL,
+        rolled_back INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX env_history_by_env ON env_history(env, seq);
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        env              TEXT NOT NULL,
+        flow             TEXT NOT NULL,
+        bundle_id        TEXT NOT NULL REFERENCES bundles(id),
+        input            TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        output           TEXT,
+        error            TEXT,
+        usage            TEXT,
+        cost             TEXT,
+        idempotency_key  TEXT,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        lease_owner      TEXT,
+        lease_expires_at INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER
+    );
+    CREATE UNIQUE INDEX runs_idempotency ON runs(env, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_queue ON runs(status, created_at, id);
+    CREATE INDEX runs_by_env ON runs(env, created_at DESC);
+    CREATE TABLE steps (
+        run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index  INTEGER NOT NULL,
+        step_id     TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_index)
+    );
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        hash        TEXT NOT NULL UNIQUE,
+        env         TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );",
+    ),
+];
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::from_slice(MIGRATIONS)
+}

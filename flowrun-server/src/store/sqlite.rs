@@ -1,0 +1,673 @@
+//! [`ServerStore`] on embedded SQLite: one connection in WAL mode with a busy timeout, used
+//! from `spawn_blocking` so no query blocks the async workers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowrun_core::event::StepRecord;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::{
+    BundleInfo, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter, RunResult, RunRow, RunState,
+    ServerStore, StoreError, Submitted,
+};
+
+/// The SQLite server store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const RUN_COLS: &str = "id, env, flow, bundle_id, input, status, output, error, usage, cost, \
+     idempotency_key, attempts, cancel_requested, created_at, started_at, finished_at";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        super::schema::migrations().to_latest(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = row.get(idx)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let status: String = row.get(5)?;
+    Ok(RunRow {
+        id: row.get(0)?,
+        env: row.get(1)?,
+        flow: row.get(2)?,
+        bundle_id: row.get(3)?,
+        input: json_col(row, 4)?.unwrap_or(Value::Null),
+        status: RunState::parse(&status).unwrap_or(RunState::Failed),
+        output: json_col(row, 6)?,
+        error: row.get(7)?,
+        usage: json_col(row, 8)?,
+        cost: json_col(row, 9)?,
+        idempotency_key: row.get(10)?,
+        attempts: row.get(11)?,
+        cancel_requested: row.get::<_, i64>(12)? != 0,
+        created_at: row.get(13)?,
+        started_at: row.get(14)?,
+        finished_at: row.get(15)?,
+    })
+}
+
+fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [id],
+            run_row,
+        )
+        .optional()?)
+}
+
+fn get_env(conn: &Connection, env: &str) -> Result<Option<EnvInfo>, StoreError> {
+    let Some((bundle_id, updated_at)) = conn
+        .query_row(
+            "SELECT bundle_id, updated_at FROM environments WHERE name = ?1",
+            [env],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT bundle_id FROM env_history WHERE env = ?1 AND rolled_back = 0
+         ORDER BY seq DESC LIMIT -1 OFFSET 1",
+    )?;
+    let previous = stmt
+        .query_map([env], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(Some(EnvInfo {
+        name: env.to_string(),
+        bundle_id,
+        updated_at,
+        previous,
+    }))
+}
+
+fn to_text(v: Option<&Value>) -> Option<String> {
+    v.map(Value::to_string)
+}
+
+#[async_trait]
+impl ServerStore for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn put_bundle(
+        &self,
+        id: &str,
+        files_json: &str,
+        count: usize,
+    ) -> Result<bool, StoreError> {
+        let (id, files_json) = (id.to_string(), files_json.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO bundles (id, files, file_count, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, files_json, count as i64, flowrun_core::event::now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn bundle(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            Ok(
+                c.query_row("SELECT files FROM bundles WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn bundles(&self) -> Result<Vec<BundleInfo>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, file_count, created_at FROM bundles ORDER BY created_at DESC, id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(BundleInfo {
+                        id: r.get(0)?,
+                        files: r.get::<_, i64>(1)? as usize,
+                        created_at: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn deploy(&self, env: &str, bundle_id: &str, action: &str) -> Result<bool, StoreError> {
+        let (env, bundle_id, action) = (env.to_string(), bundle_id.to_string(), action.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool = tx
+                .query_row("SELECT 1 FROM bundles WHERE id = ?1", [&bundle_id], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            let now = flowrun_core::event::now_ms();
+            tx.execute(
+                "INSERT INTO env_history (env, bundle_id, action, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![env, bundle_id, action, now],
+            )?;
+            tx.execute(
+                "INSERT INTO environments (name, bundle_id, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET bundle_id = excluded.bundle_id,
+                 updated_at = excluded.updated_at",
+                params![env, bundle_id, now],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn envs(&self) -> Result<Vec<EnvInfo>, StoreError> {
+        self.call(|c| {
+            let names = c
+                .prepare("SELECT name FROM environments ORDER BY name")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::new();
+            for name in names {
+                out.extend(get_env(c, &name)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn env(&self, env: &str) -> Result<Option<EnvInfo>, StoreError> {
+        let env = env.to_string();
+        self.call(move |c| get_env(c, &env)).await
+    }
+
+    async fn rollback(&self, env: &str) -> Result<Result<EnvInfo, RollbackError>, StoreError> {
+        let env = env.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let live = tx
+                .prepare(
+                    "SELECT seq, bundle_id FROM env_history WHERE env = ?1 AND rolled_back = 0
+                     ORDER BY seq DESC LIMIT 2",
+                )?
+                .query_map([&env], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            match live.as_slice() {
+                [] => return Ok(Err(RollbackError::NoDeployment)),
+                [_] => return Ok(Err(RollbackError::NoPrevious)),
+                [(current, _), (_, previous), ..] => {
+                    let now = flowrun_core::event::now_ms();
+                    tx.execute(
+                        "UPDATE env_history SET rolled_back = 1 WHERE seq = ?1",
+                        [current],
+                    )?;
+                    tx.execute(
+                        "UPDATE environments SET bundle_id = ?2, updated_at = ?3 WHERE name = ?1",
+                        params![env, previous, now],
+                    )?;
+                }
+            }
+            let info = get_env(&tx, &env)?;
+            tx.commit()?;
+            Ok(info.ok_or(RollbackError::NoDeployment))
+        })
+        .await
+    }
+
+    async fn submit(&self, run: NewRun) -> Result<Submitted, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &run.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {RUN_COLS} FROM runs WHERE env = ?1 AND idempotency_key = ?2"
+                        ),
+                        params![run.env, key],
+                        run_row,
+                    )
+                    .optional()?;
+                if let Some(existing) = existing {
+                    return Ok(Submitted {
+                        run: existing,
+                        created: false,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+                params![
+                    run.id,
+                    run.env,
+                    run.flow,
+                    run.bundle_id,
+                    run.input.to_string(),
+                    run.idempotency_key,
+                    run.created_at
+                ],
+            )?;
+            let row = get_run(&tx, &run.id)?.ok_or(StoreError::Sql(
+                rusqlite::Error::QueryReturnedNoRows,
+            ))?;
+            tx.commit()?;
+            Ok(Submitted {
+                run: row,
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| get_run(c, &id)).await
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
+        let filter = filter.clone();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLS} FROM runs
+                 WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR flow = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.env,
+                        filter.flow,
+                        filter.status.map(RunState::as_str),
+                        filter.limit
+                    ],
+                    run_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let run_id = run_id.to_string();
+        self.call(move |c| {
+            let texts = c
+                .prepare("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?
+                .query_map([run_id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            texts
+                .iter()
+                .map(|t| serde_json::from_str(t).map_err(StoreError::from))
+                .collect()
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, now],
+            )?;
+            tx.execute(
+                "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'",
+                [&id],
+            )?;
+            let row = get_run(&tx, &id)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    &format!(
+                        "UPDATE runs SET status = 'running', lease_owner = ?1,
+                           lease_expires_at = ?2, attempts = attempts + 1,
+                           started_at = COALESCE(started_at, ?3)
+                         WHERE id = (SELECT id FROM runs WHERE status = 'queued'
+                                     ORDER BY created_at, id LIMIT 1)
+                           AND status = 'queued'
+                         RETURNING {RUN_COLS}"
+                    ),
+                    params![owner, lease_until, now],
+                    run_row,
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.call(move |c| {
+            Ok(c.query_row(
+                "UPDATE runs SET lease_expires_at = ?3
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
+                 RETURNING cancel_requested",
+                params![id, owner, lease_until],
+                |r| Ok(r.get::<_, i64>(0)? != 0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError> {
+        let run_id = run_id.to_string();
+        let record = serde_json::to_string(step)?;
+        let (index, step_id) = (step.step_index, step.step_id.clone());
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO steps (run_id, step_index, step_id, record, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run_id,
+                    index,
+                    step_id,
+                    record,
+                    flowrun_core::event::now_ms()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        result: &RunResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, owner, result) = (id.to_string(), owner.to_string(), result.clone());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE runs SET status = ?3, output = ?4, error = ?5, usage = ?6, cost = ?7,
+                   finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![
+                    id,
+                    owner,
+                    result.status.as_str(),
+                    to_text(result.output.as_ref()),
+                    result.error,
+                    to_text(result.usage.as_ref()),
+                    to_text(result.cost.as_ref()),
+                    now
+                ],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                   attempts = MAX(attempts - 1, 0)
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![id, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reclaim_expired(
+        &self,
+        now: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids = Vec::new();
+            let mut collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
+                let mut stmt = tx.prepare(sql)?;
+                let got = stmt
+                    .query_map(p, |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                ids.extend(got);
+                Ok(())
+            };
+            collect(
+                "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?1,
+                   lease_owner = NULL, lease_expires_at = NULL
+                 WHERE status = 'running' AND lease_expires_at < ?1 AND cancel_requested = 1
+                 RETURNING id",
+                &[&now],
+            )?;
+            collect(
+                "UPDATE runs SET status = 'failed', finished_at = ?1,
+                   error = 'the run was abandoned by its worker ' || attempts || ' times; giving up',
+                   lease_owner = NULL, lease_expires_at = NULL
+                 WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= ?2
+                 RETURNING id",
+                &[&now, &max_attempts],
+            )?;
+            collect(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
+                 WHERE status = 'running' AND lease_expires_at < ?1
+                 RETURNING id",
+                &[&now],
+            )?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, hash, env, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id, key.hash, key.env, key.role, key.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id, hash, env, role, created_at FROM api_keys WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(KeyRow {
+                        id: r.get(0)?,
+                        hash: r.get(1)?,
+                        env: r.get(2)?,
+                        role: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    async fn store_with_run(key: Option<&str>) -> (SqliteStore, String) {
+        let s = SqliteStore::in_memory().unwrap();
+        s.put_bundle("b1", r#"{"files":[]}"#, 0).await.unwrap();
+        let sub = s
+            .submit(NewRun {
+                id: "r1".into(),
+                env: "prod".into(),
+                flow: "f".into(),
+                bundle_id: "b1".into(),
+                input: json!({}),
+                idempotency_key: key.map(str::to_string),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        (s, sub.run.id)
+    }
+
+    #[tokio::test]
+    async fn a_run_is_claimed_once_and_reclaimed_when_its_lease_expires() {
+        let (s, id) = store_with_run(None).await;
+        let run = s.claim("w1", 10, 100).await.unwrap().unwrap();
+        assert_eq!(
+            (run.id.as_str(), run.status, run.attempts),
+            (id.as_str(), RunState::Running, 1)
+        );
+        assert!(s.claim("w2", 10, 100).await.unwrap().is_none());
+        assert_eq!(s.heartbeat(&id, "w2", 200).await.unwrap(), None);
+        assert_eq!(s.heartbeat(&id, "w1", 200).await.unwrap(), Some(false));
+        assert!(s.reclaim_expired(150, 5).await.unwrap().is_empty());
+        assert_eq!(s.reclaim_expired(250, 5).await.unwrap(), vec![id.clone()]);
+        let again = s.claim("w2", 300, 400).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 2);
+        // The first worker lost its lease: its end is not committed.
+        let done = RunResult {
+            status: RunState::Succeeded,
+            output: Some(json!("x")),
+            error: None,
+            usage: None,
+            cost: None,
+        };
+        assert!(!s.finish(&id, "w1", &done, 350).await.unwrap());
+        assert!(s.finish(&id, "w2", &done, 350).await.unwrap());
+        assert_eq!(
+            s.run(&id).await.unwrap().unwrap().status,
+            RunState::Succeeded
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_workers_keep_dying_fails() {
+        let (s, id) = store_with_run(None).await;
+        s.claim("w1", 0, 10).await.unwrap().unwrap();
+        assert_eq!(s.reclaim_expired(20, 1).await.unwrap(), vec![id.clone()]);
+        let run = s.run(&id).await.unwrap().unwrap();
+        assert_eq!(run.status, RunState::Failed);
+        assert!(run.error.unwrap().contains("giving up"));
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_unique_per_env() {
+        let (s, id) = store_with_run(Some("k")).await;
+        let again = s
+            .submit(NewRun {
+                id: "r2".into(),
+                env: "prod".into(),
+                flow: "f".into(),
+                bundle_id: "b1".into(),
+                input: json!({}),
+                idempotency_key: Some("k".into()),
+                created_at: 2,
+            })
+            .await
+            .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.run.id, id);
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_queued_run_ends_it_and_a_running_one_is_asked() {
+        let (s, id) = store_with_run(None).await;
+        s.claim("w1", 0, 100).await.unwrap();
+        let run = s.cancel(&id, 5).await.unwrap().unwrap();
+        assert_eq!(run.status, RunState::Running);
+        assert_eq!(s.heartbeat(&id, "w1", 200).await.unwrap(), Some(true));
+        assert!(s.cancel("nope", 5).await.unwrap().is_none());
+    }
+}

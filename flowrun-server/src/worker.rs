@@ -1,0 +1,197 @@
+//! Workers: claim queued runs under a lease, heartbeat it, execute with the bundle's executor
+//! (resuming from the steps a crashed attempt committed) and commit the end. A reclaimer
+//! re-queues runs whose lease expired.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use flowrun_core::{RunRequest, RunStatus};
+use serde_json::to_value;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+use crate::store::{RunResult, RunRow, RunState};
+
+/// How workers lease and poll.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long a claimed run is held without a heartbeat.
+    pub lease: Duration,
+    /// How often an idle worker looks for queued runs (it is also woken on submit).
+    pub poll: Duration,
+    /// Claims before a run whose workers keep dying is failed.
+    pub max_attempts: u32,
+}
+
+fn now() -> i64 {
+    flowrun_core::event::now_ms()
+}
+
+fn lease_until(cfg: &WorkerConfig) -> i64 {
+    now() + cfg.lease.as_millis() as i64
+}
+
+/// Claims and executes runs until `stop`; a run still executing when `hard_stop` fires is
+/// given back to the queue.
+pub async fn work(
+    shared: Shared,
+    owner: String,
+    cfg: WorkerConfig,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        match shared.store.claim(&owner, now(), lease_until(&cfg)).await {
+            Ok(Some(run)) => execute(&shared, &owner, &cfg, run, &hard_stop).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = shared.queued.notified() => {}
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                crate::log(&format!("worker {owner}: cannot claim a run: {e}"));
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn execute(
+    shared: &Shared,
+    owner: &str,
+    cfg: &WorkerConfig,
+    run: RunRow,
+    hard_stop: &CancellationToken,
+) {
+    let cancel = CancellationToken::new();
+    shared.track(&run.id, cancel.clone());
+    let result = execute_inner(shared, owner, cfg, &run, &cancel, hard_stop).await;
+    shared.untrack(&run.id);
+    match result {
+        Some(result) => {
+            match shared.store.finish(&run.id, owner, &result, now()).await {
+                Ok(true) => {}
+                Ok(false) => crate::log(&format!(
+                    "run {}: lease lost before it ended; another worker owns it",
+                    run.id
+                )),
+                Err(e) => crate::log(&format!("run {}: cannot commit its end: {e}", run.id)),
+            }
+            shared.wake(&run.id);
+        }
+        None => {
+            if let Err(e) = shared.store.release(&run.id, owner).await {
+                crate::log(&format!("run {}: cannot release its lease: {e}", run.id));
+            }
+        }
+    }
+}
+
+/// The run's end, or `None` when it was interrupted by shutdown or lost its lease.
+async fn execute_inner(
+    shared: &Shared,
+    owner: &str,
+    cfg: &WorkerConfig,
+    run: &RunRow,
+    cancel: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> Option<RunResult> {
+    if run.cancel_requested {
+        return Some(ended(RunState::Cancelled, "cancelled"));
+    }
+    let executor = match shared.executor(&run.bundle_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            crate::log(&format!("run {}: cannot build its executor: {e:?}", run.id));
+            return Some(ended(
+                RunState::Failed,
+                "the deployed bundle could not be loaded",
+            ));
+        }
+    };
+    let completed = match shared.store.steps(&run.id).await {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log(&format!("run {}: cannot read its steps: {e}", run.id));
+            return None;
+        }
+    };
+    let request = RunRequest::new(run.flow.clone(), run.input.clone())
+        .with_cancel(cancel.clone())
+        .with_run_id(run.id.clone())
+        .resuming(completed);
+    let mut fut = pin!(executor.run(request));
+    let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
+    beat.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut fut => break outcome,
+            _ = beat.tick() => {
+                match shared.store.heartbeat(&run.id, owner, lease_until(cfg)).await {
+                    Ok(Some(true)) => cancel.cancel(),
+                    Ok(Some(false)) => {}
+                    Ok(None) => {
+                        crate::log(&format!("run {}: lease lost; stopping", run.id));
+                        return None;
+                    }
+                    Err(e) => crate::log(&format!("run {}: heartbeat failed: {e}", run.id)),
+                }
+            }
+            _ = hard_stop.cancelled() => return None,
+        }
+    };
+    Some(match outcome {
+        Ok(o) => RunResult {
+            status: match o.status {
+                RunStatus::Succeeded => RunState::Succeeded,
+                RunStatus::Cancelled => RunState::Cancelled,
+                _ => RunState::Failed,
+            },
+            output: o.output.clone(),
+            error: o.error.clone(),
+            usage: to_value(o.usage).ok(),
+            cost: to_value(&o.cost).ok(),
+        },
+        Err(e) => ended(RunState::Failed, &e.to_string()),
+    })
+}
+
+fn ended(status: RunState, error: &str) -> RunResult {
+    RunResult {
+        status,
+        output: None,
+        error: Some(error.to_string()),
+        usage: None,
+        cost: None,
+    }
+}
+
+/// Re-queues runs of dead workers every half lease until `stop`.
+pub async fn reclaim(shared: Shared, cfg: WorkerConfig, stop: CancellationToken) {
+    let period = (cfg.lease / 2).max(Duration::from_millis(50));
+    loop {
+        match shared.store.reclaim_expired(now(), cfg.max_attempts).await {
+            Ok(ids) if !ids.is_empty() => {
+                crate::log(&format!(
+                    "reclaimed {} run(s) with expired leases",
+                    ids.len()
+                ));
+                for id in &ids {
+                    shared.wake(id);
+                }
+                shared.queued.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => crate::log(&format!("cannot reclaim expired leases: {e}")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

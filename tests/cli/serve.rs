@@ -1,0 +1,141 @@
+//! `flowrun serve` as a child process: create a key, serve on a free port, `flowrun deploy`
+//! the project, submit a run over HTTP and read its result; then `versions`, `rollback`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flowrun_client::{Client, RunStatus};
+use flowrun_fakellm::{FakeConfig, FakeLlm};
+use serde_json::json;
+
+use crate::harness::TestProject;
+
+/// Kills the server when the test ends, even on a panic.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn project(fake: &FakeLlm, greeting: &str) -> TestProject {
+    TestProject::from_txtar(&format!(
+        "-- flowrun.yaml --
+providers:
+  fake: {{ kind: openai, base_url: \"{}\" }}
+defaults: {{ model: fake/m1, retries: 0 }}
+-- prompts/greet.yaml --
+input: {{ name: string }}
+messages:
+  - user: \"{greeting} {{{{ name }}}}\"
+-- flows/welcome.yaml --
+input: {{ name: string }}
+steps:
+  - id: greet
+    prompt: greet
+    with: {{ name: \"{{{{ input.name }}}}\" }}
+",
+        fake.openai_base_url()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_deploy_submit_and_read_the_result() {
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let p = project(&fake, "Hello");
+    let db = p.path().join("server.db");
+    let key = p
+        .flowrun()
+        .args([
+            "serve", "keys", "create", "--env", "*", "--role", "admin", "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("keys create");
+    assert!(key.status.success(), "{key:?}");
+    let token = String::from_utf8(key.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
+    assert!(token.starts_with("frk_"), "{token}");
+
+    let bin = assert_cmd::cargo::cargo_bin("flowrun");
+    let mut child = Command::new(bin)
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--db"])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let serving = Serving(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+
+    let deploy = p
+        .flowrun()
+        .args(["deploy", "--env", "prod", "--remote", &url])
+        .env("FLOWRUN_TOKEN", &token)
+        .output()
+        .expect("deploy");
+    assert!(deploy.status.success(), "{deploy:?}");
+    assert!(String::from_utf8_lossy(&deploy.stdout).contains("deployed: `prod` now runs"));
+
+    let client = Client::new(&url, Some(token.clone())).expect("client");
+    let sub = client
+        .submit("prod", "welcome", &json!({ "name": "Ada" }), Some("req-1"))
+        .await
+        .expect("submit");
+    let run = client
+        .get_run(&sub.id, Some(Duration::from_secs(30)))
+        .await
+        .expect("get");
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output, Some(json!("echo: Hello Ada")));
+    assert_eq!(run.steps.len(), 1);
+
+    // A second version, then back to the first.
+    let p2 = project(&fake, "Bye");
+    let cmd = |p: &TestProject, args: &[&str]| {
+        p.flowrun()
+            .args(args)
+            .args(["--remote", &url])
+            .env("FLOWRUN_TOKEN", &token)
+            .output()
+            .expect("flowrun")
+    };
+    assert!(cmd(&p2, &["deploy", "--env", "prod"]).status.success());
+    let versions = cmd(&p2, &["versions"]);
+    let listing = String::from_utf8_lossy(&versions.stdout).to_string();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(cmd(&p2, &["rollback", "--env", "prod"]).status.success());
+    let sub = client
+        .submit("prod", "welcome", &json!({ "name": "Bob" }), None)
+        .await
+        .expect("submit");
+    let run = client.wait_run(&sub.id).await.expect("wait");
+    assert_eq!(run.output, Some(json!("echo: Hello Bob")));
+
+    // Without a token, deploy refuses before uploading anything.
+    let no_token = p
+        .flowrun()
+        .args(["deploy", "--env", "prod", "--remote", &url])
+        .env_remove("FLOWRUN_TOKEN")
+        .output()
+        .expect("deploy");
+    assert_eq!(no_token.status.code(), Some(2));
+    drop(serving);
+}
