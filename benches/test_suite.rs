@@ -5,22 +5,28 @@
 //!
 //! Each measurement writes a fresh temporary project (an `openai` provider pointing at the
 //! fake, a one-message prompt, a test file whose JSONL dataset holds N cases with distinct
-//! inputs and two cheap assertions each), runs `flowrun test -j C --format json` as a child
-//! process, and checks that the JSON report says N passed with none cached, that the fake saw
-//! exactly N requests, and that the exit status is 0. The wall time covers the whole process
-//! (start-up, loading the project and the dataset, the runs, storing the test run, the
-//! report). The peak RSS is the child's `ru_maxrss`, read with `getrusage(RUSAGE_CHILDREN)` in
-//! a small intermediate process (this binary re-run with `--measure-child`) whose only child
-//! is that one `flowrun`, so each measurement gets its own figure.
+//! inputs and two cheap assertions each), runs `flowrun test -j C --no-cache --format json`
+//! as a child process, and checks that the JSON report says N passed with none cached, that
+//! the fake saw exactly N requests, and that the exit status is 0. The wall time covers the
+//! whole process (start-up, loading the project and the dataset, the runs, storing the test
+//! run, the report). The peak RSS is the child's `ru_maxrss`, read with
+//! `getrusage(RUSAGE_CHILDREN)` in a small intermediate process (this binary re-run with
+//! `--measure-child`) whose only child is that one `flowrun`, so each measurement gets its own
+//! figure.
 //!
-//! The response cache is on by default (all misses on a fresh store, so every answer is also
-//! written to the cache: the pessimistic case); `--no-cache` passes `--no-cache` through.
+//! For reference, each scenario also times the same requests sent by a bare `reqwest` client
+//! at the same concurrency from this process (the "floor": what any client gets from this fake
+//! on this machine), so the runner's own overhead can be told from the fake's timer and HTTP.
+//!
+//! `--no-cache` is how the target is stated. With `--cache` the response cache is on instead:
+//! all misses on the fresh store, so every case also looks its answer up and writes it to the
+//! cache (the pessimistic case).
 //!
 //! ```text
 //! cargo bench --bench test_suite                       # (1000, -j 50) and (10000, -j 200), 50 ms
 //! cargo bench --bench test_suite -- --cases 2000 --concurrency 100 --latency-ms 20 --runs 5
 //! FLOWRUN_BENCH_CASES=2000 FLOWRUN_BENCH_CONCURRENCY=100 cargo bench --bench test_suite
-//! cargo bench --bench test_suite -- --no-cache
+//! cargo bench --bench test_suite -- --cache
 //! ```
 
 use std::path::Path;
@@ -28,7 +34,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowrun_fakellm::{FakeConfig, FakeLlm};
-use serde_json::Value;
+use futures::StreamExt;
+use serde_json::{Value, json};
 
 const KEY_VAR: &str = "FLOWRUN_BENCH_OPENAI_KEY";
 const FLOWRUN: &str = env!("CARGO_BIN_EXE_flowrun");
@@ -41,7 +48,8 @@ struct Opts {
     latency: Duration,
     /// Measurements of each scenario.
     runs: usize,
-    no_cache: bool,
+    /// Leave the response cache on (no `--no-cache`).
+    cache: bool,
 }
 
 fn opts() -> Opts {
@@ -54,7 +62,7 @@ fn opts() -> Opts {
     let mut concurrency = env("FLOWRUN_BENCH_CONCURRENCY");
     let mut latency_ms = env("FLOWRUN_BENCH_LATENCY_MS").unwrap_or(50);
     let mut runs = env("FLOWRUN_BENCH_RUNS").unwrap_or(3);
-    let mut no_cache = std::env::var_os("FLOWRUN_BENCH_NO_CACHE").is_some();
+    let mut cache = std::env::var_os("FLOWRUN_BENCH_CACHE").is_some();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |what: &str| -> usize {
@@ -67,7 +75,7 @@ fn opts() -> Opts {
             "--concurrency" | "-j" => concurrency = Some(number(&arg)),
             "--latency-ms" => latency_ms = number(&arg),
             "--runs" => runs = number(&arg),
-            "--no-cache" => no_cache = true,
+            "--cache" => cache = true,
             // `cargo bench` passes `--bench`; ignore it and other harness flags.
             _ => {}
         }
@@ -84,7 +92,7 @@ fn opts() -> Opts {
         scenarios,
         latency: Duration::from_millis(latency_ms as u64),
         runs,
-        no_cache,
+        cache,
     }
 }
 
@@ -212,6 +220,40 @@ fn startup(dir: &Path) -> Duration {
     times[times.len() / 2]
 }
 
+/// The wall time of `n` chat requests, `c` at a time, from a bare `reqwest` client on a
+/// two-worker runtime (as `flowrun test` has), to the fake at `base_url`.
+fn floor(base_url: &str, n: usize, c: usize) -> Duration {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let url = format!("{base_url}/chat/completions");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let request = client.post(&url).bearer_auth("sk-bench").json(&json!({
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": format!("floor {i}")}],
+                }));
+                tokio::spawn(async move {
+                    let response = request.send().await?.error_for_status()?;
+                    response.text().await
+                })
+            })
+            .buffer_unordered(c)
+            .for_each(|r| {
+                r.expect("a floor request task panicked")
+                    .expect("a floor request failed");
+                async {}
+            })
+            .await;
+        started.elapsed()
+    })
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -247,7 +289,7 @@ fn main() {
     println!(
         "flowrun test end to end: fake latency {} ms, response cache {}, {} measurement(s) each, {} CPUs",
         opts.latency.as_millis(),
-        if opts.no_cache { "off" } else { "on" },
+        if opts.cache { "on" } else { "off" },
         opts.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
@@ -264,6 +306,14 @@ fn main() {
             ideal.as_secs_f64(),
             budget.as_secs_f64(),
         );
+        fake.clear_requests();
+        let bare = floor(&fake.openai_base_url(), n, c);
+        assert_eq!(fake.request_count(), n, "requests of the floor client");
+        println!(
+            "  floor (bare reqwest client, same requests): {:.3} s = {:.3} × ideal",
+            bare.as_secs_f64(),
+            bare.as_secs_f64() / ideal.as_secs_f64(),
+        );
         for run in 1..=opts.runs {
             let dir = tempfile::tempdir_in(tmp.path()).expect("project dir");
             write_project(dir.path(), &fake.openai_base_url(), n);
@@ -276,7 +326,7 @@ fn main() {
                 "--format".to_string(),
                 "json".to_string(),
             ];
-            if opts.no_cache {
+            if !opts.cache {
                 args.push("--no-cache".to_string());
             }
             let (m, stdout, stderr) = run_flowrun(dir.path(), &args);
@@ -294,13 +344,16 @@ fn main() {
                 "results in the report"
             );
             assert_eq!(requests, n, "requests the fake server saw");
+            // The report's own wall time: from the first case started to the last one done.
+            let cases_wall = report["wall_ms"].as_u64().unwrap_or(0) as f64 / 1e3;
             let met = m.wall <= budget && m.max_rss_kb < 100 * 1024;
             all_met &= met;
             println!(
-                "  run {run}: wall {:.3} s  ratio {:.3} × ideal  ({:.3} without start-up)  peak RSS {:.1} MB  load {load}  {}",
+                "  run {run}: wall {:.3} s  ratio {:.3} × ideal  ({:.3} without start-up)  cases {:.3} s  peak RSS {:.1} MB  load {load}  {}",
                 m.wall.as_secs_f64(),
                 m.wall.as_secs_f64() / ideal.as_secs_f64(),
                 (m.wall.saturating_sub(startup)).as_secs_f64() / ideal.as_secs_f64(),
+                cases_wall,
                 mb(m.max_rss_kb),
                 if met { "met" } else { "NOT MET" },
             );

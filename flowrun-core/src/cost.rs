@@ -90,8 +90,13 @@ impl PriceTable {
 
     /// The table flowrun ships.
     pub fn shipped() -> Self {
-        // The shipped file is checked by a test; an unreadable one would be a build defect.
-        Self::from_litellm_json(SHIPPED_PRICES).unwrap_or_default()
+        // Read once per process (it is big: every executor built would take milliseconds),
+        // then copied.
+        static SHIPPED: std::sync::LazyLock<PriceTable> = std::sync::LazyLock::new(|| {
+            // The shipped file is checked by a test; an unreadable one would be a build defect.
+            PriceTable::from_litellm_json(SHIPPED_PRICES).unwrap_or_default()
+        });
+        SHIPPED.clone()
     }
 
     /// Applies `flowrun.yaml`'s `pricing:` overrides.

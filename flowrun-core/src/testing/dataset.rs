@@ -191,6 +191,46 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_rows_locate_in_the_file_and_share_its_text() {
+        let text = "{\"q\": \"a\"}\r\n\n  {\"input\": {\"q\": \"é\"}, \"assert\": [{\"contains\": \"b\"}]}\n";
+        let rows = parse("d.jsonl", text).unwrap();
+        assert_eq!(rows.len(), 2);
+        let doc = rows[1].doc.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&doc.text, &rows[0].doc.as_ref().unwrap().text));
+        assert!(Arc::ptr_eq(&doc.text, &rows[1].text));
+        assert_eq!(&*doc.text, text);
+        let check = Path::root().key("assert").index(0).key("contains");
+        let loc = doc.spans.get(&check).unwrap().value;
+        assert_eq!(&text[loc.offset..loc.offset + loc.len], "\"b\"");
+        assert_eq!(loc, Location::at_offset(text, loc.offset, loc.len));
+        let key = doc
+            .spans
+            .get(&Path::root().key("input"))
+            .unwrap()
+            .key
+            .unwrap();
+        assert_eq!((key.line, key.col), (3, 4));
+        // A problem found later in the row points into the file.
+        let d = doc.error_at(&check, "bad");
+        assert_eq!(d.location, Some(loc));
+        assert_eq!(d.source.as_deref(), Some(text));
+    }
+
+    #[test]
+    fn rows_far_down_a_jsonl_file_share_its_text() {
+        let text: String = (0..3_000)
+            .map(|i| format!("{{\"input\": {{\"q\": \"question {i}\"}}, \"assert\": [{{\"contains\": \"{i}\"}}]}}\n"))
+            .collect();
+        let rows = parse("d.jsonl", &text).unwrap();
+        assert_eq!(rows.len(), 3_000);
+        let last = rows[2_999].doc.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&last.text, &rows[0].text));
+        let loc = last.spans.get(&Path::root().key("input")).unwrap().value;
+        assert_eq!(loc.line, 3_000);
+        assert_eq!(&text[loc.offset..loc.offset + 1], "{");
+    }
+
+    #[test]
     fn jsonl_errors_name_the_line() {
         let err = parse("d.jsonl", "{\"a\": 1}\n{\"a\": }\n").unwrap_err();
         assert_eq!(err.location.map(|l| l.line), Some(2));

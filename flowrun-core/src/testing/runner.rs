@@ -206,3 +206,73 @@ where
     result.assertions = assertions;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::project::{Project, SourceFile};
+    use crate::testing::cases_of;
+
+    /// `n` cases of an echoing prompt on the mock provider; the odd ones fail their assertion.
+    fn setup(n: usize) -> (Arc<Executor>, Vec<TestCase>) {
+        let cases: String = (0..n)
+            .map(|i| {
+                let expect = if i % 2 == 0 { "q" } else { "nowhere" };
+                format!(
+                    "  - {{name: c{i}, input: {{q: q{i}}}, assert: [{{contains: {expect}}}]}}\n"
+                )
+            })
+            .collect();
+        let files = vec![
+            SourceFile::new(
+                "flowrun.yaml",
+                "providers: {offline: {kind: mock}}\ndefaults: {model: offline/echo}\n",
+            ),
+            SourceFile::new(
+                "prompts/p.yaml",
+                "input: {q: string}\nmessages: [{user: \"{{ q }}\"}]\n",
+            ),
+            SourceFile::new("tests/p.test.yaml", format!("target: p\ncases:\n{cases}")),
+        ];
+        let project = Arc::new(Project::load(files).unwrap());
+        let cases = cases_of(&project, &project.tests["tests/p.test.yaml"], None).unwrap();
+        let exec = Executor::builder(project).build().unwrap();
+        (Arc::new(exec), cases)
+    }
+
+    async fn run_all(n: usize, concurrency: usize) {
+        let (exec, cases) = setup(n);
+        let seen = AtomicUsize::new(0);
+        let options = TestOptions {
+            concurrency,
+            ..TestOptions::default()
+        };
+        let hooks = Hooks {
+            judge: None,
+            command: None,
+        };
+        let on_result = |_: &CaseResult| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        };
+        let cancel = CancellationToken::new();
+        let results = run_tests(&exec, &cases, &options, hooks, &on_result, &cancel).await;
+        assert_eq!(results.len(), n);
+        assert_eq!(seen.load(Ordering::Relaxed), n);
+        let mut verdicts: Vec<(usize, bool)> = results.iter().map(|r| (r.index, r.pass)).collect();
+        verdicts.sort_unstable();
+        let expected: Vec<(usize, bool)> = (0..n).map(|i| (i, i % 2 == 0)).collect();
+        assert_eq!(verdicts, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_on_the_workers_and_scores_every_case() {
+        run_all(40, 8).await;
+    }
+
+    #[tokio::test]
+    async fn runs_on_a_current_thread_runtime_too() {
+        run_all(12, 4).await;
+    }
+}

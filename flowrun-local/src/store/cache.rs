@@ -5,6 +5,8 @@
 //! is a miss (the next reply replaces the row); a write error is kept for
 //! [`Store::take_sink_error`], like a failed event write, and never fails the run.
 
+use std::sync::Arc;
+
 use flowrun_core::cache::{CacheEntry, ResponseCache};
 use flowrun_core::event::now_ms;
 use flowrun_core::provider::ChatResponse;
@@ -78,7 +80,7 @@ impl ResponseCache for Store {
 
     fn put(&self, key: &str, entry: &CacheEntry) {
         if let Some(writer) = self.behind.get() {
-            writer.push(Write::Cache(key.to_string(), Box::new(entry.clone())));
+            writer.push(Write::Cache(key.to_string(), Arc::new(entry.clone())));
             return;
         }
         if let Err(e) = self.cache_response(key, entry) {
