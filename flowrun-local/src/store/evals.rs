@@ -1,9 +1,10 @@
 //! Stored evaluations (`flowrun eval`): a summary row each plus the whole report.
 
 use flowrun_core::eval::EvalReport;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::Serialize;
 
+use super::query::{Named, resolve_id};
 use super::{Store, StoreError};
 
 /// One evaluation, as `flowrun evals` lists it.
@@ -86,41 +87,18 @@ impl Store {
 
     /// One evaluation's full report, by id or unique id prefix.
     pub fn eval(&self, id_or_prefix: &str) -> Result<EvalReport, StoreError> {
-        let not_found = || {
-            StoreError::NotFound(format!(
-                "no evaluation with id `{id_or_prefix}`; `flowrun evals` lists them"
-            ))
+        const KIND: Named = Named {
+            table: "evals",
+            noun: "evaluation",
+            list: "evals",
         };
-        if id_or_prefix.is_empty()
-            || !id_or_prefix
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-')
-        {
-            return Err(not_found());
-        }
         let text: String = self.with_conn(|conn| {
-            if let Some(t) = conn
-                .query_row(
-                    "SELECT report FROM evals WHERE id = ?1",
-                    params![id_or_prefix],
-                    |r| r.get(0),
-                )
-                .optional()?
-            {
-                return Ok(t);
-            }
-            let mut stmt =
-                conn.prepare("SELECT report FROM evals WHERE id LIKE ?1 || '%' LIMIT 2")?;
-            let rows: Vec<String> = stmt
-                .query_map(params![id_or_prefix], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            match rows.as_slice() {
-                [one] => Ok(one.clone()),
-                [] => Err(not_found()),
-                _ => Err(StoreError::NotFound(format!(
-                    "`{id_or_prefix}` matches several evaluations; give more of the id"
-                ))),
-            }
+            let id = resolve_id(conn, &KIND, id_or_prefix)?;
+            Ok(
+                conn.query_row("SELECT report FROM evals WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })?,
+            )
         })?;
         serde_json::from_str(&text)
             .map_err(|e| StoreError::NotFound(format!("the stored evaluation is unreadable: {e}")))

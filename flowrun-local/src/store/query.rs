@@ -182,7 +182,7 @@ impl Store {
     /// One run by its id or a unique prefix of it (as shown by `flowrun runs`).
     pub fn run(&self, id_or_prefix: &str) -> Result<RunDetail, StoreError> {
         self.with_conn(|conn| {
-            let id = resolve_id(conn, id_or_prefix)?;
+            let id = resolve_id(conn, &RUNS, id_or_prefix)?;
             let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
             let run = conn.query_row(&sql, params![id], run_row)?;
             let steps = conn
@@ -206,31 +206,58 @@ impl Store {
     }
 }
 
-fn resolve_id(conn: &Connection, prefix: &str) -> Result<String, StoreError> {
+/// A kind of stored record that users name by id or unique id prefix.
+pub(super) struct Named {
+    pub table: &'static str,
+    /// What one is called in messages (`run`, `test run`, `evaluation`).
+    pub noun: &'static str,
+    /// The command that lists them (`runs`, `tests`, `evals`).
+    pub list: &'static str,
+}
+
+pub(super) const RUNS: Named = Named {
+    table: "runs",
+    noun: "run",
+    list: "runs",
+};
+
+/// The full id of the `kind` record whose id is `prefix` or starts with it.
+pub(super) fn resolve_id(
+    conn: &Connection,
+    kind: &Named,
+    prefix: &str,
+) -> Result<String, StoreError> {
+    let (noun, list) = (kind.noun, kind.list);
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(StoreError::NotFound(format!(
-            "`{prefix}` is not a run id; `flowrun runs` lists them"
+            "`{prefix}` is not a {noun} id; `flowrun {list}` lists them"
         )));
     }
+    // `table` is one of our constants, never user input.
     let exact: Option<String> = conn
-        .query_row("SELECT id FROM runs WHERE id = ?1", params![prefix], |r| {
-            r.get(0)
-        })
+        .query_row(
+            &format!("SELECT id FROM {} WHERE id = ?1", kind.table),
+            params![prefix],
+            |r| r.get(0),
+        )
         .optional()?;
     if let Some(id) = exact {
         return Ok(id);
     }
-    let mut stmt = conn.prepare("SELECT id FROM runs WHERE id LIKE ?1 || '%' LIMIT 2")?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id FROM {} WHERE id LIKE ?1 || '%' LIMIT 2",
+        kind.table
+    ))?;
     let ids = stmt
         .query_map(params![prefix], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     match ids.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(StoreError::NotFound(format!(
-            "no run with id `{prefix}`; `flowrun runs` lists them"
+            "no {noun} with id `{prefix}`; `flowrun {list}` lists them"
         ))),
         _ => Err(StoreError::NotFound(format!(
-            "`{prefix}` matches several runs; give more of the id"
+            "`{prefix}` matches several {noun}s; give more of the id"
         ))),
     }
 }

@@ -1,9 +1,10 @@
 //! Stored `flowrun test` runs: a summary row per run plus the whole report.
 
 use flowrun_core::testing::SuiteReport;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde::Serialize;
 
+use super::query::{Named, resolve_id};
 use super::{Store, StoreError};
 
 /// One test run, as `flowrun tests` lists it.
@@ -91,46 +92,19 @@ impl Store {
 
     /// One test run's full report, by id or unique id prefix.
     pub fn test_run(&self, id_or_prefix: &str) -> Result<SuiteReport, StoreError> {
-        let not_found = || {
-            StoreError::NotFound(format!(
-                "no test run with id `{id_or_prefix}`; `flowrun tests` lists them"
-            ))
+        const KIND: Named = Named {
+            table: "test_runs",
+            noun: "test run",
+            list: "tests",
         };
-        if id_or_prefix.is_empty()
-            || !id_or_prefix
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-')
-        {
-            return Err(not_found());
-        }
-        let texts: Vec<String> = self.with_conn(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT report FROM test_runs WHERE id = ?1 OR id LIKE ?1 || '%' LIMIT 2",
-            )?;
-            let rows = stmt
-                .query_map(params![id_or_prefix], |r| r.get(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+        let text: String = self.with_conn(|conn| {
+            let id = resolve_id(conn, &KIND, id_or_prefix)?;
+            Ok(conn.query_row(
+                "SELECT report FROM test_runs WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?)
         })?;
-        let exact: Option<String> = self.with_conn(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT report FROM test_runs WHERE id = ?1",
-                    params![id_or_prefix],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })?;
-        let text = match (exact, texts.as_slice()) {
-            (Some(t), _) => t,
-            (None, [one]) => one.clone(),
-            (None, []) => return Err(not_found()),
-            (None, _) => {
-                return Err(StoreError::NotFound(format!(
-                    "`{id_or_prefix}` matches several test runs; give more of the id"
-                )));
-            }
-        };
         serde_json::from_str(&text)
             .map_err(|e| StoreError::NotFound(format!("the stored report is unreadable: {e}")))
     }
