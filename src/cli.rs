@@ -54,6 +54,41 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List the versions stored on a server and what each environment runs.
     Versions(RemoteArgs),
+    /// Name servers to deploy to (`remote add NAME URL --token-env VAR`); lists them.
+    Remote(RemoteCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteCmd {
+    #[command(subcommand)]
+    pub sub: Option<RemoteSub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteSub {
+    /// Remember a server under a name (in `.flowrun/remotes.json`; the key stays in the
+    /// environment).
+    Add(RemoteAddArgs),
+    /// Forget a server.
+    Remove(RemoteNameArgs),
+    /// List the servers (the default).
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteAddArgs {
+    /// A short name: `prod`, `origin`.
+    pub name: String,
+    /// The server's URL: `https://flows.example.com`.
+    pub url: String,
+    /// The environment variable that holds the API key for this server.
+    #[arg(long, value_name = "VAR", default_value = "FLOWRUN_TOKEN")]
+    pub token_env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteNameArgs {
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +155,10 @@ pub struct KeyCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
-    /// The server's URL; the API key comes from `FLOWRUN_TOKEN`.
-    #[arg(long, env = "FLOWRUN_REMOTE", value_name = "URL")]
-    pub remote: String,
+    /// A remote's name (`flowrun remote add`) or a server URL (its API key then comes from
+    /// `FLOWRUN_TOKEN`); default: the only remote.
+    #[arg(long, env = "FLOWRUN_REMOTE", value_name = "NAME|URL")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +166,12 @@ pub struct DeployArgs {
     /// The environment to deploy to.
     #[arg(long)]
     pub env: String,
+    /// Run the project's tests first and refuse to deploy when one fails.
+    #[arg(long)]
+    pub require_tests: bool,
+    /// With `--require-tests`: answer the tests' model calls from this cassette.
+    #[arg(long, value_name = "FILE", requires = "require_tests")]
+    pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -184,9 +226,12 @@ pub struct EvalArgs {
     /// Test files or tested targets to evaluate (default: all).
     pub names: Vec<String>,
     /// The version to compare with: `git:<ref>` (read from git objects; `git:` is the main
-    /// branch) or a directory.
+    /// branch), a directory, or `env:<name>` (what an environment of `--remote` runs).
     #[arg(long, default_value = "git:", value_name = "REF")]
     pub baseline: String,
+    /// For `--baseline env:<name>`: the server (a remote's name or a URL).
+    #[arg(long, env = "FLOWRUN_REMOTE", value_name = "NAME|URL")]
+    pub remote: Option<String>,
     /// Also ask a judge model which output is better, in both orders (criteria optional).
     #[arg(long, value_name = "CRITERIA", num_args = 0..=1, default_missing_value = "Which output better does what the input asks: correct, complete, clear?")]
     pub pairwise: Option<String>,
@@ -334,6 +379,18 @@ pub struct RunsArgs {
     pub limit: usize,
     #[arg(long)]
     pub json: bool,
+    /// List the runs of a server (a remote's name or a URL) instead of the local history.
+    #[arg(long, value_name = "NAME|URL")]
+    pub remote: Option<String>,
+    /// With `--remote`: only runs in this environment.
+    #[arg(long, requires = "remote")]
+    pub env: Option<String>,
+    /// With `--remote`: only runs of this flow.
+    #[arg(long, requires = "remote")]
+    pub flow: Option<String>,
+    /// With `--remote`: only runs with this status.
+    #[arg(long, requires = "remote", value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Args)]

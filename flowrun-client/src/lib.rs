@@ -118,6 +118,14 @@ impl RunStatus {
     }
 }
 
+/// The version an environment runs, with its files.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnvBundle {
+    pub id: String,
+    pub env: String,
+    pub files: Vec<BundleFile>,
+}
+
 /// The answer to a submission.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Submitted {
@@ -283,6 +291,11 @@ impl Client {
         }
         let l: L = Self::send(self.request(Method::GET, "/v1/envs")).await?;
         Ok(l.envs)
+    }
+
+    /// The files of the version `env` runs.
+    pub async fn env_bundle(&self, env: &str) -> Result<EnvBundle, ClientError> {
+        Self::send(self.request(Method::GET, &format!("/v1/envs/{}/bundle", seg(env)))).await
     }
 
     /// Deploys to `to` what `from` runs.

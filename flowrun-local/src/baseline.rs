@@ -25,6 +25,9 @@ pub enum BaselineRef {
     /// `dir:<path>` or any other text: a directory holding the project, relative to the
     /// current directory.
     Dir(PathBuf),
+    /// `env:<name>`: the version deployed to an environment of a server. The caller fetches
+    /// its files (see [`Baseline::from_files`]); [`load_baseline`] cannot.
+    Env(String),
 }
 
 impl BaselineRef {
@@ -44,7 +47,10 @@ impl BaselineRef {
             return Ok(BaselineRef::Git(reference.to_string()));
         }
         if let Some(name) = text.strip_prefix("env:") {
-            return Err(BaselineError::EnvNotSupported(name.to_string()));
+            if name.is_empty() {
+                return Err(invalid("name the environment: `env:prod`"));
+            }
+            return Ok(BaselineRef::Env(name.to_string()));
         }
         let path = text.strip_prefix("dir:").unwrap_or(text);
         if path.is_empty() {
@@ -70,10 +76,8 @@ impl std::str::FromStr for BaselineRef {
 pub enum BaselineError {
     #[error("invalid baseline `{text}`: {reason}")]
     InvalidRef { text: String, reason: String },
-    #[error(
-        "`env:{0}` baselines are not supported yet: env baselines need `flowrun serve` (a later release); use `git:<ref>` or `dir:<path>`"
-    )]
-    EnvNotSupported(String),
+    #[error("`env:{0}` baselines are read from a server: pass `--remote NAME` to `flowrun eval`")]
+    EnvNeedsRemote(String),
     #[error(
         "git is not installed (or not on PATH), and `git:` baselines need it; use `--baseline dir:<path>` to compare against a copy of the project in a directory"
     )]
@@ -159,6 +163,25 @@ pub fn load_baseline(
     match reference {
         BaselineRef::Git(reference) => load_git(&local.root, reference),
         BaselineRef::Dir(path) => load_dir(path),
+        BaselineRef::Env(name) => Err(BaselineError::EnvNeedsRemote(name.clone())),
+    }
+}
+
+impl Baseline {
+    /// A baseline from files fetched elsewhere (a server's deployed bundle), labelled for
+    /// reports, e.g. `env:prod (3f2a1b9c)`.
+    pub fn from_files(label: String, sources: Vec<SourceFile>) -> Result<Baseline, BaselineError> {
+        let files = sources
+            .iter()
+            .map(|s| (s.path.clone(), s.text.clone()))
+            .collect();
+        let project = build(&label, sources)?;
+        Ok(Baseline {
+            label,
+            project,
+            files,
+            dir: None,
+        })
     }
 }
 
@@ -577,8 +600,11 @@ mod tests {
             "../old".parse::<BaselineRef>().unwrap(),
             BaselineRef::Dir("../old".into())
         );
-        let env = BaselineRef::parse("env:prod").unwrap_err().to_string();
-        assert!(env.contains("not supported yet") && env.contains("flowrun serve"));
+        assert_eq!(
+            BaselineRef::parse("env:prod").unwrap(),
+            BaselineRef::Env("prod".into())
+        );
+        assert!(BaselineRef::parse("env:").is_err());
         assert!(BaselineRef::parse("").is_err());
         assert!(BaselineRef::parse("dir:").is_err());
         assert!(BaselineRef::parse("git:--output=x").is_err());

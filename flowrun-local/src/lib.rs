@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod executors;
 pub mod project_dir;
+pub mod remotes;
 pub mod report;
 pub mod store;
 pub mod testing;

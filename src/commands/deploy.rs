@@ -1,59 +1,51 @@
 //! `flowrun deploy`, `promote`, `rollback`, `versions`: the project's versions on a server,
-//! through flowrun-client. The API key comes from `FLOWRUN_TOKEN`.
+//! through flowrun-client. The server and its API key come from `--remote` (see `remote`).
 
 use std::path::Path;
 
-use flowrun_client::{BundleFile, Client, ClientError};
+use flowrun_client::BundleFile;
 
+use super::remote::{block_on, connect};
 use crate::cli::{DeployArgs, PromoteArgs, RemoteArgs, RollbackArgs};
 use crate::exit::Exit;
 
-fn client(remote: &RemoteArgs) -> Result<Client, Exit> {
-    let token = std::env::var("FLOWRUN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    if token.is_none() {
-        super::error(
-            "`FLOWRUN_TOKEN` is not set",
-            Some("create a key with `flowrun serve keys create --env ENV --role deploy`"),
-        );
-        return Err(Exit::Usage);
-    }
-    Client::new(remote.remote.clone(), token).map_err(|e| fail(&e))
-}
-
-fn fail(e: &ClientError) -> Exit {
-    super::error(&e.to_string(), None);
-    Exit::Failure
-}
-
-fn block_on<T>(f: impl Future<Output = Result<T, ClientError>>) -> Result<T, Exit> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            super::error(&format!("cannot start the async runtime: {e}"), None);
-            Exit::Failure
-        })?;
-    rt.block_on(f).map_err(|e| fail(&e))
-}
-
-fn report(result: Result<flowrun_client::EnvInfo, Exit>, verb: &str) -> Exit {
+fn report(result: Result<flowrun_client::EnvInfo, Exit>, verb: &str, server: &str) -> Exit {
     match result {
         Ok(env) => {
-            println!("{verb}: `{}` now runs {}", env.name, env.bundle_id);
+            println!(
+                "{verb}: `{}` on {server} now runs {}",
+                env.name, env.bundle_id
+            );
             Exit::Success
         }
         Err(exit) => exit,
     }
 }
 
-/// Checks the project like `flowrun check`, uploads its files and deploys them.
+/// Checks the project like `flowrun check` (with `--require-tests`, runs its tests too),
+/// uploads its files and deploys them.
 pub fn deploy(start: &Path, args: &DeployArgs) -> Exit {
     let local = match super::load_project(start) {
         Ok(l) => l,
         Err(exit) => return exit,
     };
+    let (target, client) = match connect(start, args.remote.remote.as_deref()) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    if args.require_tests {
+        match super::test::run_default_suite(start, args.replay.clone()) {
+            Exit::Success => eprintln!("tests passed; deploying"),
+            Exit::Failure => {
+                super::error(
+                    &format!("not deployed to `{}`: a test failed", args.env),
+                    Some("fix the failing cases (above), or deploy without `--require-tests`"),
+                );
+                return Exit::Failure;
+            }
+            other => return other,
+        }
+    }
     let files = match flowrun_local::project_dir::read_sources(&local.root) {
         Ok(f) => f,
         Err(e) => {
@@ -68,10 +60,6 @@ pub fn deploy(start: &Path, args: &DeployArgs) -> Exit {
             text: f.text,
         })
         .collect();
-    let client = match client(&args.remote) {
-        Ok(c) => c,
-        Err(exit) => return exit,
-    };
     let env = args.env.clone();
     report(
         block_on(async move {
@@ -79,27 +67,36 @@ pub fn deploy(start: &Path, args: &DeployArgs) -> Exit {
             client.deploy(&env, &up.id).await
         }),
         "deployed",
+        &target.label,
     )
 }
 
-pub fn promote(args: &PromoteArgs) -> Exit {
-    let client = match client(&args.remote) {
+pub fn promote(start: &Path, args: &PromoteArgs) -> Exit {
+    let (target, client) = match connect(start, args.remote.remote.as_deref()) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    report(block_on(client.promote(&args.from, &args.to)), "promoted")
+    report(
+        block_on(client.promote(&args.from, &args.to)),
+        "promoted",
+        &target.label,
+    )
 }
 
-pub fn rollback(args: &RollbackArgs) -> Exit {
-    let client = match client(&args.remote) {
+pub fn rollback(start: &Path, args: &RollbackArgs) -> Exit {
+    let (target, client) = match connect(start, args.remote.remote.as_deref()) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    report(block_on(client.rollback(&args.env)), "rolled back")
+    report(
+        block_on(client.rollback(&args.env)),
+        "rolled back",
+        &target.label,
+    )
 }
 
-pub fn versions(args: &RemoteArgs) -> Exit {
-    let client = match client(args) {
+pub fn versions(start: &Path, args: &RemoteArgs) -> Exit {
+    let (_, client) = match connect(start, args.remote.as_deref()) {
         Ok(c) => c,
         Err(exit) => return exit,
     };

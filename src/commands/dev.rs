@@ -40,10 +40,19 @@ fn start_dev(start: &Path, args: &DevArgs) -> Result<Exit, Exit> {
         return Err(Exit::Usage);
     }
     for reference in &args.baselines {
-        BaselineRef::parse(reference).map_err(|e| {
+        let parsed = BaselineRef::parse(reference).map_err(|e| {
             super::error(&e.to_string(), None);
             Exit::Usage
         })?;
+        if let BaselineRef::Env(env) = parsed {
+            super::error(
+                &format!("`flowrun dev` cannot compare with `env:{env}` yet"),
+                Some(
+                    "compare with `flowrun eval --baseline env:NAME --remote NAME`, or give `git:<ref>` or a directory to `flowrun dev`",
+                ),
+            );
+            return Err(Exit::Usage);
+        }
     }
     let local = super::load_project(start)?;
     let selection = Selection {
@@ -66,14 +75,7 @@ fn start_dev(start: &Path, args: &DevArgs) -> Result<Exit, Exit> {
         jobs: args.jobs as usize,
         exit_after_first_frame,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            super::error(&format!("cannot start the async runtime: {e}"), None);
-            Exit::Failure
-        })?;
+    let runtime = super::runtime(2)?;
     let result = runtime.block_on(run(options));
     if exit_after_first_frame {
         // Only start-up is being timed: background work is dropped, not awaited.

@@ -13,9 +13,10 @@ use flowrun_core::cache::ResponseCache;
 use flowrun_core::cassette::Cassette;
 use flowrun_core::eval::{EvalReport, ExecutorPairwise, Pairwise, compare, pairwise_source};
 use flowrun_core::event::now_ms;
+use flowrun_core::project::SourceFile;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_model, judge_source};
 use flowrun_core::testing::{CaseResult, TestOptions, run_tests};
-use flowrun_local::baseline::{BaselineError, BaselineRef, load_baseline};
+use flowrun_local::baseline::{Baseline, BaselineError, BaselineRef, load_baseline};
 use flowrun_local::executors::{CacheSetup, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
@@ -77,6 +78,27 @@ fn caches(args: &EvalArgs, store: &Arc<Store>) -> Result<(CacheSetup, CacheSetup
     Ok((draft, baseline))
 }
 
+/// The version deployed to `env` on the server, fetched through the API.
+fn env_baseline(
+    start: &Path,
+    remote: Option<&str>,
+    env: &str,
+) -> Result<Result<Baseline, BaselineError>, Exit> {
+    let (target, client) = super::remote::connect(start, remote)?;
+    let bundle = super::remote::block_on(client.env_bundle(env))?;
+    let label = format!(
+        "env:{env} on {} ({})",
+        target.label,
+        &bundle.id[..bundle.id.len().min(8)]
+    );
+    let sources = bundle
+        .files
+        .into_iter()
+        .map(|f| SourceFile::new(f.path, f.text))
+        .collect();
+    Ok(Baseline::from_files(label, sources))
+}
+
 fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     if args.format == Format::Junit {
         return Err(usage(
@@ -86,7 +108,11 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     }
     let local = super::load_project(start)?;
     let reference = BaselineRef::parse(&args.baseline).map_err(|e| usage(&e.to_string(), None))?;
-    let baseline = load_baseline(&local, &reference).map_err(|e| match e {
+    let loaded = match &reference {
+        BaselineRef::Env(env) => env_baseline(start, args.remote.as_deref(), env)?,
+        other => load_baseline(&local, other),
+    };
+    let baseline = loaded.map_err(|e| match e {
         BaselineError::Invalid { label, diagnostics } => {
             eprint!("{}", diag_render::render_all(&diagnostics.0, style::color_stderr()));
             usage(&format!("the baseline {label} is not a valid project (the problem is in the baseline, not in your working tree)"), None)
@@ -162,11 +188,7 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     };
     let started_ms = now_ms();
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| usage(&format!("cannot start the async runtime: {e}"), None))?;
+    let runtime = super::runtime(2)?;
     let (draft, base, judged) = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let guard = cancel.clone();

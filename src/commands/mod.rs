@@ -7,6 +7,7 @@ mod dev;
 mod eval;
 mod init;
 mod progress;
+mod remote;
 mod run;
 mod runs;
 mod schema;
@@ -51,9 +52,10 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Dev(args) => dev::dev(&start, &args),
         Command::Serve(cmd) => serve::serve(cmd),
         Command::Deploy(args) => deploy::deploy(&start, &args),
-        Command::Promote(args) => deploy::promote(&args),
-        Command::Rollback(args) => deploy::rollback(&args),
-        Command::Versions(args) => deploy::versions(&args),
+        Command::Promote(args) => deploy::promote(&start, &args),
+        Command::Rollback(args) => deploy::rollback(&start, &args),
+        Command::Versions(args) => deploy::versions(&start, &args),
+        Command::Remote(cmd) => remote::remote(&start, &cmd),
     }
 }
 
@@ -88,6 +90,21 @@ pub fn load_project(start: &std::path::Path) -> Result<LocalProject, Exit> {
 pub fn open_store(local: &LocalProject) -> Result<Store, Exit> {
     Store::open(&local.db_path()).map_err(|e| {
         error(&e.to_string(), Some("check that `.flowrun/` is writable"));
+        Exit::Failure
+    })
+}
+
+/// An async runtime for one command: on this thread (`workers` 0) or with worker threads.
+pub fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, Exit> {
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
+        error(&format!("cannot start the async runtime: {e}"), None);
         Exit::Failure
     })
 }

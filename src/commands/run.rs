@@ -82,13 +82,7 @@ fn execute(
     request: RunRequest,
     stream: Option<Arc<AtomicBool>>,
 ) -> Result<RunOutcome, Exit> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            super::error(&format!("cannot start the async runtime: {e}"), None);
-            Exit::Failure
-        })?;
+    let runtime = super::runtime(0)?;
     let cancel = CancellationToken::new();
     let mut request = request.with_cancel(cancel.clone());
     if let Some(mid_line) = stream {

@@ -105,6 +105,27 @@ fn build_executor_sharing(
     })
 }
 
+/// Runs every test of the project with the defaults of `flowrun test` (answering from
+/// `replay` when given), as `flowrun deploy --require-tests` does.
+pub fn run_default_suite(start: &Path, replay: Option<std::path::PathBuf>) -> Exit {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: TestArgs,
+    }
+    let mut args = match <Defaults as clap::Parser>::try_parse_from(["test"]) {
+        Ok(d) => d.args,
+        Err(e) => {
+            super::error(&format!("cannot set up the tests: {e}"), None);
+            return Exit::Failure;
+        }
+    };
+    args.replay = replay;
+    match run_suite(start, &args) {
+        Ok(exit) | Err(exit) => exit,
+    }
+}
+
 fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
     if !(0.0..=1.0).contains(&args.min_pass_rate) {
         super::error(
@@ -171,14 +192,7 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
     let progress = Progress::new(total);
     let started_ms = now_ms();
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            super::error(&format!("cannot start the async runtime: {e}"), None);
-            Exit::Failure
-        })?;
+    let runtime = super::runtime(2)?;
     let results = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let guard = cancel.clone();

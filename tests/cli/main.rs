@@ -11,6 +11,7 @@ mod embed;
 mod eval_cmd;
 mod init;
 mod providers;
+mod remote;
 mod run;
 mod schema;
 mod serve;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::harness::TestProject;
 
 /// Kills the server when the test ends, even on a panic.
-struct Serving(Child);
+pub struct Serving(Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -42,17 +42,15 @@ steps:
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_deploy_submit_and_read_the_result() {
-    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
-    let p = project(&fake, "Hello");
-    let db = p.path().join("server.db");
+/// Creates an admin key in `db` and starts `flowrun serve` on it on a free port: the server,
+/// its URL and the key.
+pub async fn start_server(p: &TestProject, db: &std::path::Path) -> (Serving, String, String) {
     let key = p
         .flowrun()
         .args([
             "serve", "keys", "create", "--env", "*", "--role", "admin", "--db",
         ])
-        .arg(&db)
+        .arg(db)
         .output()
         .expect("keys create");
     assert!(key.status.success(), "{key:?}");
@@ -65,7 +63,7 @@ async fn serve_deploy_submit_and_read_the_result() {
     let bin = assert_cmd::cargo::cargo_bin("flowrun");
     let mut child = Command::new(bin)
         .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--db"])
-        .arg(&db)
+        .arg(db)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -84,6 +82,15 @@ async fn serve_deploy_submit_and_read_the_result() {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_string();
+    (serving, url, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_deploy_submit_and_read_the_result() {
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let p = project(&fake, "Hello");
+    let db = p.path().join("server.db");
+    let (serving, url, token) = start_server(&p, &db).await;
 
     let deploy = p
         .flowrun()
@@ -92,7 +99,11 @@ async fn serve_deploy_submit_and_read_the_result() {
         .output()
         .expect("deploy");
     assert!(deploy.status.success(), "{deploy:?}");
-    assert!(String::from_utf8_lossy(&deploy.stdout).contains("deployed: `prod` now runs"));
+    let said = String::from_utf8_lossy(&deploy.stdout).to_string();
+    assert!(
+        said.starts_with(&format!("deployed: `prod` on {url} now runs ")),
+        "{said}"
+    );
 
     let client = Client::new(&url, Some(token.clone())).expect("client");
     let sub = client

@@ -62,6 +62,34 @@ pub async fn list_envs(
     Ok(Json(json!({ "envs": envs })))
 }
 
+/// `GET /v1/envs/{env}/bundle`: the files of the version `env` runs (for `flowrun eval
+/// --baseline env:NAME`). Any key of the environment may read it: it is what the key runs.
+pub async fn env_bundle(
+    State(shared): State<Shared>,
+    Path(env): Path<String>,
+    who: Principal,
+) -> Result<Json<Value>, AppError> {
+    check_env_name(&env)?;
+    who.require(&env, Role::Run)?;
+    let deployed = shared
+        .store
+        .env(&env)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("environment `{env}` has no deployment")))?;
+    let text = shared
+        .store
+        .bundle(&deployed.bundle_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(format!("bundle {} is missing", deployed.bundle_id)))?;
+    let canonical: Canonical = serde_json::from_str(&text)
+        .map_err(|e| AppError::Internal(format!("bundle {}: {e}", deployed.bundle_id)))?;
+    Ok(Json(json!({
+        "id": deployed.bundle_id,
+        "env": env,
+        "files": canonical.files,
+    })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {

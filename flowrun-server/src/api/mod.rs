@@ -24,6 +24,7 @@ pub fn router(shared: Shared, max_body: usize) -> Router {
             put(deploy::put_bundle).get(deploy::list_bundles),
         )
         .route("/v1/envs", get(deploy::list_envs))
+        .route("/v1/envs/{env}/bundle", get(deploy::env_bundle))
         .route("/v1/envs/{env}/deploy", post(deploy::deploy))
         .route("/v1/envs/{env}/promote", post(deploy::promote))
         .route("/v1/envs/{env}/rollback", post(deploy::rollback))
