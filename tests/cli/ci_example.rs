@@ -276,3 +276,84 @@ async fn ci_example_replays_offline_and_passes_the_pull_request_eval() {
     );
     assert!(terminal.stdout.contains("10 cases"), "{}", terminal.stdout);
 }
+
+/// The `flowrun …` commands of a workflow job, in order, as its `run:` steps give them.
+fn job_commands(workflow: &str, job: &str) -> Vec<String> {
+    let mut in_job = false;
+    let mut commands = Vec::new();
+    for line in workflow.lines() {
+        if !line.starts_with("    ") && line.starts_with("  ") && line.trim_end().ends_with(':') {
+            in_job = line.trim() == format!("{job}:");
+            continue;
+        }
+        let text = line.trim();
+        let text = text.strip_prefix("run: ").unwrap_or(text);
+        if in_job && text.starts_with("flowrun ") {
+            commands.push(text.to_string());
+        }
+    }
+    commands
+}
+
+/// Splits a workflow command into arguments (the commands use plain double quotes only).
+fn words(command: &str) -> Vec<String> {
+    command
+        .split_whitespace()
+        .map(|w| w.trim_matches('"').to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_example_deploy_workflow_deploys_dev_and_promotes_prod() {
+    let workflow = std::fs::read_to_string(
+        repo_root()
+            .join(EXAMPLE)
+            .join(".github/workflows/deploy.yml"),
+    )
+    .expect("deploy.yml");
+    for needle in ["branches: [main]", "workflow_dispatch", "environment: prod"] {
+        assert!(workflow.contains(needle), "deploy.yml lacks `{needle}`");
+    }
+    let server_home = TestProject::empty();
+    let (serving, url, token) =
+        crate::serve::start_server(&server_home, &server_home.path().join("server.db")).await;
+    let client = flowrun_client::Client::new(&url, Some(token.clone())).expect("client");
+
+    // Each job runs in a fresh checkout of the example, as on a runner.
+    for job in ["deploy-dev", "promote-prod"] {
+        let commands = job_commands(&workflow, job);
+        assert!(commands.len() >= 2, "{job}: {commands:?}");
+        let checkout = TestProject::copy_of(EXAMPLE);
+        for command in commands {
+            let command = command.replace("${{ vars.FLOWRUN_URL }}", &url);
+            let args = words(&command);
+            let out = checkout
+                .flowrun()
+                .args(&args[1..])
+                .env("FLOWRUN_DEV_TOKEN", &token)
+                .env("FLOWRUN_PROD_TOKEN", &token)
+                .env_remove("FLOWRUN_TOKEN")
+                .env_remove("FLOWRUN_REMOTE")
+                .output()
+                .expect("flowrun");
+            assert!(
+                out.status.success(),
+                "{job}: `{command}` failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let envs = client.envs().await.expect("envs");
+        let dev = envs.iter().find(|e| e.name == "dev").expect("dev deployed");
+        if job == "promote-prod" {
+            let prod = envs
+                .iter()
+                .find(|e| e.name == "prod")
+                .expect("prod promoted");
+            assert_eq!(prod.bundle_id, dev.bundle_id);
+        } else {
+            assert!(envs.iter().all(|e| e.name != "prod"), "{envs:?}");
+        }
+    }
+    drop(serving);
+}
