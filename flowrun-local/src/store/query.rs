@@ -320,7 +320,10 @@ mod tests {
         assert_eq!(detail.steps[0].model.as_deref(), Some("offline/echo"));
         assert_eq!(detail.calls.len(), 1);
         assert_eq!(detail.calls[0].attempt, 1);
-        let raw = detail.calls[0].raw_response.as_ref().expect("the raw response");
+        let raw = detail.calls[0]
+            .raw_response
+            .as_ref()
+            .expect("the raw response");
         assert!(raw.to_string().contains("echo: Hello Ada"), "{raw}");
     }
 
