@@ -4,6 +4,7 @@
 use flowrun_core::Diagnostic;
 use flowrun_core::eval::{EvalReport, Preference};
 use flowrun_core::testing::{CaseResult, Summary};
+use flowrun_local::store::RunDetail;
 
 /// A case's identity across reloads: its test file and position.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +69,74 @@ impl CaseRow {
     }
 }
 
+/// One side of a case: the draft (the working tree) or the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Draft,
+    Baseline,
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Baseline, Side::Draft];
+
+    /// This side's slot of `row`.
+    pub fn slot(self, row: &CaseRow) -> &Slot {
+        match self {
+            Side::Draft => &row.draft,
+            Side::Baseline => &row.baseline,
+        }
+    }
+}
+
+/// The recorded run of one side of the case the detail view shows: its steps, rendered
+/// messages and call attempts, loaded from the history off the UI thread.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum RunLoad {
+    /// Nothing to load: the side has not finished, or never got as far as a run.
+    #[default]
+    None,
+    Loading(String),
+    Loaded(Box<RunDetail>),
+    Failed {
+        run_id: String,
+        message: String,
+    },
+}
+
+impl RunLoad {
+    /// The run this is (or will be) about.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            RunLoad::None => None,
+            RunLoad::Loading(id) | RunLoad::Failed { run_id: id, .. } => Some(id),
+            RunLoad::Loaded(d) => Some(&d.run.id),
+        }
+    }
+}
+
+/// Both sides' runs for the detail view.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetailRuns {
+    pub draft: RunLoad,
+    pub baseline: RunLoad,
+}
+
+impl DetailRuns {
+    pub fn get(&self, side: Side) -> &RunLoad {
+        match side {
+            Side::Draft => &self.draft,
+            Side::Baseline => &self.baseline,
+        }
+    }
+
+    fn get_mut(&mut self, side: Side) -> &mut RunLoad {
+        match side {
+            Side::Draft => &mut self.draft,
+            Side::Baseline => &mut self.baseline,
+        }
+    }
+}
+
 /// Which screen is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -102,6 +171,9 @@ pub struct App {
     pub view: View,
     /// Scroll offset of the detail view.
     pub detail_scroll: u16,
+    /// The runs behind the results the detail view shows (kept while it is closed: opening
+    /// the same case again loads nothing).
+    pub detail: DetailRuns,
     /// Problems in the project files: shown instead of stale results being trusted.
     pub errors: Vec<Diagnostic>,
     /// Baselines `b` cycles through (e.g. `git:main`, a directory); the first is active.
@@ -171,6 +243,13 @@ pub enum Action {
     },
     /// The current results were saved as an evaluation.
     Saved(String),
+    /// A side's run was read from the history for the detail view (dropped unless it is
+    /// the run the view is waiting for).
+    DetailLoaded {
+        side: Side,
+        run_id: String,
+        detail: Result<Box<RunDetail>, String>,
+    },
     /// Something went wrong in the background.
     Failed(String),
 }
@@ -186,6 +265,12 @@ pub enum Effect {
     LoadBaseline(String),
     /// Save the current results as an evaluation record.
     Save,
+    /// Read a side's run (steps, messages, raw responses) for the detail view; answered by
+    /// [`Action::DetailLoaded`].
+    LoadDetail {
+        side: Side,
+        run_id: String,
+    },
     Quit,
 }
 
@@ -200,6 +285,7 @@ impl App {
             show_diff: true,
             view: View::List,
             detail_scroll: 0,
+            detail: DetailRuns::default(),
             errors: Vec::new(),
             baselines,
             baseline_label,
@@ -301,6 +387,50 @@ impl App {
 
 /// Applies `action` to `app`; returns what the runtime must do.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    let mut effects = apply(app, action);
+    effects.extend(sync_detail(app));
+    effects
+}
+
+/// While the detail view is open, asks for the runs behind the selected case's results
+/// whenever they are not the ones loaded (the view opened, a result landed, a reload or a
+/// new baseline replaced it).
+fn sync_detail(app: &mut App) -> Vec<Effect> {
+    if app.view != View::Detail {
+        return Vec::new();
+    }
+    let wanted: Vec<(Side, Option<String>)> = Side::BOTH
+        .iter()
+        .map(|&side| {
+            let run_id = app
+                .current()
+                .and_then(|row| side.slot(row).result())
+                .and_then(|r| r.run_id.clone());
+            (side, run_id)
+        })
+        .collect();
+    let mut effects = Vec::new();
+    for (side, run_id) in wanted {
+        let load = app.detail.get_mut(side);
+        if load.run_id() == run_id.as_deref() {
+            continue;
+        }
+        *load = match run_id {
+            Some(run_id) => {
+                effects.push(Effect::LoadDetail {
+                    side,
+                    run_id: run_id.clone(),
+                });
+                RunLoad::Loading(run_id)
+            }
+            None => RunLoad::None,
+        };
+    }
+    effects
+}
+
+/// [`update`] but for the detail view's loads.
+fn apply(app: &mut App, action: Action) -> Vec<Effect> {
     if app.editing_filter {
         match action {
             Action::FilterInput(c) => {
@@ -346,6 +476,13 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Open if app.view == View::List && app.current().is_some() => {
             app.view = View::Detail;
             app.detail_scroll = 0;
+            // A load that failed is tried again.
+            for side in Side::BOTH {
+                let load = app.detail.get_mut(side);
+                if matches!(load, RunLoad::Failed { .. }) {
+                    *load = RunLoad::None;
+                }
+            }
         }
         Action::Open => {}
         Action::Back => {
@@ -460,6 +597,19 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             return vec![Effect::RunBaseline(app.all_ids())];
         }
         Action::Saved(id) => app.status = format!("saved as evaluation {id}"),
+        Action::DetailLoaded {
+            side,
+            run_id,
+            detail,
+        } => {
+            let load = app.detail.get_mut(side);
+            if matches!(load, RunLoad::Loading(waiting) if *waiting == run_id) {
+                *load = match detail {
+                    Ok(detail) => RunLoad::Loaded(detail),
+                    Err(message) => RunLoad::Failed { run_id, message },
+                };
+            }
+        }
         Action::Failed(message) => app.status = message,
     }
     Vec::new()
@@ -660,5 +810,163 @@ mod tests {
             },
         );
         assert!(a.errors.is_empty());
+    }
+
+    fn with_run(i: usize, run_id: &str) -> Box<CaseResult> {
+        let mut r = result(i, true);
+        r.run_id = Some(run_id.into());
+        r
+    }
+
+    fn finish(a: &mut App, i: usize, baseline: bool, run_id: &str) -> Vec<Effect> {
+        update(
+            a,
+            Action::Finished {
+                id: id(i),
+                baseline,
+                result: with_run(i, run_id),
+            },
+        )
+    }
+
+    fn detail(run_id: &str) -> Box<RunDetail> {
+        use flowrun_local::store::RunRow;
+        Box::new(RunDetail {
+            run: RunRow {
+                id: run_id.into(),
+                target_kind: "flow".into(),
+                target: "f".into(),
+                version: "v1".into(),
+                status: "succeeded".into(),
+                input: serde_json::json!({}),
+                output: None,
+                error: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cached_tokens: 0,
+                reasoning_tokens: 0,
+                cost_usd: Some(0.0),
+                cost_unknown: Vec::new(),
+                latency_ms: Some(1),
+                started_at: 0,
+                finished_at: Some(1),
+            },
+            steps: Vec::new(),
+            calls: Vec::new(),
+        })
+    }
+
+    fn loaded(side: Side, run_id: &str, detail: Result<Box<RunDetail>, String>) -> Action {
+        Action::DetailLoaded {
+            side,
+            run_id: run_id.into(),
+            detail,
+        }
+    }
+
+    fn load(side: Side, run_id: &str) -> Effect {
+        Effect::LoadDetail {
+            side,
+            run_id: run_id.into(),
+        }
+    }
+
+    #[test]
+    fn opening_details_loads_both_runs_once() {
+        let mut a = app(2);
+        assert!(
+            finish(&mut a, 0, false, "d0").is_empty(),
+            "no loads in the list"
+        );
+        finish(&mut a, 0, true, "b0");
+        assert_eq!(
+            update(&mut a, Action::Open),
+            vec![load(Side::Baseline, "b0"), load(Side::Draft, "d0")]
+        );
+        assert_eq!(a.detail.draft, RunLoad::Loading("d0".into()));
+
+        // An answer for a run the view no longer waits for is dropped.
+        update(&mut a, loaded(Side::Draft, "d-old", Ok(detail("d-old"))));
+        assert_eq!(a.detail.draft, RunLoad::Loading("d0".into()));
+        update(&mut a, loaded(Side::Draft, "d0", Ok(detail("d0"))));
+        assert_eq!(a.detail.draft, RunLoad::Loaded(detail("d0")));
+        update(&mut a, loaded(Side::Baseline, "b0", Err("gone".into())));
+        assert_eq!(
+            a.detail.baseline,
+            RunLoad::Failed {
+                run_id: "b0".into(),
+                message: "gone".into()
+            }
+        );
+        // A late duplicate does not replace what loaded.
+        update(&mut a, loaded(Side::Draft, "d0", Err("late".into())));
+        assert_eq!(a.detail.draft, RunLoad::Loaded(detail("d0")));
+
+        // Opening the same case again loads only what failed.
+        update(&mut a, Action::Back);
+        assert_eq!(
+            update(&mut a, Action::Open),
+            vec![load(Side::Baseline, "b0")]
+        );
+        assert_eq!(a.detail.draft, RunLoad::Loaded(detail("d0")));
+    }
+
+    #[test]
+    fn a_new_result_of_the_open_case_is_loaded() {
+        let mut a = app(2);
+        finish(&mut a, 0, false, "d0");
+        update(&mut a, Action::Open);
+        update(&mut a, loaded(Side::Draft, "d0", Ok(detail("d0"))));
+
+        // A re-run: nothing to show while it runs, its run once it lands.
+        let effects = update(
+            &mut a,
+            Action::Started {
+                id: id(0),
+                baseline: false,
+            },
+        );
+        assert!(effects.is_empty());
+        assert_eq!(a.detail.draft, RunLoad::None);
+        assert_eq!(
+            finish(&mut a, 0, false, "d1"),
+            vec![load(Side::Draft, "d1")]
+        );
+        // The answer for the old run arrives late: ignored.
+        update(&mut a, loaded(Side::Draft, "d0", Ok(detail("d0"))));
+        assert_eq!(a.detail.draft, RunLoad::Loading("d1".into()));
+
+        // Another case's result changes nothing here.
+        assert!(finish(&mut a, 1, false, "d9").is_empty());
+        // A baseline landing for the open case is loaded.
+        assert_eq!(
+            finish(&mut a, 0, true, "b1"),
+            vec![load(Side::Baseline, "b1")]
+        );
+        // A new baseline resets its results: nothing to show on that side.
+        let effects = update(
+            &mut a,
+            Action::BaselineLoaded {
+                label: "../prod".into(),
+                rows: Vec::new(),
+            },
+        );
+        assert_eq!(effects, vec![Effect::RunBaseline(vec![id(0), id(1)])]);
+        assert_eq!(a.detail.baseline, RunLoad::None);
+    }
+
+    #[test]
+    fn a_case_without_a_run_loads_nothing() {
+        let mut a = app(1);
+        update(
+            &mut a,
+            Action::Finished {
+                id: id(0),
+                baseline: false,
+                result: result(0, false),
+            },
+        );
+        assert!(update(&mut a, Action::Open).is_empty());
+        assert_eq!(a.detail, DetailRuns::default());
     }
 }

@@ -1,7 +1,8 @@
 //! The loop of `flowrun dev`: terminal input, a tick and background messages go in, each
 //! becomes an [`Action`] for [`app::update`], and the [`Effect`]s that come out are
 //! performed here: case runs on tokio tasks (a bounded pool per side, a cancellation token
-//! per case), baseline loads and saves on blocking threads, reloads on the watcher's thread.
+//! per case), baseline loads, saves and the detail view's run reads on blocking threads,
+//! reloads on the watcher's thread.
 //! The loop itself never awaits the network or the disk; it draws only when something
 //! changed, or on a tick while anything is running.
 //!
@@ -36,7 +37,7 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Action, App, CaseId, CaseRow, Effect};
+use crate::app::{self, Action, App, CaseId, CaseRow, Effect, Side};
 use crate::event::{Input, input_of};
 use crate::reload::{self, Change, Draft};
 
@@ -94,6 +95,7 @@ pub enum Msg {
         request: u64,
         label: String,
         executor: Arc<Executor>,
+        runs: Arc<Store>,
     },
     BaselineFailed {
         request: u64,
@@ -144,6 +146,9 @@ pub struct Session {
     /// The cases and executors of the draft, once built (off the UI thread).
     draft: Option<Arc<Draft>>,
     baseline: Option<Arc<Executor>>,
+    /// The loaded baseline's runs, for the detail view: in memory, one per baseline, so
+    /// they stay out of the project's history (as in `flowrun eval`).
+    baseline_runs: Option<Arc<Store>>,
     store: Arc<Store>,
     /// One HTTP client for the draft's, the judge's and the baselines' executors.
     http: SharedHttp,
@@ -184,6 +189,7 @@ impl Session {
             local: local.clone(),
             draft: None,
             baseline: None,
+            baseline_runs: None,
             store: options.store,
             http: SharedHttp::default(),
             tx,
@@ -328,6 +334,7 @@ impl Session {
                 request,
                 label,
                 executor,
+                runs,
             } => {
                 if request != self.baseline_request {
                     return;
@@ -339,6 +346,7 @@ impl Session {
                     self.cancel(&key);
                 }
                 self.baseline = Some(executor);
+                self.baseline_runs = Some(runs);
                 self.dispatch(Action::BaselineLoaded {
                     label,
                     rows: Vec::new(),
@@ -360,6 +368,7 @@ impl Session {
             Effect::RunBaseline(ids) => self.run_cases(ids, true),
             Effect::LoadBaseline(reference) => self.load_baseline(reference),
             Effect::Save => self.save(),
+            Effect::LoadDetail { side, run_id } => self.load_detail(side, run_id),
             Effect::Quit => {
                 let all: Vec<(CaseId, bool)> = self.running.keys().cloned().collect();
                 for key in all {
@@ -446,10 +455,11 @@ impl Session {
                 baseline_executor(&local, &reference, &store, &http)
             }));
             let msg = match loaded {
-                Ok(Ok((label, executor))) => Msg::BaselineLoaded {
+                Ok(Ok((label, executor, runs))) => Msg::BaselineLoaded {
                     request,
                     label,
                     executor: Arc::new(executor),
+                    runs,
                 },
                 Ok(Err(message)) => Msg::BaselineFailed { request, message },
                 Err(panic) => Msg::BaselineFailed {
@@ -458,6 +468,35 @@ impl Session {
                 },
             };
             let _ = tx.send(msg);
+        });
+    }
+
+    /// Reads a side's run for the detail view on a blocking thread: the draft's from the
+    /// history, the baseline's from its in-memory store.
+    fn load_detail(&mut self, side: Side, run_id: String) {
+        let store = match side {
+            Side::Draft => Some(self.store.clone()),
+            Side::Baseline => self.baseline_runs.clone(),
+        };
+        let Some(store) = store else {
+            self.dispatch(Action::DetailLoaded {
+                side,
+                run_id,
+                detail: Err("the baseline has not loaded yet".into()),
+            });
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let detail = store
+                .run(&run_id)
+                .map(Box::new)
+                .map_err(|e| format!("cannot read run {run_id}: {e}"));
+            let _ = tx.send(Msg::Action(Action::DetailLoaded {
+                side,
+                run_id,
+                detail,
+            }));
         });
     }
 
@@ -541,14 +580,15 @@ impl Job {
     }
 }
 
-/// Loads `reference` and wires an executor for it on the store's cache (not recorded as
-/// runs). Errors as one line for the status bar.
+/// Loads `reference` and wires an executor for it on the store's cache, its runs recorded
+/// in a store of their own in memory (not in the history). Errors as one line for the
+/// status bar.
 fn baseline_executor(
     local: &LocalProject,
     reference: &str,
     store: &Arc<Store>,
     http: &SharedHttp,
-) -> Result<(String, Executor), String> {
+) -> Result<(String, Executor, Arc<Store>), String> {
     let one_line = |text: String| {
         text.lines()
             .map(str::trim)
@@ -559,9 +599,13 @@ fn baseline_executor(
     let parsed = BaselineRef::parse(reference).map_err(|e| one_line(e.to_string()))?;
     let baseline = load_baseline(local, &parsed).map_err(|e| one_line(e.to_string()))?;
     let cache = CacheSetup::store(store);
-    let executor = build_executor_sharing(local, baseline.project, &cache, None, http)
+    let runs = Store::in_memory()
+        .map(Arc::new)
         .map_err(|e| one_line(format!("baseline {}: {e}", baseline.label)))?;
-    Ok((baseline.label, executor))
+    let executor =
+        build_executor_sharing(local, baseline.project, &cache, Some(runs.clone()), http)
+            .map_err(|e| one_line(format!("baseline {}: {e}", baseline.label)))?;
+    Ok((baseline.label, executor, runs))
 }
 
 /// The result of a case whose run panicked.
@@ -704,7 +748,7 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::app::{Slot, View};
+    use crate::app::{RunLoad, Slot, View};
 
     type Keys = futures::channel::mpsc::UnboundedReceiver<io::Result<Event>>;
 
@@ -830,6 +874,33 @@ mod tests {
             a.view == View::Detail && a.selected == 1
         })
         .await;
+        // Both sides' runs load: the draft's from the history, the baseline's from memory.
+        until(&mut session, &mut keys, "both runs", |a| {
+            matches!(a.detail.draft, RunLoad::Loaded(_))
+                && matches!(a.detail.baseline, RunLoad::Loaded(_))
+        })
+        .await;
+        let RunLoad::Loaded(draft) = &session.app.detail.draft else {
+            unreachable!()
+        };
+        assert_eq!(
+            draft.steps[0].messages,
+            serde_json::json!([{"role": "user", "content": "new y"}])
+        );
+        let RunLoad::Loaded(baseline) = &session.app.detail.baseline else {
+            unreachable!()
+        };
+        assert_eq!(
+            baseline.steps[0].output_text.as_deref(),
+            Some("echo: old y")
+        );
+        assert!(
+            session.store.run(&baseline.run.id).is_err(),
+            "baseline runs stay out of the history"
+        );
+        session.draw(&mut terminal).unwrap();
+        let text = screen(&terminal);
+        assert!(text.contains("  user      old y"), "{text}");
         press(&keys_tx, KeyCode::Esc);
         until(&mut session, &mut keys, "the list", |a| {
             a.view == View::List

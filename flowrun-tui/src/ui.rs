@@ -15,6 +15,7 @@ mod help;
 mod list;
 mod panel;
 mod status;
+mod steps;
 #[cfg(test)]
 mod tests;
 

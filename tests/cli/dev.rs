@@ -225,11 +225,17 @@ async fn shows_both_sides_follows_edits_and_restores_the_terminal() {
     assert!(screen.contains("git:main ("), "{screen}");
     assert!(screen.contains("how do i cancel"), "{screen}");
 
-    // The second case, its detail view, and back.
+    // The second case, its detail view with the steps of its run, and back.
     tmux.keys(&["j"]);
     tmux.wait_for("the second case", |s| s.contains("echo: How do I cancel?"));
     tmux.keys(&["Enter"]);
     tmux.wait_for("the detail view", |s| s.contains("esc back"));
+    // The run behind the result loads: its rendered messages and the raw response.
+    tmux.wait_for("the rendered messages", |s| {
+        s.contains("system You answer support questions.")
+            && s.contains("user How do I cancel? Mention our refund policy.")
+            && s.contains("response {")
+    });
     tmux.keys(&["Escape"]);
     tmux.wait_for("the list", |s| {
         !s.contains("esc back") && s.contains("q quit")

@@ -91,6 +91,10 @@ fn history_lists_and_shows_the_run() {
         "Draft a reply to this billing ticket:\nI was charged twice"
     );
     assert_eq!(detail["calls"].as_array().map(Vec::len), Some(2));
+    assert!(
+        detail["calls"][1]["raw_response"].is_object(),
+        "the raw response is shown: {detail}"
+    );
 
     let listed = run(project.flowrun().arg("runs"));
     assert!(listed.stdout.contains(id), "{}", listed.stdout);

@@ -69,6 +69,8 @@ pub struct CallRow {
     pub repair: bool,
     /// Answered from the response cache: the provider was not called.
     pub cached: bool,
+    /// The provider's response body, as it came (successful attempts only).
+    pub raw_response: Option<Value>,
 }
 
 /// A run with its steps and call attempts.
@@ -161,6 +163,7 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
         cost_usd: r.get(9)?,
         repair: r.get(10)?,
         cached: r.get(11)?,
+        raw_response: parse_json(r.get(12)?),
     })
 }
 
@@ -196,7 +199,7 @@ impl Store {
             let calls = conn
                 .prepare(
                     "SELECT step_index, attempt, provider, model, error_kind, error, latency_ms, input_tokens, output_tokens,
-                        cost_usd, repair, cached
+                        cost_usd, repair, cached, raw_response
                      FROM calls WHERE run_id = ?1 ORDER BY step_index, attempt",
                 )?
                 .query_map(params![id], call_row)?
@@ -317,6 +320,11 @@ mod tests {
         assert_eq!(detail.steps[0].model.as_deref(), Some("offline/echo"));
         assert_eq!(detail.calls.len(), 1);
         assert_eq!(detail.calls[0].attempt, 1);
+        let raw = detail.calls[0]
+            .raw_response
+            .as_ref()
+            .expect("the raw response");
+        assert!(raw.to_string().contains("echo: Hello Ada"), "{raw}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The detail view of the selected case: its input, both outputs in full (word-diffed),
-//! every assertion with its score and reason, the run ids and the target. The rendered
-//! messages and the steps are not in the results: the run id says where to find them.
+//! The detail view of the selected case: its input, and for each side its output in full
+//! (word-diffed), every assertion with its score and reason, the run id, and the run's steps
+//! with their rendered messages and raw responses (`steps.rs`) once they have loaded.
 
 use flowrun_core::event::RunStatus;
 use ratatui::buffer::Buffer;
@@ -9,10 +9,11 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 
+use super::steps;
 use super::{
     bold, clean, diff, dim, fail_style, meta_spans, pass_glyph, result_summary, slot_word, to_u16,
 };
-use crate::app::{App, CaseRow, Slot};
+use crate::app::{App, CaseRow, RunLoad, Side, Slot};
 
 pub(super) fn render(app: &App, row: Option<&CaseRow>, area: Rect, buf: &mut Buffer) {
     if area.is_empty() {
@@ -68,11 +69,20 @@ pub(super) fn render(app: &App, row: Option<&CaseRow>, area: Rect, buf: &mut Buf
         app,
         &baseline_title,
         &row.baseline,
+        app.detail.get(Side::Baseline),
         baseline_lines,
         width,
         &mut lines,
     );
-    side(app, "draft", &row.draft, draft_lines, width, &mut lines);
+    side(
+        app,
+        "draft",
+        &row.draft,
+        app.detail.get(Side::Draft),
+        draft_lines,
+        width,
+        &mut lines,
+    );
 
     let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
     let total = paragraph.line_count(inner.width);
@@ -90,11 +100,12 @@ pub(super) fn render(app: &App, row: Option<&CaseRow>, area: Rect, buf: &mut Buf
     paragraph.scroll((to_u16(scroll), 0)).render(inner, buf);
 }
 
-/// One side's section: status, run id, output, assertions.
+/// One side's section: status, run id, output, assertions, steps.
 fn side<'a>(
     app: &App,
     title: &str,
     slot: &'a Slot,
+    load: &RunLoad,
     output: Vec<Line<'a>>,
     width: usize,
     lines: &mut Vec<Line<'a>>,
@@ -127,7 +138,6 @@ fn side<'a>(
         Some(id) => lines.push(Line::from(vec![
             Span::styled("run ", dim()),
             Span::raw(id.as_str()),
-            Span::styled(format!(" · steps and messages: flowrun show {id}"), dim()),
         ])),
         None => lines.push(Line::styled(
             "run – (the case did not get as far as running)",
@@ -146,6 +156,15 @@ fn side<'a>(
     } else {
         lines.extend(output);
     }
+    assertions(r, lines);
+    // The loaded run, if it is this result's (a stale one is never shown).
+    if load.run_id().is_some() && load.run_id() == r.run_id.as_deref() {
+        lines.push(heading("steps"));
+        steps::lines(load, lines);
+    }
+}
+
+fn assertions<'a>(r: &'a flowrun_core::testing::CaseResult, lines: &mut Vec<Line<'a>>) {
     if r.assertions.is_empty() {
         return;
     }

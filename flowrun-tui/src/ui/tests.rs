@@ -14,7 +14,10 @@ use ratatui::buffer::Buffer;
 use ratatui::style::Modifier;
 
 use super::render;
-use crate::app::{Action, App, CaseId, CaseRow, update};
+use flowrun_local::store::{CallRow, RunDetail, RunRow, StepRow};
+use serde_json::json;
+
+use crate::app::{Action, App, CaseId, CaseRow, Effect, RunLoad, Side, update};
 
 const REFUNDS: &str = "tests/refunds.test.yaml";
 const TONE: &str = "tests/tone.test.yaml";
@@ -310,6 +313,243 @@ fn detail_view() {
     insta::assert_snapshot!("detail_view_scrolled_to_end", draw(&app, 80, 24).backend());
 }
 
+fn step(index: u32, id: &str, messages: serde_json::Value, output: &str) -> StepRow {
+    StepRow {
+        step_index: index,
+        step_id: id.into(),
+        prompt: id.into(),
+        version: "3f2a1b9c".into(),
+        model: Some("openai/gpt-4o-mini".into()),
+        messages,
+        status: "succeeded".into(),
+        output_text: Some(output.into()),
+        output: Some(json!(output)),
+        error: None,
+        input_tokens: 206,
+        output_tokens: 19,
+        cached_tokens: 0,
+        reasoning_tokens: 0,
+        cost_usd: Some(0.000_092),
+        cost_unknown: Vec::new(),
+        latency_ms: Some(420),
+        attempts: 1,
+    }
+}
+
+fn call(step_index: u32, attempt: u32, raw: Option<serde_json::Value>) -> CallRow {
+    CallRow {
+        step_index,
+        attempt,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        error_kind: raw.is_none().then(|| "rate_limited".into()),
+        error: raw
+            .is_none()
+            .then(|| "429 Too Many Requests (retry after 1s)".into()),
+        latency_ms: 420,
+        input_tokens: if raw.is_some() { 206 } else { 0 },
+        output_tokens: if raw.is_some() { 19 } else { 0 },
+        cost_usd: Some(0.000_092),
+        repair: false,
+        cached: false,
+        raw_response: raw,
+    }
+}
+
+fn completion(id: &str, content: &str) -> serde_json::Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": content },
+            "finish_reason": "stop"
+        }],
+        "usage": { "prompt_tokens": 206, "completion_tokens": 19, "total_tokens": 225 }
+    })
+}
+
+/// The run of the `support` flow behind `case`'s result on one side: a triage step (whose
+/// first attempt was rate limited) and a reply step.
+fn flow_run(case: &CaseId, baseline: bool) -> Box<RunDetail> {
+    let run_id = format!("01J{}{:04}", if baseline { "B" } else { "D" }, case.index);
+    let reply = if baseline {
+        "We will refund the unused part of your plan, $12, within 5 days."
+    } else {
+        "We cannot refund part of your plan, but we can offer a credit of $12."
+    };
+    let ticket = "partial refund: where is my money?";
+    Box::new(RunDetail {
+        run: RunRow {
+            id: run_id,
+            target_kind: "flow".into(),
+            target: "support".into(),
+            version: "3f2a1b9c".into(),
+            status: "succeeded".into(),
+            input: json!({ "message": ticket, "tier": "gold" }),
+            output: Some(json!(reply)),
+            error: None,
+            input_tokens: 412,
+            output_tokens: 38,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            cost_usd: Some(0.000_184),
+            cost_unknown: Vec::new(),
+            latency_ms: Some(840),
+            started_at: 0,
+            finished_at: Some(840),
+        },
+        steps: vec![
+            StepRow {
+                attempts: 2,
+                ..step(
+                    0,
+                    "triage",
+                    json!([
+                        { "role": "system", "content": "Classify the ticket.\nAnswer with one word." },
+                        { "role": "user", "content": ticket }
+                    ]),
+                    "billing",
+                )
+            },
+            StepRow {
+                prompt: "answer".into(),
+                ..step(
+                    1,
+                    "reply",
+                    json!([
+                        { "role": "system", "content": "You answer gold customers about billing." },
+                        { "role": "user", "content": ticket }
+                    ]),
+                    reply,
+                )
+            },
+        ],
+        calls: vec![
+            call(0, 1, None),
+            call(0, 2, Some(completion("chatcmpl-1", "billing"))),
+            call(1, 1, Some(completion("chatcmpl-2", reply))),
+        ],
+    })
+}
+
+/// The mixed app with the selected case's detail view open and both runs loaded.
+fn detail_loaded() -> App {
+    let mut app = mixed();
+    let effects = update(&mut app, Action::Open);
+    let case = app.current().map(|r| r.id.clone()).unwrap();
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    for effect in effects {
+        let Effect::LoadDetail { side, run_id } = effect else {
+            panic!("{effect:?}");
+        };
+        let detail = flow_run(&case, side == Side::Baseline);
+        assert_eq!(detail.run.id, run_id);
+        update(
+            &mut app,
+            Action::DetailLoaded {
+                side,
+                run_id,
+                detail: Ok(detail),
+            },
+        );
+    }
+    assert!(matches!(app.detail.draft, RunLoad::Loaded(_)));
+    app
+}
+
+/// The whole detail view as text, however long: drawn tall enough to hold it.
+fn whole_detail(app: &App, width: u16) -> String {
+    text(&buffer(app, width, 200))
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn detail_view_with_steps() {
+    let app = detail_loaded();
+    let whole = whole_detail(&app, 80);
+    insta::assert_snapshot!("detail_view_with_steps_whole", whole);
+    // At 80x24, scrolled to the draft's steps.
+    let lines: Vec<&str> = whole.lines().collect();
+    let top = lines.iter().position(|l| l.starts_with('┌')).unwrap();
+    let steps: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("│steps "))
+        .collect();
+    assert_eq!(steps.len(), 2, "a steps section per side");
+    let mut scrolled = app.clone();
+    scrolled.detail_scroll = u16::try_from(steps[1] - top - 1).unwrap();
+    insta::assert_snapshot!(draw(&scrolled, 80, 24).backend());
+}
+
+#[test]
+fn detail_view_with_steps_narrow() {
+    let mut app = detail_loaded();
+    app.detail_scroll = 20;
+    insta::assert_snapshot!(draw(&app, 40, 20).backend());
+}
+
+#[test]
+fn detail_view_loading_and_failed() {
+    let mut app = mixed();
+    update(&mut app, Action::Open);
+    let screen = whole_detail(&app, 80);
+    assert_eq!(screen.matches("│loading…").count(), 2, "{screen}");
+    update(
+        &mut app,
+        Action::DetailLoaded {
+            side: Side::Draft,
+            run_id: "01JD0001".into(),
+            detail: Err("cannot read run 01JD0001: no run with id `01JD0001`".into()),
+        },
+    );
+    let screen = whole_detail(&app, 80);
+    assert_eq!(screen.matches("│loading…").count(), 1, "{screen}");
+    assert!(
+        screen.contains("│✗ cannot read run 01JD0001: no run with id `01JD0001`"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn long_raw_responses_are_cut() {
+    let mut app = mixed();
+    let effects = update(&mut app, Action::Open);
+    let case = app.current().map(|r| r.id.clone()).unwrap();
+    let mut detail = flow_run(&case, false);
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!("line {i} {}", "x".repeat(300)))
+        .collect();
+    detail.calls[2].raw_response = Some(json!({ "lines": lines }));
+    let run_id = detail.run.id.clone();
+    assert!(effects.contains(&Effect::LoadDetail {
+        side: Side::Draft,
+        run_id: run_id.clone()
+    }));
+    update(
+        &mut app,
+        Action::DetailLoaded {
+            side: Side::Draft,
+            run_id,
+            detail: Ok(detail),
+        },
+    );
+    let screen = text(&buffer(&app, 200, 400));
+    assert!(screen.contains("line 27 xxx"), "{screen}");
+    assert!(!screen.contains("line 28 "), "{screen}");
+    assert!(screen.contains("… 74 more lines"), "{screen}");
+    assert!(
+        screen.contains("(all of it: flowrun show 01JD0001 --json)"),
+        "{screen}"
+    );
+    assert!(!screen.contains(&"x".repeat(200)), "long lines are cut");
+}
+
 #[test]
 fn help_overlay() {
     let mut app = mixed();
@@ -431,7 +671,11 @@ fn list_is_virtualized_around_the_selection() {
 
 #[test]
 fn no_panic_at_any_size_or_state() {
-    let mut apps = vec![mixed(), App::new(Vec::new(), Vec::new(), String::new())];
+    let mut apps = vec![
+        mixed(),
+        App::new(Vec::new(), Vec::new(), String::new()),
+        detail_loaded(),
+    ];
     let mut errors = mixed();
     update(
         &mut errors,
