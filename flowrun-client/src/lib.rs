@@ -16,9 +16,7 @@ mod webhook;
 
 use std::time::Duration;
 
-pub use webhook::{
-    DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook,
-};
+pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;

@@ -132,7 +132,13 @@ mod tests {
             verify_webhook("whsec", &header, BODY, at(1_700_001_000), tol),
             Err(WebhookError::Stale { age_secs: 1000 })
         );
-        for bad in ["", "t=x,v1=00", &format!("v1={SIG}"), "t=1700000000", "t=1,v1=zz"] {
+        for bad in [
+            "",
+            "t=x,v1=00",
+            &format!("v1={SIG}"),
+            "t=1700000000",
+            "t=1,v1=zz",
+        ] {
             assert_eq!(
                 verify_webhook("whsec", bad, BODY, now, tol),
                 Err(WebhookError::Malformed),
