@@ -12,8 +12,21 @@ pub struct Cli {
     #[arg(short = 'C', long = "project", global = true, value_name = "DIR")]
     pub project: Option<PathBuf>,
 
+    /// How log events are written to stderr (levels from `RUST_LOG`; default: `info` for flowrun's
+    /// own, `warn` for the rest).
+    #[arg(long, global = true, env = "FLOWRUN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (fields as keys), for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +117,8 @@ pub struct ServeCmd {
 pub enum ServeSub {
     /// Manage the server's API keys.
     Keys(KeysCmd),
+    /// Print the server's OpenAPI 3 document (what it serves at `/v1/openapi.json`).
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +144,10 @@ pub struct ServeArgs {
     /// Runs executed at once.
     #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
+    /// The environment variable holding the secret that signs webhook deliveries
+    /// [default: FLOWRUN_WEBHOOK_SECRET; without it, runs naming a webhook are refused].
+    #[arg(long, value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

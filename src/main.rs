@@ -5,11 +5,15 @@ mod cli;
 mod commands;
 mod diag_render;
 mod exit;
+mod logging;
 mod style;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if let Err(exit) = logging::install(cli.log_format) {
+        return exit.into();
+    }
     commands::dispatch(cli).into()
 }

@@ -1,6 +1,7 @@
 //! A typed async client of the flowrun server (`flowrun serve`): upload bundles, deploy,
 //! promote and roll back environments, submit runs (with idempotency keys) and read them with
-//! long polling. No server dependencies: reqwest and serde only.
+//! long polling, and check the signatures of webhook deliveries ([`verify_webhook`]). No
+//! server dependencies: reqwest and serde (plus HMAC-SHA256 for webhooks).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flowrun_client::ClientError> {
@@ -11,7 +12,11 @@
 //! # Ok(()) }
 //! ```
 
+mod webhook;
+
 use std::time::Duration;
+
+pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -171,6 +176,16 @@ pub struct Step {
     pub error: Option<String>,
 }
 
+/// Options of a submission.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// A repeat with the same key (in the same environment) returns the same run.
+    pub idempotency_key: Option<String>,
+    /// An `http(s)` URL the server POSTs a signed [`WebhookEvent`] to when the run ends (sent
+    /// as the `Flowrun-Webhook` header; the server needs a webhook secret).
+    pub webhook: Option<String>,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -320,14 +335,32 @@ impl Client {
         input: &Value,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, ClientError> {
+        let options = SubmitOptions {
+            idempotency_key: idempotency_key.map(str::to_string),
+            webhook: None,
+        };
+        self.submit_with(env, flow, input, &options).await
+    }
+
+    /// Queues a run with options (idempotency key, webhook URL).
+    pub async fn submit_with(
+        &self,
+        env: &str,
+        flow: &str,
+        input: &Value,
+        options: &SubmitOptions,
+    ) -> Result<Submitted, ClientError> {
         let mut req = self
             .request(
                 Method::POST,
                 &format!("/v1/envs/{}/flows/{}/runs", seg(env), seg(flow)),
             )
             .json(input);
-        if let Some(k) = idempotency_key {
+        if let Some(k) = &options.idempotency_key {
             req = req.header("Idempotency-Key", k);
+        }
+        if let Some(url) = &options.webhook {
+            req = req.header("Flowrun-Webhook", url);
         }
         Self::send(req).await
     }
@@ -374,6 +407,28 @@ impl Client {
         q.extend(filter.limit.map(|l| ("limit", l.to_string())));
         let l: L = Self::send(self.request(Method::GET, "/v1/runs").query(&q)).await?;
         Ok(l.runs)
+    }
+
+    /// The server's Prometheus metrics (OpenMetrics text).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let resp = self.request(Method::GET, "/metrics").send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: status_code(status),
+                message: text.chars().take(500).collect(),
+                field: None,
+                details: Vec::new(),
+            });
+        }
+        Ok(text)
+    }
+
+    /// The server's OpenAPI document.
+    pub async fn openapi(&self) -> Result<Value, ClientError> {
+        Self::send(self.request(Method::GET, "/v1/openapi.json")).await
     }
 
     /// Whether the server is up and its database reachable.

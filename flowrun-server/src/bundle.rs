@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::error::AppError;
 
 /// One file of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleFile {
     pub path: String,
@@ -16,7 +16,7 @@ pub struct BundleFile {
 }
 
 /// The body of `PUT /v1/bundles`: file texts and nothing else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleBody {
     pub files: Vec<BundleFile>,

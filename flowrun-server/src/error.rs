@@ -5,9 +5,36 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowrun_core::spec::input::InputError;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::store::StoreError;
+
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_input`, `unauthorized`, `not_found`, …
+    pub code: &'static str,
+    pub message: String,
+    /// The offending field, header or parameter, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Field-level problems of `invalid_input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldError>>,
+}
+
+/// One field-level problem.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -78,7 +105,10 @@ impl IntoResponse for AppError {
                 let field = errors.first().map(|e| e.field.clone());
                 let details: Vec<_> = errors
                     .iter()
-                    .map(|e| json!({ "field": e.field, "message": e.message }))
+                    .map(|e| FieldError {
+                        field: e.field.clone(),
+                        message: e.message.clone(),
+                    })
                     .collect();
                 (
                     StatusCode::BAD_REQUEST,
@@ -108,7 +138,7 @@ impl IntoResponse for AppError {
                 None,
             ),
             AppError::Internal(detail) => {
-                crate::log(&format!("internal error: {detail}"));
+                tracing::error!(error = detail, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -125,13 +155,12 @@ impl IntoResponse for AppError {
                 None,
             ),
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(f) = field {
-            error["field"] = f.into();
-        }
-        if let Some(d) = details {
-            error["details"] = d.into();
-        }
-        (status, Json(json!({ "error": error }))).into_response()
+        let error = ErrorDetail {
+            code,
+            message,
+            field,
+            details,
+        };
+        (status, Json(ErrorBody { error })).into_response()
     }
 }

@@ -3,15 +3,19 @@
 //! workers lease runs and commit each step, so no accepted run is lost to a crash.
 //!
 //! State lives behind [`store::ServerStore`]; [`store::SqliteStore`] is the embedded
-//! implementation. [`Server::start`] serves on a listener and runs the workers in-process.
+//! implementation. [`Server::start`] serves on a listener and runs the workers, the reclaimer
+//! and the webhook deliverer in-process. Logs are `tracing` events: the binary installs the
+//! subscriber.
 
 pub mod api;
 pub mod auth;
 pub mod bundle;
 pub mod error;
+pub mod metrics;
 pub mod sink;
 pub mod state;
 pub mod store;
+pub mod webhook;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -22,14 +26,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::store::ServerStore;
+use crate::webhook::WebhookConfig;
 use crate::worker::WorkerConfig;
-
-/// Writes a line to the server log (stderr). Never give it secrets.
-pub fn log(message: &str) {
-    eprintln!("flowrun-server: {message}");
-}
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -41,6 +42,7 @@ pub struct ServerConfig {
     /// How long in-flight runs may take to finish on shutdown before their leases are released.
     pub grace: Duration,
     pub max_body: usize,
+    pub webhook: WebhookConfig,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             max_attempts: 5,
             grace: Duration::from_secs(30),
             max_body: 10 * 1024 * 1024,
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -65,6 +68,7 @@ pub struct Server {
     http: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     reclaimer: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
 }
 
 impl Server {
@@ -77,7 +81,12 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let hard_stop = CancellationToken::new();
-        let shared = Shared::new(store, stop.clone());
+        let shared = Shared::new(
+            store,
+            Arc::new(Metrics::new()),
+            config.webhook.secret.is_some(),
+            stop.clone(),
+        );
         let router = api::router(shared.clone(), config.max_body);
         let http = {
             let stop = stop.clone();
@@ -86,7 +95,7 @@ impl Server {
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await;
                 if let Err(e) = served {
-                    log(&format!("HTTP server stopped: {e}"));
+                    tracing::error!(error = %e, "the HTTP server stopped");
                 }
             })
         };
@@ -97,6 +106,12 @@ impl Server {
         };
         let reclaimer = tokio::spawn(worker::reclaim(shared.clone(), wcfg.clone(), stop.clone()));
         let instance = flowrun_core::new_id();
+        let deliverer = tokio::spawn(webhook::deliver(
+            shared.clone(),
+            format!("{instance}/webhooks"),
+            config.webhook.clone(),
+            stop.clone(),
+        ));
         let workers = (0..config.workers.max(1))
             .map(|i| {
                 tokio::spawn(worker::work(
@@ -116,6 +131,7 @@ impl Server {
             http,
             workers,
             reclaimer,
+            deliverer,
         })
     }
 
@@ -138,6 +154,14 @@ impl Server {
         }
         timer.abort();
         let _ = self.reclaimer.await;
+        // A delivery cut short here is retried when its lease expires.
+        let mut deliverer = self.deliverer;
+        if tokio::time::timeout(Duration::from_secs(5), &mut deliverer)
+            .await
+            .is_err()
+        {
+            deliverer.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
     }
 
@@ -146,6 +170,7 @@ impl Server {
     pub fn abort(self) {
         self.http.abort();
         self.reclaimer.abort();
+        self.deliverer.abort();
         for w in self.workers {
             w.abort();
         }

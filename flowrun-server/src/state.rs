@@ -1,5 +1,6 @@
 //! State shared by the API handlers and the workers: the store, built executors per bundle,
-//! long-poll waiters per run and cancellation tokens of runs in flight.
+//! long-poll waiters per run, cancellation tokens of runs in flight, the metrics and the
+//! webhook settings.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Canonical;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::sink::StepSink;
 use crate::store::ServerStore;
 
@@ -19,12 +21,17 @@ pub struct Shared(Arc<Inner>);
 
 pub struct Inner {
     pub store: Arc<dyn ServerStore>,
+    pub metrics: Arc<Metrics>,
+    /// Whether a webhook secret is configured (else submissions naming a webhook are refused).
+    pub webhooks: bool,
     executors: Mutex<HashMap<String, Arc<Executor>>>,
     http: Mutex<Option<reqwest::Client>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     cancels: Mutex<HashMap<String, CancellationToken>>,
     /// Wakes an idle worker when a run is queued.
     pub queued: Notify,
+    /// Wakes an idle webhook deliverer when a run ends here.
+    pub deliveries: Notify,
     /// Set when the server stops: long polls return early.
     pub stopping: CancellationToken,
 }
@@ -41,14 +48,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(store: Arc<dyn ServerStore>, stopping: CancellationToken) -> Shared {
+    pub fn new(
+        store: Arc<dyn ServerStore>,
+        metrics: Arc<Metrics>,
+        webhooks: bool,
+        stopping: CancellationToken,
+    ) -> Shared {
         Shared(Arc::new(Inner {
             store,
+            metrics,
+            webhooks,
             executors: Mutex::new(HashMap::new()),
             http: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
             cancels: Mutex::new(HashMap::new()),
             queued: Notify::new(),
+            deliveries: Notify::new(),
             stopping,
         }))
     }
@@ -85,6 +100,7 @@ impl Shared {
             .http_client(http)
             .sink(Arc::new(StepSink {
                 store: self.store.clone(),
+                metrics: self.metrics.clone(),
             }))
             .build()
             .map_err(|e| AppError::Internal(format!("bundle {bundle_id}: {e}")))?;
@@ -109,8 +125,9 @@ impl Shared {
         }
     }
 
-    /// Wakes every long poll of `run_id` (it ended).
+    /// Wakes every long poll of `run_id` and an idle webhook deliverer (it ended).
     pub fn wake(&self, run_id: &str) {
+        self.deliveries.notify_one();
         if let Some(n) = lock(&self.waiters).remove(run_id) {
             n.notify_waiters();
         }

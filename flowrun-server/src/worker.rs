@@ -51,7 +51,7 @@ pub async fn work(
                 }
             }
             Err(e) => {
-                crate::log(&format!("worker {owner}: cannot claim a run: {e}"));
+                tracing::warn!(worker = owner, error = %e, "cannot claim a run");
                 tokio::select! {
                     _ = tokio::time::sleep(cfg.poll) => {}
                     _ = stop.cancelled() => {}
@@ -74,19 +74,31 @@ async fn execute(
     shared.untrack(&run.id);
     match result {
         Some(result) => {
-            match shared.store.finish(&run.id, owner, &result, now()).await {
-                Ok(true) => {}
-                Ok(false) => crate::log(&format!(
-                    "run {}: lease lost before it ended; another worker owns it",
-                    run.id
-                )),
-                Err(e) => crate::log(&format!("run {}: cannot commit its end: {e}", run.id)),
+            let ended_at = now();
+            match shared.store.finish(&run.id, owner, &result, ended_at).await {
+                Ok(true) => {
+                    let seconds = (ended_at - run.created_at) as f64 / 1000.0;
+                    shared.metrics.run_ended(result.status, seconds);
+                    tracing::info!(
+                        run_id = run.id,
+                        env = run.env,
+                        flow = run.flow,
+                        status = result.status.as_str(),
+                        seconds,
+                        "run ended"
+                    );
+                }
+                Ok(false) => tracing::warn!(
+                    run_id = run.id,
+                    "lease lost before the run ended; another worker owns it"
+                ),
+                Err(e) => tracing::error!(run_id = run.id, error = %e, "cannot commit a run's end"),
             }
             shared.wake(&run.id);
         }
         None => {
             if let Err(e) = shared.store.release(&run.id, owner).await {
-                crate::log(&format!("run {}: cannot release its lease: {e}", run.id));
+                tracing::error!(run_id = run.id, error = %e, "cannot release a run's lease");
             }
         }
     }
@@ -107,7 +119,7 @@ async fn execute_inner(
     let executor = match shared.executor(&run.bundle_id).await {
         Ok(e) => e,
         Err(e) => {
-            crate::log(&format!("run {}: cannot build its executor: {e:?}", run.id));
+            tracing::error!(run_id = run.id, bundle_id = run.bundle_id, error = ?e, "cannot build the run's executor");
             return Some(ended(
                 RunState::Failed,
                 "the deployed bundle could not be loaded",
@@ -117,7 +129,7 @@ async fn execute_inner(
     let completed = match shared.store.steps(&run.id).await {
         Ok(s) => s,
         Err(e) => {
-            crate::log(&format!("run {}: cannot read its steps: {e}", run.id));
+            tracing::error!(run_id = run.id, error = %e, "cannot read the run's steps");
             return None;
         }
     };
@@ -136,10 +148,10 @@ async fn execute_inner(
                     Ok(Some(true)) => cancel.cancel(),
                     Ok(Some(false)) => {}
                     Ok(None) => {
-                        crate::log(&format!("run {}: lease lost; stopping", run.id));
+                        tracing::warn!(run_id = run.id, "lease lost; stopping the run here");
                         return None;
                     }
-                    Err(e) => crate::log(&format!("run {}: heartbeat failed: {e}", run.id)),
+                    Err(e) => tracing::warn!(run_id = run.id, error = %e, "heartbeat failed"),
                 }
             }
             _ = hard_stop.cancelled() => return None,
@@ -177,17 +189,14 @@ pub async fn reclaim(shared: Shared, cfg: WorkerConfig, stop: CancellationToken)
     loop {
         match shared.store.reclaim_expired(now(), cfg.max_attempts).await {
             Ok(ids) if !ids.is_empty() => {
-                crate::log(&format!(
-                    "reclaimed {} run(s) with expired leases",
-                    ids.len()
-                ));
+                tracing::info!(runs = ids.len(), "reclaimed runs with expired leases");
                 for id in &ids {
                     shared.wake(id);
                 }
                 shared.queued.notify_one();
             }
             Ok(_) => {}
-            Err(e) => crate::log(&format!("cannot reclaim expired leases: {e}")),
+            Err(e) => tracing::warn!(error = %e, "cannot reclaim expired leases"),
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

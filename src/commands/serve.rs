@@ -1,10 +1,12 @@
-//! `flowrun serve`: the HTTP server with its workers, until ctrl-c or SIGTERM (runs in flight
-//! get a grace period, the rest go back to the queue); `flowrun serve keys create`.
+//! `flowrun serve`: the HTTP server with its workers and webhook deliverer, until ctrl-c or
+//! SIGTERM (runs in flight get a grace period, the rest go back to the queue); `flowrun serve
+//! keys create`; `flowrun serve openapi`.
 
 use std::sync::Arc;
 
 use flowrun_server::auth::{Role, create_key};
 use flowrun_server::store::{ServerStore, SqliteStore};
+use flowrun_server::webhook::{WebhookConfig, WebhookSecret};
 use flowrun_server::{Server, ServerConfig};
 
 use crate::cli::{KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub};
@@ -15,6 +17,10 @@ pub fn serve(cmd: ServeCmd) -> Exit {
         Some(ServeSub::Keys(keys)) => match keys.sub {
             KeysSub::Create(args) => keys_create(&args),
         },
+        Some(ServeSub::Openapi) => {
+            print!("{}", flowrun_server::api::openapi_json());
+            Exit::Success
+        }
         None => run_server(&cmd.args),
     }
 }
@@ -63,15 +69,65 @@ fn keys_create(args: &KeyCreateArgs) -> Exit {
     }
 }
 
+/// The webhook signing secret from the environment variable `--webhook-secret-env` names
+/// (default `FLOWRUN_WEBHOOK_SECRET`). Unset: webhooks are off, unless the flag named the
+/// variable.
+fn webhook_secret(args: &ServeArgs) -> Result<Option<WebhookSecret>, Exit> {
+    let var = args
+        .webhook_secret_env
+        .as_deref()
+        .unwrap_or("FLOWRUN_WEBHOOK_SECRET");
+    match std::env::var(var) {
+        Ok(s) if !s.trim().is_empty() => {
+            if s.len() < 16 {
+                tracing::warn!(
+                    variable = var,
+                    "the webhook secret is short; use 32 random bytes or more"
+                );
+            }
+            Ok(Some(WebhookSecret::new(s)))
+        }
+        Ok(_) => {
+            super::error(
+                &format!("`{var}` is empty"),
+                Some("set it to a long random string, e.g. `openssl rand -hex 32`"),
+            );
+            Err(Exit::Usage)
+        }
+        Err(_) if args.webhook_secret_env.is_some() => {
+            super::error(
+                &format!("`--webhook-secret-env {var}`: `{var}` is not set"),
+                Some("export the webhook signing secret in that variable"),
+            );
+            Err(Exit::Usage)
+        }
+        Err(_) => {
+            tracing::info!(
+                "webhooks are off: set FLOWRUN_WEBHOOK_SECRET to sign deliveries and accept `Flowrun-Webhook`"
+            );
+            Ok(None)
+        }
+    }
+}
+
 fn run_server(args: &ServeArgs) -> Exit {
+    let secret = match webhook_secret(args) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
     let (rt, store) = match runtime().and_then(|rt| open(&args.db).map(|s| (rt, s))) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
     let config = ServerConfig {
         workers: args.workers as usize,
+        webhook: WebhookConfig {
+            secret,
+            ..WebhookConfig::default()
+        },
         ..ServerConfig::default()
     };
+    let config_webhooks = config.webhook.secret.is_some();
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.addr).await {
             Ok(l) => l,
@@ -92,13 +148,15 @@ fn run_server(args: &ServeArgs) -> Exit {
             }
         };
         println!("listening on http://{}", server.addr());
-        eprintln!(
-            "flowrun serve: {} worker(s), database {}",
-            args.workers,
-            args.db.display()
+        tracing::info!(
+            addr = %server.addr(),
+            workers = args.workers,
+            database = %args.db.display(),
+            webhooks = config_webhooks,
+            "serving"
         );
         shutdown_signal().await;
-        eprintln!("flowrun serve: shutting down; runs in flight get a grace period");
+        tracing::info!("shutting down; runs in flight get a grace period");
         server.shutdown().await;
         Exit::Success
     })

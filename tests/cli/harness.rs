@@ -50,7 +50,10 @@ impl TestProject {
         cmd.current_dir(self.path())
             .env("NO_COLOR", "1")
             .env_remove("OPENAI_API_KEY")
-            .env_remove("ANTHROPIC_API_KEY");
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("RUST_LOG")
+            .env_remove("FLOWRUN_LOG_FORMAT")
+            .env_remove("FLOWRUN_WEBHOOK_SECRET");
         cmd
     }
 }

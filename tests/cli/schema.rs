@@ -37,6 +37,20 @@ fn committed_schemas_are_current() {
     }
 }
 
+#[test]
+fn committed_openapi_document_is_current() {
+    let out = run(TestProject::empty().flowrun().args(["serve", "openapi"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let committed =
+        std::fs::read_to_string(repo_root().join("schemas/openapi.json")).unwrap_or_default();
+    assert!(
+        committed == out.stdout,
+        "schemas/openapi.json is stale: run `cargo run -- serve openapi > schemas/openapi.json`"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+}
+
 fn validate(schema_file: &Path, yaml_file: &Path) {
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(schema_file).expect("schema")).expect("json");

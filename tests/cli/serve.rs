@@ -1,5 +1,6 @@
 //! `flowrun serve` as a child process: create a key, serve on a free port, `flowrun deploy`
-//! the project, submit a run over HTTP and read its result; then `versions`, `rollback`.
+//! the project, submit a run over HTTP and read its result; then `versions`, `rollback`. Logs
+//! as JSON lines without the webhook secret; webhook configuration errors.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -149,4 +150,77 @@ async fn serve_deploy_submit_and_read_the_result() {
         .expect("deploy");
     assert_eq!(no_token.status.code(), Some(2));
     drop(serving);
+}
+
+#[test]
+fn serve_logs_json_events_and_never_the_webhook_secret() {
+    let p = TestProject::empty();
+    let secret = "whsec_do_not_log_me_0123456789";
+    let bin = assert_cmd::cargo::cargo_bin("flowrun");
+    let mut child = Command::new(bin)
+        .current_dir(p.path())
+        .args(["--log-format", "json", "serve", "--addr", "127.0.0.1:0"])
+        .env("FLOWRUN_WEBHOOK_SECRET", secret)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let serving = Serving(child);
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(stderr);
+    let event = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read");
+        assert!(n > 0, "the server stopped before serving: {lines:?}");
+        lines.push(line.clone());
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["fields"]["message"] == "serving" {
+            break v;
+        }
+    };
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["fields"]["webhooks"], true);
+    assert!(event["fields"]["addr"].is_string());
+    drop(serving);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+    assert!(
+        !lines.concat().contains(secret) && !rest.contains(secret),
+        "the secret was logged"
+    );
+}
+
+#[test]
+fn webhook_secret_problems_are_usage_errors() {
+    let p = TestProject::empty();
+    let out = crate::harness::run(p.flowrun().args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--webhook-secret-env",
+        "FLOWRUN_TEST_NO_SUCH_VAR",
+    ]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`FLOWRUN_TEST_NO_SUCH_VAR` is not set"),
+        "{}",
+        out.stderr
+    );
+    let out = crate::harness::run(
+        p.flowrun()
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .env("FLOWRUN_WEBHOOK_SECRET", ""),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`FLOWRUN_WEBHOOK_SECRET` is empty"),
+        "{}",
+        out.stderr
+    );
+    let out = crate::harness::run(p.flowrun().args(["serve"]).env("RUST_LOG", "a=b=c"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("`RUST_LOG`"), "{}", out.stderr);
 }

@@ -1,50 +1,113 @@
-//! The HTTP API under `/v1`, plus `/healthz` and `/readyz`. JSON in and out; every error is
-//! `{"error": {"code", "message", "field"?}}`.
+//! The HTTP API under `/v1`, plus `/healthz`, `/readyz` and `/metrics`. JSON in and out; every
+//! error is `{"error": {"code", "message", "field"?}}`. Every route is declared through
+//! `utoipa-axum`'s `routes!`, so the OpenAPI document (`/v1/openapi.json`, [`openapi`]) is
+//! generated from the same handlers the router serves.
 
 mod deploy;
+mod ops;
 mod runs;
 
+use std::sync::OnceLock;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::state::Shared;
 
+pub use runs::{RunView, StepView};
+
+/// The name of the Bearer scheme in the document.
+const BEARER: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "flowrun",
+        description = "Deployed flowrun flows over HTTP: bundles and environments (deploy, \
+            promote, roll back) and a durable run queue. Every endpoint but `/healthz`, \
+            `/readyz`, `/metrics` and `/v1/openapi.json` needs `Authorization: Bearer <key>` \
+            (keys from `flowrun serve keys create`). Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"?, \"details\"?}}`."
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "runs", description = "Submit, read, wait for, cancel and list runs"),
+        (name = "deployments", description = "Bundles and what each environment runs"),
+        (name = "operations", description = "Health, readiness, metrics and this document")
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an API key, `frk_…`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route with its document. Add routes only here, through `routes!`.
+fn parts() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+        .routes(routes!(deploy::put_bundle, deploy::list_bundles))
+        .routes(routes!(deploy::list_envs))
+        .routes(routes!(deploy::env_bundle))
+        .routes(routes!(deploy::deploy))
+        .routes(routes!(deploy::promote))
+        .routes(routes!(deploy::rollback))
+        .routes(routes!(runs::submit))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    parts().1
+}
+
+/// The document as pretty JSON (what `/v1/openapi.json` serves and `schemas/openapi.json`
+/// holds), built once.
+pub fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut text = openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        text.push('\n');
+        text
+    })
+}
+
 /// The router of the whole API.
 pub fn router(shared: Shared, max_body: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/v1/bundles",
-            put(deploy::put_bundle).get(deploy::list_bundles),
-        )
-        .route("/v1/envs", get(deploy::list_envs))
-        .route("/v1/envs/{env}/bundle", get(deploy::env_bundle))
-        .route("/v1/envs/{env}/deploy", post(deploy::deploy))
-        .route("/v1/envs/{env}/promote", post(deploy::promote))
-        .route("/v1/envs/{env}/rollback", post(deploy::rollback))
-        .route("/v1/envs/{env}/flows/{flow}/runs", post(runs::submit))
-        .route("/v1/runs", get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
+    parts()
+        .0
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
-}
-
-async fn readyz(State(shared): State<Shared>) -> Result<&'static str, AppError> {
-    match shared.store.ping().await {
-        Ok(()) => Ok("ready"),
-        Err(e) => {
-            crate::log(&format!("readiness check failed: {e}"));
-            Err(AppError::Unavailable)
-        }
-    }
 }
 
 /// A JSON body whose rejections are API errors.

@@ -2,7 +2,8 @@
 //! deployment history, the run queue with leases, committed steps and API keys.
 //!
 //! One implementation today, [`SqliteStore`]; the trait is what a PostgreSQL store implements
-//! next. Every method is one short transaction.
+//! next. Every method is one short transaction. A run that ends with a webhook URL gets a
+//! pending delivery row in the transaction that ends it; deliverers lease those rows.
 
 mod schema;
 mod sqlite;
@@ -34,7 +35,7 @@ pub enum StoreError {
 }
 
 /// Where a run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,
@@ -77,7 +78,7 @@ impl RunState {
 }
 
 /// A stored version of a project.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BundleInfo {
     pub id: String,
     pub files: usize,
@@ -85,7 +86,7 @@ pub struct BundleInfo {
 }
 
 /// What an environment runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvInfo {
     pub name: String,
     pub bundle_id: String,
@@ -103,23 +104,32 @@ pub struct NewRun {
     pub bundle_id: String,
     pub input: Value,
     pub idempotency_key: Option<String>,
+    /// Where to POST the run's end (`http`/`https`, checked at submission).
+    pub webhook_url: Option<String>,
     pub created_at: i64,
 }
 
 /// A run as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunRow {
     pub id: String,
     pub env: String,
     pub flow: String,
     pub bundle_id: String,
+    /// The named input values.
     pub input: Value,
     pub status: RunState,
+    /// The flow's output (text or JSON) once it succeeded.
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// Token counts: `input_tokens`, `output_tokens`, `cached_tokens`, `reasoning_tokens`.
     pub usage: Option<Value>,
+    /// `{"usd": …, "unknown_models": […]}`.
     pub cost: Option<Value>,
     pub idempotency_key: Option<String>,
+    /// Where the run's end is POSTed. Not shown by the API: a URL may carry a token.
+    #[serde(skip)]
+    pub webhook_url: Option<String>,
     /// How many times a worker claimed the run.
     pub attempts: u32,
     pub cancel_requested: bool,
@@ -162,6 +172,26 @@ pub struct KeyRow {
 pub struct Submitted {
     pub run: RunRow,
     pub created: bool,
+}
+
+/// A webhook delivery leased to a deliverer: the ended run it reports and its URL.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub url: String,
+    /// Attempts so far, counting this one (a claim counts as an attempt).
+    pub attempts: u32,
+    pub run: RunRow,
+}
+
+/// How a delivery attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx: done.
+    Delivered,
+    /// Try again at `at` (ms since the epoch).
+    Retry { at: i64, error: String },
+    /// Out of attempts: given up.
+    Failed { error: String },
 }
 
 /// Rolling back could not happen.
@@ -234,6 +264,32 @@ pub trait ServerStore: Send + Sync + 'static {
     /// `max_attempts` times. Returns the ids of runs re-queued or ended.
     async fn reclaim_expired(&self, now: i64, max_attempts: u32)
     -> Result<Vec<String>, StoreError>;
+
+    /// How many runs are in each state (states with none may be left out): the same answer
+    /// from every replica, for `/metrics`.
+    async fn run_counts(&self) -> Result<Vec<(RunState, u64)>, StoreError>;
+
+    /// Leases up to `limit` webhook deliveries that are due (pending, `next_attempt_at <= now`,
+    /// no live lease) to `owner` until `lease_until`, counting an attempt on each.
+    ///
+    /// Every method that ends a run (`finish`, `cancel` of a queued run, `reclaim_expired`)
+    /// commits, in the same transaction, a pending delivery due at once for a run that has a
+    /// `webhook_url` (at most one per run).
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Records how an attempt went and drops the lease; false when `owner` no longer holds it.
+    async fn settle_delivery(
+        &self,
+        run_id: &str,
+        owner: &str,
+        outcome: &DeliveryOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError>;
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError>;

@@ -65,8 +65,33 @@ const MIGRATIONS: &[M<'static>] = &[
         created_at  INTEGER NOT NULL
     );",
     ),
+    // 2: webhooks. A run may name a URL; when it ends, a delivery row is committed in the same
+    // transaction, and deliverers lease due rows (`next_attempt_at`) to send them.
+    M::up(
+        "ALTER TABLE runs ADD COLUMN webhook_url TEXT;
+    CREATE TABLE webhook_deliveries (
+        run_id           TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        status           TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at INTEGER,
+        last_error       TEXT,
+        created_at       INTEGER NOT NULL,
+        delivered_at     INTEGER
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
 }

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    BundleInfo, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter, RunResult, RunRow, RunState,
-    ServerStore, StoreError, Submitted,
+    BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
+    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted,
 };
 
 /// The SQLite server store.
@@ -22,7 +22,7 @@ pub struct SqliteStore {
 }
 
 const RUN_COLS: &str = "id, env, flow, bundle_id, input, status, output, error, usage, cost, \
-     idempotency_key, attempts, cancel_requested, created_at, started_at, finished_at";
+     idempotency_key, attempts, cancel_requested, created_at, started_at, finished_at, webhook_url";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
@@ -91,7 +91,20 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         created_at: row.get(13)?,
         started_at: row.get(14)?,
         finished_at: row.get(15)?,
+        webhook_url: row.get(16)?,
     })
+}
+
+/// Queues the webhook delivery of run `id`, which has just ended, if it has a URL (inside the
+/// transaction that ended it).
+fn enqueue_delivery(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO webhook_deliveries (run_id, status, next_attempt_at, created_at)
+         SELECT id, 'pending', ?2, ?2 FROM runs WHERE id = ?1 AND webhook_url IS NOT NULL
+         ON CONFLICT(run_id) DO NOTHING",
+        params![id, now],
+    )?;
+    Ok(())
 }
 
 fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRow>, StoreError> {
@@ -297,8 +310,9 @@ impl ServerStore for SqliteStore {
                 }
             }
             tx.execute(
-                "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+                "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
+                   created_at, webhook_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
                 params![
                     run.id,
                     run.env,
@@ -306,12 +320,12 @@ impl ServerStore for SqliteStore {
                     run.bundle_id,
                     run.input.to_string(),
                     run.idempotency_key,
-                    run.created_at
+                    run.created_at,
+                    run.webhook_url
                 ],
             )?;
-            let row = get_run(&tx, &run.id)?.ok_or(StoreError::Sql(
-                rusqlite::Error::QueryReturnedNoRows,
-            ))?;
+            let row = get_run(&tx, &run.id)?
+                .ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
             tx.commit()?;
             Ok(Submitted {
                 run: row,
@@ -370,11 +384,14 @@ impl ServerStore for SqliteStore {
         let id = id.to_string();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            let ended = tx.execute(
                 "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2
                  WHERE id = ?1 AND status = 'queued'",
                 params![id, now],
             )?;
+            if ended == 1 {
+                enqueue_delivery(&tx, &id, now)?;
+            }
             tx.execute(
                 "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'",
                 [&id],
@@ -466,7 +483,8 @@ impl ServerStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, owner, result) = (id.to_string(), owner.to_string(), result.clone());
         self.call(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "UPDATE runs SET status = ?3, output = ?4, error = ?5, usage = ?6, cost = ?7,
                    finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
@@ -481,6 +499,10 @@ impl ServerStore for SqliteStore {
                     now
                 ],
             )?;
+            if n == 1 {
+                enqueue_delivery(&tx, &id, now)?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -507,38 +529,120 @@ impl ServerStore for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut ids = Vec::new();
-            let mut collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
+            let collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>, StoreError> {
                 let mut stmt = tx.prepare(sql)?;
                 let got = stmt
                     .query_map(p, |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
-                ids.extend(got);
-                Ok(())
+                Ok(got)
             };
-            collect(
+            let mut ids = collect(
                 "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?1,
                    lease_owner = NULL, lease_expires_at = NULL
                  WHERE status = 'running' AND lease_expires_at < ?1 AND cancel_requested = 1
                  RETURNING id",
                 &[&now],
             )?;
-            collect(
+            ids.extend(collect(
                 "UPDATE runs SET status = 'failed', finished_at = ?1,
                    error = 'the run was abandoned by its worker ' || attempts || ' times; giving up',
                    lease_owner = NULL, lease_expires_at = NULL
                  WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= ?2
                  RETURNING id",
                 &[&now, &max_attempts],
-            )?;
-            collect(
+            )?);
+            for id in &ids {
+                enqueue_delivery(&tx, id, now)?;
+            }
+            ids.extend(collect(
                 "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
                  WHERE status = 'running' AND lease_expires_at < ?1
                  RETURNING id",
                 &[&now],
-            )?;
+            )?);
             tx.commit()?;
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunState, u64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(s, n)| Some((RunState::parse(&s)?, n.max(0) as u64)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = tx
+                .prepare(
+                    "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2,
+                       attempts = attempts + 1
+                     WHERE run_id IN (
+                       SELECT run_id FROM webhook_deliveries
+                       WHERE status = 'pending' AND next_attempt_at <= ?3
+                         AND (lease_expires_at IS NULL OR lease_expires_at < ?3)
+                       ORDER BY next_attempt_at, run_id LIMIT ?4)
+                     RETURNING run_id, attempts",
+                )?
+                .query_map(params![owner, lease_until, now, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for (run_id, attempts) in claimed {
+                let Some(run) = get_run(&tx, &run_id)? else {
+                    continue;
+                };
+                let Some(url) = run.webhook_url.clone() else {
+                    continue;
+                };
+                out.push(Delivery { url, attempts, run });
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn settle_delivery(
+        &self,
+        run_id: &str,
+        owner: &str,
+        outcome: &DeliveryOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (run_id, owner, outcome) = (run_id.to_string(), owner.to_string(), outcome.clone());
+        self.call(move |c| {
+            let (status, next, error, delivered) = match &outcome {
+                DeliveryOutcome::Delivered => ("delivered", None, None, Some(now)),
+                DeliveryOutcome::Retry { at, error } => ("pending", Some(*at), Some(error), None),
+                DeliveryOutcome::Failed { error } => ("failed", None, Some(error), None),
+            };
+            let n = c.execute(
+                "UPDATE webhook_deliveries SET status = ?3,
+                   next_attempt_at = COALESCE(?4, next_attempt_at), last_error = ?5,
+                   delivered_at = ?6, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE run_id = ?1 AND lease_owner = ?2 AND status = 'pending'",
+                params![run_id, owner, status, next, error, delivered],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
@@ -594,6 +698,7 @@ mod tests {
                 bundle_id: "b1".into(),
                 input: json!({}),
                 idempotency_key: key.map(str::to_string),
+                webhook_url: Some("http://127.0.0.1:9/hook".into()),
                 created_at: 1,
             })
             .await
@@ -653,6 +758,7 @@ mod tests {
                 bundle_id: "b1".into(),
                 input: json!({}),
                 idempotency_key: Some("k".into()),
+                webhook_url: None,
                 created_at: 2,
             })
             .await
@@ -669,5 +775,95 @@ mod tests {
         assert_eq!(run.status, RunState::Running);
         assert_eq!(s.heartbeat(&id, "w1", 200).await.unwrap(), Some(true));
         assert!(s.cancel("nope", 5).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn ending_a_run_queues_its_webhook_once_and_a_lease_keeps_others_off() {
+        let (s, id) = store_with_run(None).await;
+        assert!(
+            s.claim_deliveries("d1", 5, 50, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.claim("w1", 10, 100).await.unwrap().unwrap();
+        let done = RunResult {
+            status: RunState::Failed,
+            output: None,
+            error: Some("boom".into()),
+            usage: None,
+            cost: None,
+        };
+        assert!(s.finish(&id, "w1", &done, 20).await.unwrap());
+        let got = s.claim_deliveries("d1", 20, 60, 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].run.id.as_str(), got[0].attempts, got[0].run.status),
+            (id.as_str(), 1, RunState::Failed)
+        );
+        assert_eq!(got[0].url, "http://127.0.0.1:9/hook");
+        // Leased: nobody else gets it until the lease expires.
+        assert!(
+            s.claim_deliveries("d2", 30, 90, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = s.claim_deliveries("d2", 61, 90, 10).await.unwrap();
+        assert_eq!(again[0].attempts, 2);
+        // The first deliverer lost its lease.
+        let retry = DeliveryOutcome::Retry {
+            at: 200,
+            error: "HTTP 500".into(),
+        };
+        assert!(!s.settle_delivery(&id, "d1", &retry, 62).await.unwrap());
+        assert!(s.settle_delivery(&id, "d2", &retry, 62).await.unwrap());
+        assert!(
+            s.claim_deliveries("d1", 199, 300, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let third = s.claim_deliveries("d1", 200, 300, 10).await.unwrap();
+        assert_eq!(third[0].attempts, 3);
+        let ok = DeliveryOutcome::Delivered;
+        assert!(s.settle_delivery(&id, "d1", &ok, 210).await.unwrap());
+        assert!(
+            s.claim_deliveries("d1", 10_000, 20_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!s.settle_delivery(&id, "d1", &ok, 220).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancelled_and_abandoned_runs_queue_their_webhooks_too() {
+        let (s, id) = store_with_run(None).await;
+        s.cancel(&id, 5).await.unwrap();
+        let got = s.claim_deliveries("d", 5, 50, 10).await.unwrap();
+        assert_eq!(got[0].run.status, RunState::Cancelled);
+
+        let (s, id) = store_with_run(None).await;
+        s.claim("w1", 0, 10).await.unwrap().unwrap();
+        assert_eq!(s.reclaim_expired(20, 1).await.unwrap(), vec![id.clone()]);
+        let got = s.claim_deliveries("d", 20, 50, 10).await.unwrap();
+        assert_eq!(got[0].run.status, RunState::Failed);
+        // A re-queued run has not ended: no delivery.
+        let (s, _) = store_with_run(None).await;
+        s.claim("w1", 0, 10).await.unwrap().unwrap();
+        s.reclaim_expired(20, 5).await.unwrap();
+        assert!(
+            s.claim_deliveries("d", 20, 50, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn run_counts_group_by_state() {
+        let (s, _) = store_with_run(None).await;
+        assert_eq!(s.run_counts().await.unwrap(), vec![(RunState::Queued, 1)]);
     }
 }
