@@ -2,8 +2,9 @@
 //! environments that point at them (deploy, promote, roll back), a durable run queue whose
 //! workers lease runs and commit each step, so no accepted run is lost to a crash.
 //!
-//! State lives behind [`store::ServerStore`]; [`store::SqliteStore`] is the embedded
-//! implementation. [`Server::start`] serves on a listener and runs the workers in-process.
+//! State lives behind [`store::ServerStore`]: [`store::SqliteStore`] embedded, or
+//! [`store::PostgresStore`] shared by several replicas. [`Server::start`] serves on a listener
+//! and runs the workers in-process.
 
 pub mod api;
 pub mod auth;
@@ -65,6 +66,8 @@ pub struct Server {
     http: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     reclaimer: JoinHandle<()>,
+    /// Forwards the store's events (other replicas' changes) to the workers and long polls.
+    events: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -78,6 +81,10 @@ impl Server {
         let stop = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let shared = Shared::new(store, stop.clone());
+        let events = shared
+            .store
+            .subscribe()
+            .map(|rx| tokio::spawn(state::forward(shared.clone(), rx)));
         let router = api::router(shared.clone(), config.max_body);
         let http = {
             let stop = stop.clone();
@@ -116,6 +123,7 @@ impl Server {
             http,
             workers,
             reclaimer,
+            events,
         })
     }
 
@@ -139,6 +147,9 @@ impl Server {
         timer.abort();
         let _ = self.reclaimer.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        if let Some(events) = self.events {
+            events.abort();
+        }
     }
 
     /// Stops everything at once, as a crash would: leases stay in the database until they
@@ -146,6 +157,9 @@ impl Server {
     pub fn abort(self) {
         self.http.abort();
         self.reclaimer.abort();
+        if let Some(events) = self.events {
+            events.abort();
+        }
         for w in self.workers {
             w.abort();
         }
