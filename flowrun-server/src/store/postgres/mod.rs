@@ -42,6 +42,29 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// What TLS checks of the server's certificate `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// `prefer`, `require` (libpq's meaning): encrypted, the certificate not checked.
+    Nothing,
+    /// `verify-ca`: signed by a trusted authority.
+    Ca,
+    /// `verify-full`: also issued for the host.
+    Full,
+}
+
+/// libpq's `sslmode` values that tokio-postgres does not parse (`verify-ca`, `verify-full`)
+/// become `require` plus the checks they stand for.
+fn tls_verification(url: &str) -> (String, Verify) {
+    for (mode, verify) in [("verify-full", Verify::Full), ("verify-ca", Verify::Ca)] {
+        let given = format!("sslmode={mode}");
+        if url.contains(&given) {
+            return (url.replace(&given, "sslmode=require"), verify);
+        }
+    }
+    (url.to_string(), Verify::Nothing)
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` with at most `max_connections` pooled connections,
     /// and migrates it. Errors name the URL without its password.
@@ -50,8 +73,13 @@ impl PostgresStore {
             url: redact_url(url),
             reason,
         };
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| failed(error_text(&e)))?;
-        let tls = native_tls::TlsConnector::new()
+        let (url_for_driver, verify) = tls_verification(url);
+        let config = tokio_postgres::Config::from_str(&url_for_driver)
+            .map_err(|e| failed(error_text(&e)))?;
+        let tls = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(verify == Verify::Nothing)
+            .danger_accept_invalid_hostnames(verify != Verify::Full)
+            .build()
             .map(MakeTlsConnector::new)
             .map_err(|e| failed(format!("cannot set up TLS: {e}")))?;
         let (mut client, conn) = config
@@ -103,6 +131,27 @@ fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
     match e {
         deadpool_postgres::PoolError::Backend(pg) => error_text(pg),
         other => error_text(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifying_ssl_modes_become_require_with_checks() {
+        assert_eq!(
+            tls_verification("postgres://h/db?sslmode=verify-full"),
+            ("postgres://h/db?sslmode=require".into(), Verify::Full)
+        );
+        assert_eq!(
+            tls_verification("host=h sslmode=verify-ca"),
+            ("host=h sslmode=require".into(), Verify::Ca)
+        );
+        assert_eq!(
+            tls_verification("postgres://h/db"),
+            ("postgres://h/db".into(), Verify::Nothing)
+        );
     }
 }
 
