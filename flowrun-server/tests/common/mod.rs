@@ -171,6 +171,7 @@ impl Drop for TestDb {
 }
 
 /// Runs each `async fn name(db: TestDb)` twice, as `name::sqlite` and `name::postgres`.
+#[allow(unused_macros)]
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         $(
