@@ -88,9 +88,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, env = "FLOWRUN_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// The server's SQLite database.
-    #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Runs executed at once.
     #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
@@ -113,9 +112,25 @@ pub struct KeyCreateArgs {
     pub env: String,
     #[arg(long, value_enum)]
     pub role: KeyRole,
-    /// The server's SQLite database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// The server's SQLite database (one process; ignored with `--database-url`).
     #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
     pub db: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host/db`) instead of SQLite; several `flowrun
+    /// serve` processes on one database share the work.
+    #[arg(
+        long,
+        env = "FLOWRUN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

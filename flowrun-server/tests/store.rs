@@ -503,4 +503,8 @@ async fn a_postgres_error_never_shows_the_password() {
         .err()
         .expect("a bad port");
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    assert!(
+        matches!(bad, flowrun_server::store::StoreError::BadUrl { .. }),
+        "{bad:?}"
+    );
 }

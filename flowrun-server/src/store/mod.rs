@@ -36,6 +36,9 @@ pub enum StoreError {
     #[error("database task failed: {0}")]
     Task(String),
     /// `url` has its password redacted.
+    #[error("invalid database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// `url` has its password redacted.
     #[error("cannot connect to the server database {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("server database error: {0}")]

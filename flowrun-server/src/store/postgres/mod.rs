@@ -74,8 +74,11 @@ impl PostgresStore {
             reason,
         };
         let (url_for_driver, verify) = tls_verification(url);
-        let config = tokio_postgres::Config::from_str(&url_for_driver)
-            .map_err(|e| failed(error_text(&e)))?;
+        let config =
+            tokio_postgres::Config::from_str(&url_for_driver).map_err(|e| StoreError::BadUrl {
+                url: redact_url(url),
+                reason: error_text(&e),
+            })?;
         let tls = native_tls::TlsConnector::builder()
             .danger_accept_invalid_certs(verify == Verify::Nothing)
             .danger_accept_invalid_hostnames(verify != Verify::Full)
