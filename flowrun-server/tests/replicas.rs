@@ -87,8 +87,8 @@ async fn a_replica_finishes_the_runs_of_one_that_crashed() {
     let (a, store) = replica(&db).await;
     let (b, _) = replica(&db).await;
     let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");
-    let client_a = Client::new(&format!("http://{}", a.addr()), Some(secret.clone())).expect("a");
-    let client_b = Client::new(&format!("http://{}", b.addr()), Some(secret)).expect("b");
+    let client_a = Client::new(format!("http://{}", a.addr()), Some(secret.clone())).expect("a");
+    let client_b = Client::new(format!("http://{}", b.addr()), Some(secret)).expect("b");
     let up = client_a
         .upload_bundle(&bundle(&fake))
         .await

@@ -110,6 +110,33 @@ impl PostgresStore {
         Ok(PostgresStore { pool, config, tls })
     }
 
+    /// One statement on a pooled connection, prepared once per connection.
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&stmt, params).await?)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.query(&stmt, params).await?)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.execute(&stmt, params).await?)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
@@ -134,27 +161,6 @@ fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
     match e {
         deadpool_postgres::PoolError::Backend(pg) => error_text(pg),
         other => error_text(other),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verifying_ssl_modes_become_require_with_checks() {
-        assert_eq!(
-            tls_verification("postgres://h/db?sslmode=verify-full"),
-            ("postgres://h/db?sslmode=require".into(), Verify::Full)
-        );
-        assert_eq!(
-            tls_verification("host=h sslmode=verify-ca"),
-            ("host=h sslmode=require".into(), Verify::Ca)
-        );
-        assert_eq!(
-            tls_verification("postgres://h/db"),
-            ("postgres://h/db".into(), Verify::Nothing)
-        );
     }
 }
 
@@ -241,8 +247,8 @@ async fn lock_env(c: &impl GenericClient, env: &str) -> Result<(), StoreError> {
 }
 
 async fn notify(c: &impl GenericClient, channel: &str, payload: &str) -> Result<(), StoreError> {
-    c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
-        .await?;
+    let stmt = c.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    c.execute(&stmt, &[&channel, &payload]).await?;
     Ok(())
 }
 
@@ -260,7 +266,7 @@ fn ids(rows: &[Row]) -> Result<Vec<String>, StoreError> {
 #[async_trait]
 impl ServerStore for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.client().await?.execute("SELECT 1", &[]).await?;
+        self.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 
@@ -271,8 +277,6 @@ impl ServerStore for PostgresStore {
         count: usize,
     ) -> Result<bool, StoreError> {
         let n = self
-            .client()
-            .await?
             .execute(
                 "INSERT INTO bundles (id, files, file_count, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO NOTHING",
@@ -289,8 +293,6 @@ impl ServerStore for PostgresStore {
 
     async fn bundle(&self, id: &str) -> Result<Option<String>, StoreError> {
         let row = self
-            .client()
-            .await?
             .query_opt("SELECT files FROM bundles WHERE id = $1", &[&id])
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
@@ -298,8 +300,6 @@ impl ServerStore for PostgresStore {
 
     async fn bundles(&self) -> Result<Vec<BundleInfo>, StoreError> {
         let rows = self
-            .client()
-            .await?
             .query(
                 "SELECT id, file_count, created_at FROM bundles ORDER BY created_at DESC, id",
                 &[],
@@ -402,16 +402,19 @@ impl ServerStore for PostgresStore {
         let tx = c.transaction().await?;
         // A concurrent submit with the same key waits here for the other to commit, then
         // inserts nothing; the existing run is read below.
-        let inserted = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
                        created_at)
                      VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)
                      ON CONFLICT (env, idempotency_key) WHERE idempotency_key IS NOT NULL
                      DO NOTHING
                      RETURNING {RUN_COLS}"
-                ),
+            ))
+            .await?;
+        let inserted = tx
+            .query_opt(
+                &insert,
                 &[
                     &run.id,
                     &run.env,
@@ -451,8 +454,6 @@ impl ServerStore for PostgresStore {
 
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
         let rows = self
-            .client()
-            .await?
             .query(
                 &format!(
                     "SELECT {RUN_COLS} FROM runs
@@ -473,8 +474,6 @@ impl ServerStore for PostgresStore {
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = self
-            .client()
-            .await?
             .query(
                 "SELECT record FROM steps WHERE run_id = $1 ORDER BY step_index",
                 &[&run_id],
@@ -523,8 +522,6 @@ impl ServerStore for PostgresStore {
     ) -> Result<Option<RunRow>, StoreError> {
         // Concurrent claimers skip the row another is taking instead of waiting for it.
         let row = self
-            .client()
-            .await?
             .query_opt(
                 &format!(
                     "UPDATE runs SET status = 'running', lease_owner = $1,
@@ -549,8 +546,6 @@ impl ServerStore for PostgresStore {
         lease_until: i64,
     ) -> Result<Option<bool>, StoreError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "UPDATE runs SET lease_expires_at = $3
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'
@@ -563,22 +558,20 @@ impl ServerStore for PostgresStore {
 
     async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError> {
         let record = serde_json::to_string(step)?;
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
+        self.execute(
+            "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (run_id, step_index) DO UPDATE SET step_id = EXCLUDED.step_id,
                    record = EXCLUDED.record, created_at = EXCLUDED.created_at",
-                &[
-                    &run_id,
-                    &i64::from(step.step_index),
-                    &step.step_id,
-                    &record,
-                    &flowrun_core::event::now_ms(),
-                ],
-            )
-            .await?;
+            &[
+                &run_id,
+                &i64::from(step.step_index),
+                &step.step_id,
+                &record,
+                &flowrun_core::event::now_ms(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -590,8 +583,6 @@ impl ServerStore for PostgresStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         let rows = self
-            .client()
-            .await?
             .query(
                 "WITH ended AS (
                    UPDATE runs SET status = $3, output = $4, error = $5, usage = $6, cost = $7,
@@ -616,18 +607,16 @@ impl ServerStore for PostgresStore {
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .query(
-                "WITH released AS (
+        self.query(
+            "WITH released AS (
                    UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                      attempts = GREATEST(attempts - 1, 0)
                    WHERE id = $1 AND lease_owner = $2 AND status = 'running'
                    RETURNING id)
                  SELECT pg_notify($3, '') FROM released",
-                &[&id, &owner, &listen::QUEUED],
-            )
-            .await?;
+            &[&id, &owner, &listen::QUEUED],
+        )
+        .await?;
         Ok(())
     }
 
@@ -681,20 +670,16 @@ impl ServerStore for PostgresStore {
     }
 
     async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO api_keys (id, hash, env, role, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&key.id, &key.hash, &key.env, &key.role, &key.created_at],
-            )
-            .await?;
+        self.execute(
+            "INSERT INTO api_keys (id, hash, env, role, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&key.id, &key.hash, &key.env, &key.role, &key.created_at],
+        )
+        .await?;
         Ok(())
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT id, hash, env, role, created_at FROM api_keys WHERE hash = $1",
                 &[&hash],
@@ -716,5 +701,26 @@ impl ServerStore for PostgresStore {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(listen::run(self.config.clone(), self.tls.clone(), tx));
         Some(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifying_ssl_modes_become_require_with_checks() {
+        assert_eq!(
+            tls_verification("postgres://h/db?sslmode=verify-full"),
+            ("postgres://h/db?sslmode=require".into(), Verify::Full)
+        );
+        assert_eq!(
+            tls_verification("host=h sslmode=verify-ca"),
+            ("host=h sslmode=require".into(), Verify::Ca)
+        );
+        assert_eq!(
+            tls_verification("postgres://h/db"),
+            ("postgres://h/db".into(), Verify::Nothing)
+        );
     }
 }
