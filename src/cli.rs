@@ -1,6 +1,7 @@
 //! The command line, as clap types. Only parsing lives here; `commands` does the work.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -93,6 +94,31 @@ pub struct ServeArgs {
     /// Runs executed at once.
     #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
+    /// How long a claimed run stays held without a heartbeat; after that any replica may
+    /// take it over.
+    #[arg(long, env = "FLOWRUN_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+    /// How long runs in flight may take to finish on shutdown before they go back to the queue.
+    #[arg(long, env = "FLOWRUN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Claims of a run whose worker keeps dying before it is failed.
+    #[arg(long, env = "FLOWRUN_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+    /// PostgreSQL connections each process may open (default: workers + 8).
+    #[arg(long, env = "FLOWRUN_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: Option<u32>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. `30s`, `2m`)"))
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("a lease must be at least `1s`".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -117,12 +117,18 @@ fn run_server(args: &ServeArgs) -> Exit {
         Err(exit) => return exit,
     };
     // Each worker holds a connection at most at a time; the rest serve the API and the reclaimer.
-    let store = match rt.block_on(open(&args.database, args.workers as usize + 8)) {
+    let connections = args
+        .db_max_connections
+        .map_or(args.workers as usize + 8, |n| n as usize);
+    let store = match rt.block_on(open(&args.database, connections)) {
         Ok(s) => s,
         Err(exit) => return exit,
     };
     let config = ServerConfig {
         workers: args.workers as usize,
+        lease: args.lease,
+        grace: args.grace,
+        max_attempts: args.max_attempts,
         ..ServerConfig::default()
     };
     rt.block_on(async move {

@@ -260,3 +260,17 @@ fn serve_refuses_a_database_url_it_cannot_use_without_showing_the_password() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+#[test]
+fn serve_refuses_a_lease_under_a_second() {
+    let p = TestProject::empty();
+    let out = p
+        .flowrun()
+        .args(["serve", "--addr", "127.0.0.1:0", "--lease", "100ms"])
+        .output()
+        .expect("serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--lease"), "{stderr}");
+    assert!(stderr.contains("at least `1s`"), "{stderr}");
+}
