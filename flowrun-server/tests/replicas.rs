@@ -2,6 +2,7 @@
 //! are submitted to one, the other picks work up through NOTIFY, then the first crashes
 //! (`Server::abort`) half-way. The survivor rescues its expired leases and finishes every run,
 //! each exactly once, without calling any step's model again once that step was committed.
+//! And a run executing on one replica is cancelled through the other.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::{Backend, TestDb};
 use flowrun_client::{BundleFile, Client, RunStatus};
-use flowrun_fakellm::{FakeConfig, FakeLlm};
+use flowrun_fakellm::{FakeConfig, FakeLlm, Reply};
 use flowrun_server::auth::{Role, create_key};
 use flowrun_server::store::{RunFilter, RunState, ServerStore};
 use flowrun_server::{Server, ServerConfig};
@@ -199,5 +200,53 @@ async fn a_replica_finishes_the_runs_of_one_that_crashed() {
         committed.len() >= RUNS / 3 * 3,
         "the snapshot holds the finished runs' steps"
     );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_one_replica_is_cancelled_through_the_other() {
+    let Some(db) = TestDb::new(
+        Backend::Postgres,
+        "a_run_on_one_replica_is_cancelled_through_the_other",
+    )
+    .await
+    else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    fake.push_for_model("m1", Reply::hang());
+    // Only B runs at first, so B claims the run.
+    let (b, store) = replica(&db).await;
+    let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");
+    let client_b = Client::new(format!("http://{}", b.addr()), Some(secret.clone())).expect("b");
+    let up = client_b
+        .upload_bundle(&bundle(&fake))
+        .await
+        .expect("upload");
+    client_b.deploy("prod", &up.id).await.expect("deploy");
+    let sub = client_b
+        .submit("prod", "three", &json!({ "text": tag(0) }), None)
+        .await
+        .expect("submit");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake.requests_for_model("m1").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a, _) = replica(&db).await;
+    let client_a = Client::new(format!("http://{}", a.addr()), Some(secret)).expect("a");
+    let asked = client_a.cancel(&sub.id).await.expect("cancel");
+    assert_eq!(asked.status, RunStatus::Running);
+    // A long poll on A returns once B has ended the run.
+    let run = tokio::time::timeout(Duration::from_secs(30), client_a.wait_run(&sub.id))
+        .await
+        .expect("in time")
+        .expect("wait");
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
+    assert_eq!(fake.requests_for_model("m2").len(), 0);
+    a.shutdown().await;
     b.shutdown().await;
 }
