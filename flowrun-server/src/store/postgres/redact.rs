@@ -21,7 +21,9 @@ fn redact_userinfo(url: &str) -> String {
         return url.to_string();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The last `@` before the query: a password with a raw `/` or `@` is still caught (an `@`
+    // in the database name only masks more than needed).
+    let authority_end = rest.find('?').unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else {
         return url.to_string();
     };
@@ -54,6 +56,10 @@ mod tests {
             (
                 "host=db user=app password=hunter2 dbname=x",
                 "host=db user=app password=*** dbname=x",
+            ),
+            (
+                "postgres://app:a/b@c@db/flowrun",
+                "postgres://app:***@db/flowrun",
             ),
             (
                 "postgres://postgres@127.0.0.1:5432/test",
