@@ -1,6 +1,7 @@
 //! The command line, as clap types. Only parsing lives here; `commands` does the work.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -138,9 +139,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, env = "FLOWRUN_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// The server's SQLite database.
-    #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
-    pub db: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Runs executed at once.
     #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
@@ -148,6 +148,31 @@ pub struct ServeArgs {
     /// [default: FLOWRUN_WEBHOOK_SECRET; without it, runs naming a webhook are refused].
     #[arg(long, value_name = "VAR")]
     pub webhook_secret_env: Option<String>,
+    /// How long a claimed run stays held without a heartbeat; after that any replica may
+    /// take it over.
+    #[arg(long, env = "FLOWRUN_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+    /// How long runs in flight may take to finish on shutdown before they go back to the queue.
+    #[arg(long, env = "FLOWRUN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Claims of a run whose worker keeps dying before it is failed.
+    #[arg(long, env = "FLOWRUN_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+    /// PostgreSQL connections each process may open (default: workers + 8).
+    #[arg(long, env = "FLOWRUN_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: Option<u32>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. `30s`, `2m`)"))
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("a lease must be at least `1s`".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -167,9 +192,25 @@ pub struct KeyCreateArgs {
     pub env: String,
     #[arg(long, value_enum)]
     pub role: KeyRole,
-    /// The server's SQLite database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// The server's SQLite database (one process; ignored with `--database-url`).
     #[arg(long, env = "FLOWRUN_DB", default_value = "flowrun-server.db")]
     pub db: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host/db`) instead of SQLite; several `flowrun
+    /// serve` processes on one database share the work.
+    #[arg(
+        long,
+        env = "FLOWRUN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

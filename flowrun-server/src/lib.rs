@@ -2,10 +2,10 @@
 //! environments that point at them (deploy, promote, roll back), a durable run queue whose
 //! workers lease runs and commit each step, so no accepted run is lost to a crash.
 //!
-//! State lives behind [`store::ServerStore`]; [`store::SqliteStore`] is the embedded
-//! implementation. [`Server::start`] serves on a listener and runs the workers, the reclaimer
-//! and the webhook deliverer in-process. Logs are `tracing` events: the binary installs the
-//! subscriber.
+//! State lives behind [`store::ServerStore`]: [`store::SqliteStore`] embedded, or
+//! [`store::PostgresStore`] shared by several replicas. [`Server::start`] serves on a listener
+//! and runs the workers, the reclaimer and the webhook deliverer in-process. Logs are `tracing`
+//! events: the binary installs the subscriber.
 
 pub mod api;
 pub mod auth;
@@ -69,6 +69,8 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     reclaimer: JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    /// Forwards the store's events (other replicas' changes) to the workers and long polls.
+    events: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -87,6 +89,10 @@ impl Server {
             config.webhook.secret.is_some(),
             stop.clone(),
         );
+        let events = shared
+            .store
+            .subscribe()
+            .map(|rx| tokio::spawn(state::forward(shared.clone(), rx)));
         let router = api::router(shared.clone(), config.max_body);
         let http = {
             let stop = stop.clone();
@@ -132,6 +138,7 @@ impl Server {
             workers,
             reclaimer,
             deliverer,
+            events,
         })
     }
 
@@ -163,6 +170,9 @@ impl Server {
             deliverer.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        if let Some(events) = self.events {
+            events.abort();
+        }
     }
 
     /// Stops everything at once, as a crash would: leases stay in the database until they
@@ -171,6 +181,9 @@ impl Server {
         self.http.abort();
         self.reclaimer.abort();
         self.deliverer.abort();
+        if let Some(events) = self.events {
+            events.abort();
+        }
         for w in self.workers {
             w.abort();
         }

@@ -1,19 +1,19 @@
 //! State shared by the API handlers and the workers: the store, built executors per bundle,
 //! long-poll waiters per run, cancellation tokens of runs in flight, the metrics and the
-//! webhook settings.
+//! webhook settings; [`forward`] feeds the store's events (other replicas' changes) into them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use flowrun_core::Executor;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Canonical;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::sink::StepSink;
-use crate::store::ServerStore;
+use crate::store::{ServerStore, StoreEvent};
 
 /// Cheap to clone; everything behind one `Arc`.
 #[derive(Clone)]
@@ -145,6 +145,17 @@ impl Shared {
     pub fn cancel_local(&self, run_id: &str) {
         if let Some(t) = lock(&self.cancels).get(run_id) {
             t.cancel();
+        }
+    }
+}
+
+/// Wakes idle workers, long polls and cancellations on the store's events until the feed ends.
+pub async fn forward(shared: Shared, mut events: mpsc::Receiver<StoreEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            StoreEvent::Queued => shared.queued.notify_one(),
+            StoreEvent::Ended(id) => shared.wake(&id),
+            StoreEvent::CancelRequested(id) => shared.cancel_local(&id),
         }
     }
 }

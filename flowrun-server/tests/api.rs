@@ -1,15 +1,17 @@
 //! End-to-end tests of the server in-process on loopback, against the fake LLM server: deploy,
 //! submit, long-poll, idempotency, input errors, auth scopes, promote/rollback, and a crash in
-//! the middle of a run.
+//! the middle of a run. Each runs on SQLite and on PostgreSQL (`FLOWRUN_TEST_POSTGRES_URL`).
 
-use std::path::Path;
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use flowrun_client::{BundleFile, Client, RunFilter, RunStatus};
 use flowrun_fakellm::{FakeConfig, FakeLlm, Reply};
 use flowrun_server::auth::{Role, create_key};
-use flowrun_server::store::{ServerStore, SqliteStore};
+use flowrun_server::store::ServerStore;
 use flowrun_server::{Server, ServerConfig};
 use serde_json::json;
 
@@ -42,12 +44,23 @@ fn bundle(fake: &FakeLlm, greeting: &str) -> Vec<BundleFile> {
     ]
 }
 
+use common::TestDb;
+
+on_both!(
+    a_submitted_run_succeeds_with_its_steps,
+    an_idempotency_key_returns_the_same_run,
+    invalid_input_is_refused_with_field_errors,
+    keys_are_scoped_to_an_env_and_a_role,
+    promote_and_rollback_change_what_an_env_runs,
+    a_run_survives_a_crash_and_its_finished_step_is_not_called_again,
+);
+
 struct Harness {
     fake: FakeLlm,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn ServerStore>,
     server: Server,
     url: String,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
 fn config(lease: Duration) -> ServerConfig {
@@ -60,30 +73,27 @@ fn config(lease: Duration) -> ServerConfig {
     }
 }
 
-async fn start_on(db: &Path, lease: Duration) -> (Arc<SqliteStore>, Server, String) {
-    let store = Arc::new(SqliteStore::open(db).expect("open store"));
+async fn start_on(db: &TestDb, lease: Duration) -> (Arc<dyn ServerStore>, Server, String) {
+    let store = db.open().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let dyn_store: Arc<dyn ServerStore> = store.clone();
-    let server = Server::start(listener, dyn_store, config(lease))
+    let server = Server::start(listener, store.clone(), config(lease))
         .await
         .expect("start");
     let url = format!("http://{}", server.addr());
     (store, server, url)
 }
 
-async fn harness() -> Harness {
+async fn harness(db: TestDb) -> Harness {
     let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
-    let dir = tempfile::tempdir().expect("tmp");
-    let (store, server, url) =
-        start_on(&dir.path().join("server.db"), Duration::from_secs(30)).await;
+    let (store, server, url) = start_on(&db, Duration::from_secs(30)).await;
     Harness {
         fake,
         store,
         server,
         url,
-        _dir: dir,
+        _db: db,
     }
 }
 
@@ -104,9 +114,8 @@ impl Harness {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_submitted_run_succeeds_with_its_steps() {
-    let h = harness().await;
+async fn a_submitted_run_succeeds_with_its_steps(db: TestDb) {
+    let h = harness(db).await;
     h.deploy("prod", "A").await;
     let client = h.client("prod", Role::Run).await;
     let sub = client
@@ -141,9 +150,8 @@ async fn a_submitted_run_succeeds_with_its_steps() {
     h.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotency_key_returns_the_same_run() {
-    let h = harness().await;
+async fn an_idempotency_key_returns_the_same_run(db: TestDb) {
+    let h = harness(db).await;
     h.deploy("prod", "A").await;
     let client = h.client("prod", Role::Run).await;
     let input = json!({ "text": "once" });
@@ -166,9 +174,8 @@ async fn an_idempotency_key_returns_the_same_run() {
     h.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_input_is_refused_with_field_errors() {
-    let h = harness().await;
+async fn invalid_input_is_refused_with_field_errors(db: TestDb) {
+    let h = harness(db).await;
     h.deploy("prod", "A").await;
     let client = h.client("prod", Role::Run).await;
     let err = client
@@ -199,9 +206,8 @@ async fn invalid_input_is_refused_with_field_errors() {
     h.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_are_scoped_to_an_env_and_a_role() {
-    let h = harness().await;
+async fn keys_are_scoped_to_an_env_and_a_role(db: TestDb) {
+    let h = harness(db).await;
     let bundle_id = h.deploy("prod", "A").await;
     let anonymous = Client::new(&h.url, None).expect("client");
     let wrong = Client::new(&h.url, Some("frk_nope".into())).expect("client");
@@ -255,9 +261,8 @@ async fn keys_are_scoped_to_an_env_and_a_role() {
     h.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promote_and_rollback_change_what_an_env_runs() {
-    let h = harness().await;
+async fn promote_and_rollback_change_what_an_env_runs(db: TestDb) {
+    let h = harness(db).await;
     let admin = h.client("*", Role::Admin).await;
     let v1 = h.deploy("dev", "A").await;
     admin.promote("dev", "prod").await.expect("promote");
@@ -294,12 +299,9 @@ async fn promote_and_rollback_change_what_an_env_runs() {
     h.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again() {
+async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: TestDb) {
     let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
     fake.push_for_model("m2", Reply::hang());
-    let dir = tempfile::tempdir().expect("tmp");
-    let db = dir.path().join("server.db");
     let lease = Duration::from_millis(600);
     let (store, server, url) = start_on(&db, lease).await;
     let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");

@@ -1,15 +1,18 @@
 //! `flowrun serve`: the HTTP server with its workers and webhook deliverer, until ctrl-c or
 //! SIGTERM (runs in flight get a grace period, the rest go back to the queue); `flowrun serve
-//! keys create`; `flowrun serve openapi`.
+//! keys create`; `flowrun serve openapi`. State in a SQLite file (`--db`) or a PostgreSQL
+//! database shared by replicas (`--database-url`).
 
 use std::sync::Arc;
 
 use flowrun_server::auth::{Role, create_key};
-use flowrun_server::store::{ServerStore, SqliteStore};
+use flowrun_server::store::{
+    PostgresStore, ServerStore, SqliteStore, StoreError, is_postgres_url, redact_url,
+};
 use flowrun_server::webhook::{WebhookConfig, WebhookSecret};
 use flowrun_server::{Server, ServerConfig};
 
-use crate::cli::{KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub};
+use crate::cli::{DatabaseArgs, KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub};
 use crate::exit::Exit;
 
 pub fn serve(cmd: ServeCmd) -> Exit {
@@ -35,11 +38,52 @@ fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
         })
 }
 
-fn open(db: &std::path::Path) -> Result<Arc<SqliteStore>, Exit> {
-    SqliteStore::open(db).map(Arc::new).map_err(|e| {
-        super::error(&e.to_string(), Some("give a writable path with `--db`"));
-        Exit::Failure
-    })
+/// Opens (and migrates) the store `args` name; PostgreSQL pools `connections` connections.
+async fn open(args: &DatabaseArgs, connections: usize) -> Result<Arc<dyn ServerStore>, Exit> {
+    let Some(url) = &args.database_url else {
+        return match SqliteStore::open(&args.db) {
+            Ok(s) => Ok(Arc::new(s)),
+            Err(e) => {
+                super::error(&e.to_string(), Some("give a writable path with `--db`"));
+                Err(Exit::Failure)
+            }
+        };
+    };
+    if !is_postgres_url(url) {
+        super::error(
+            &format!(
+                "`--database-url` must be a PostgreSQL URL, got `{}`",
+                redact_url(url)
+            ),
+            Some("give `postgres://user@host/db`, or use `--db PATH` for SQLite"),
+        );
+        return Err(Exit::Usage);
+    }
+    match PostgresStore::connect(url, connections).await {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e @ StoreError::BadUrl { .. }) => {
+            super::error(
+                &e.to_string(),
+                Some("fix `--database-url` (or `FLOWRUN_DATABASE_URL`)"),
+            );
+            Err(Exit::Usage)
+        }
+        Err(e) => {
+            super::error(
+                &e.to_string(),
+                Some("check that the database server is up and the URL's user may connect"),
+            );
+            Err(Exit::Failure)
+        }
+    }
+}
+
+/// What the log says the database is (never a password).
+fn describe(args: &DatabaseArgs) -> String {
+    match &args.database_url {
+        Some(url) => redact_url(url),
+        None => args.db.display().to_string(),
+    }
 }
 
 fn keys_create(args: &KeyCreateArgs) -> Exit {
@@ -48,8 +92,12 @@ fn keys_create(args: &KeyCreateArgs) -> Exit {
         KeyRole::Deploy => Role::Deploy,
         KeyRole::Admin => Role::Admin,
     };
-    let (rt, store) = match runtime().and_then(|rt| open(&args.db).map(|s| (rt, s))) {
-        Ok(v) => v,
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    let store = match rt.block_on(open(&args.database, 1)) {
+        Ok(s) => s,
         Err(exit) => return exit,
     };
     match rt.block_on(create_key(&*store, &args.env, role)) {
@@ -115,8 +163,16 @@ fn run_server(args: &ServeArgs) -> Exit {
         Ok(s) => s,
         Err(exit) => return exit,
     };
-    let (rt, store) = match runtime().and_then(|rt| open(&args.db).map(|s| (rt, s))) {
-        Ok(v) => v,
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    // Each worker holds a connection at most at a time; the rest serve the API and the reclaimer.
+    let connections = args
+        .db_max_connections
+        .map_or(args.workers as usize + 8, |n| n as usize);
+    let store = match rt.block_on(open(&args.database, connections)) {
+        Ok(s) => s,
         Err(exit) => return exit,
     };
     let config = ServerConfig {
@@ -125,6 +181,9 @@ fn run_server(args: &ServeArgs) -> Exit {
             secret,
             ..WebhookConfig::default()
         },
+        lease: args.lease,
+        grace: args.grace,
+        max_attempts: args.max_attempts,
         ..ServerConfig::default()
     };
     let config_webhooks = config.webhook.secret.is_some();
@@ -139,7 +198,6 @@ fn run_server(args: &ServeArgs) -> Exit {
                 return Exit::Usage;
             }
         };
-        let store: Arc<dyn ServerStore> = store;
         let server = match Server::start(listener, store, config).await {
             Ok(s) => s,
             Err(e) => {
@@ -151,7 +209,7 @@ fn run_server(args: &ServeArgs) -> Exit {
         tracing::info!(
             addr = %server.addr(),
             workers = args.workers,
-            database = %args.db.display(),
+            database = %describe(&args.database),
             webhooks = config_webhooks,
             "serving"
         );

@@ -1,6 +1,8 @@
 //! `flowrun serve` as a child process: create a key, serve on a free port, `flowrun deploy`
+//! `flowrun serve` as a child process: create a key, serve on a free port, `flowrun deploy`
 //! the project, submit a run over HTTP and read its result; then `versions`, `rollback`. Logs
-//! as JSON lines without the webhook secret; webhook configuration errors.
+//! as JSON lines without the webhook secret; webhook configuration errors. On PostgreSQL
+//! (`FLOWRUN_TEST_POSTGRES_URL`): two serve processes on one database.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -61,28 +63,7 @@ pub async fn start_server(p: &TestProject, db: &std::path::Path) -> (Serving, St
         .to_string();
     assert!(token.starts_with("frk_"), "{token}");
 
-    let bin = assert_cmd::cargo::cargo_bin("flowrun");
-    let mut child = Command::new(bin)
-        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--db"])
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let serving = Serving(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("read");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
+    let (serving, url) = spawn_serve(&["--db", db.to_str().expect("utf-8 path")]).await;
     (serving, url, token)
 }
 
@@ -223,4 +204,159 @@ fn webhook_secret_problems_are_usage_errors() {
     let out = crate::harness::run(p.flowrun().args(["serve"]).env("RUST_LOG", "a=b=c"));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("`RUST_LOG`"), "{}", out.stderr);
+}
+
+/// Starts `flowrun serve` with `args` and returns it with its URL (its first stdout line).
+async fn spawn_serve(args: &[&str]) -> (Serving, String) {
+    let bin = assert_cmd::cargo::cargo_bin("flowrun");
+    let mut child = Command::new(bin)
+        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let serving = Serving(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    (serving, url)
+}
+
+/// A PostgreSQL database of its own for one test, dropped at the end.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    async fn new(test: &str) -> Option<PgDb> {
+        let Some(admin) = std::env::var("FLOWRUN_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("SKIPPED: {test}: FLOWRUN_TEST_POSTGRES_URL not set");
+            return None;
+        };
+        let name = format!(
+            "flowrun_cli_{}_{}",
+            std::process::id(),
+            flowrun_core::new_id().replace('-', "")
+        );
+        Self::exec(&admin, &format!("CREATE DATABASE {name}")).await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(PgDb { admin, name, url })
+    }
+
+    async fn exec(url: &str, sql: &str) {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to FLOWRUN_TEST_POSTGRES_URL");
+        let driver = tokio::spawn(conn);
+        client.batch_execute(sql).await.expect(sql);
+        drop(client);
+        let _ = driver.await;
+    }
+
+    async fn drop_db(self) {
+        Self::exec(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_share_one_postgres_database() {
+    let Some(db) = PgDb::new("two_serve_processes_share_one_postgres_database").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let p = project(&fake, "Hello");
+    let key = p
+        .flowrun()
+        .args(["serve", "keys", "create", "--env", "*", "--role", "admin"])
+        .env("FLOWRUN_DATABASE_URL", &db.url)
+        .output()
+        .expect("keys create");
+    assert!(key.status.success(), "{key:?}");
+    let token = String::from_utf8(key.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
+
+    let (serving_a, url_a) = spawn_serve(&["--database-url", &db.url]).await;
+    let (serving_b, url_b) = spawn_serve(&["--database-url", &db.url]).await;
+    let deploy = p
+        .flowrun()
+        .args(["deploy", "--env", "prod", "--remote", &url_a])
+        .env("FLOWRUN_TOKEN", &token)
+        .output()
+        .expect("deploy");
+    assert!(deploy.status.success(), "{deploy:?}");
+    // Submitted to A, read from B: one queue, one set of deployments and keys.
+    let a = Client::new(&url_a, Some(token.clone())).expect("client");
+    let b = Client::new(&url_b, Some(token)).expect("client");
+    let mut ids = Vec::new();
+    for name in ["Ada", "Bob", "Cy", "Di"] {
+        let sub = a
+            .submit("prod", "welcome", &json!({ "name": name }), None)
+            .await
+            .expect("submit");
+        ids.push((sub.id, name));
+    }
+    for (id, name) in ids {
+        let run = b.wait_run(&id).await.expect("wait");
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+        assert_eq!(run.output, Some(json!(format!("echo: Hello {name}"))));
+    }
+    drop((serving_a, serving_b));
+    db.drop_db().await;
+}
+
+#[test]
+fn serve_refuses_a_database_url_it_cannot_use_without_showing_the_password() {
+    let p = TestProject::empty();
+    for url in [
+        "mysql://app:hunter2@db/flowrun",
+        "postgres://app:hunter2@db:notaport/flowrun",
+    ] {
+        let out = p
+            .flowrun()
+            .args(["serve", "--addr", "127.0.0.1:0", "--database-url", url])
+            .output()
+            .expect("serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("app:***@db"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_lease_under_a_second() {
+    let p = TestProject::empty();
+    let out = p
+        .flowrun()
+        .args(["serve", "--addr", "127.0.0.1:0", "--lease", "100ms"])
+        .output()
+        .expect("serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--lease"), "{stderr}");
+    assert!(stderr.contains("at least `1s`"), "{stderr}");
 }

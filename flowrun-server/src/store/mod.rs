@@ -1,10 +1,12 @@
 //! The server's durable state behind [`ServerStore`]: bundles, environments with their
 //! deployment history, the run queue with leases, committed steps and API keys.
 //!
-//! One implementation today, [`SqliteStore`]; the trait is what a PostgreSQL store implements
-//! next. Every method is one short transaction. A run that ends with a webhook URL gets a
-//! pending delivery row in the transaction that ends it; deliverers lease those rows.
+//! Two implementations: [`SqliteStore`] (embedded, one process) and [`PostgresStore`] (several
+//! replicas on one database). Every method is one short transaction; both behave alike, which
+//! `tests/store.rs` checks against each. A run that ends with a webhook URL gets a pending
+//! delivery row in the transaction that ends it; deliverers lease those rows.
 
+mod postgres;
 mod schema;
 mod sqlite;
 
@@ -13,7 +15,9 @@ use flowrun_core::event::StepRecord;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use postgres::{PostgresStore, is_postgres_url, redact_url};
 pub use sqlite::SqliteStore;
+use tokio::sync::mpsc;
 
 /// A store operation failed. Its text is for logs, never for API responses.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,34 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("database task failed: {0}")]
     Task(String),
+    /// `url` has its password redacted.
+    #[error("invalid database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// `url` has its password redacted.
+    #[error("cannot connect to the server database {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("server database error: {0}")]
+    Postgres(String),
+    #[error("no connection to the server database: {0}")]
+    Pool(String),
+    #[error(
+        "the server database has schema version {found}, newer than this flowrun knows \
+         ({known}); upgrade flowrun"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+}
+
+/// A change another process sharing the database made, for waking this process's workers
+/// and long polls early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// A run was queued (submitted, released or re-queued).
+    Queued,
+    /// The run with this id ended.
+    Ended(String),
+    /// Cancelling the running run with this id was asked.
+    CancelRequested(String),
 }
 
 /// Where a run is in its life.
@@ -293,4 +325,11 @@ pub trait ServerStore: Send + Sync + 'static {
 
     async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError>;
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError>;
+
+    /// Changes made through the database by any process (this one included), as they commit.
+    /// `None`: the store has no such feed (SQLite serves one process, which wakes itself);
+    /// events may be dropped, so callers keep polling as well. Call within a tokio runtime.
+    fn subscribe(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        None
+    }
 }
