@@ -1,6 +1,7 @@
 //! The command line, as clap types. Only parsing lives here; `commands` does the work.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -94,6 +95,22 @@ pub struct ServeArgs {
     /// Runs executed at once.
     #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
+    /// How long a claimed run stays leased without a heartbeat; a run of a killed server is
+    /// taken up again after this (e.g. `30s`, `2s`).
+    #[arg(long, env = "FLOWRUN_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+    /// Claims of a run whose server keeps dying before the run is failed.
+    #[arg(long, env = "FLOWRUN_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+}
+
+/// A lease: a duration from 100 ms to 1 hour.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. `30s`)"))?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err("a lease is from `100ms` to `1h`".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

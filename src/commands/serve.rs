@@ -70,6 +70,8 @@ fn run_server(args: &ServeArgs) -> Exit {
     };
     let config = ServerConfig {
         workers: args.workers as usize,
+        lease: args.lease,
+        max_attempts: args.max_attempts,
         ..ServerConfig::default()
     };
     rt.block_on(async move {
