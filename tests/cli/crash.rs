@@ -39,7 +39,8 @@ pub enum Db {
 pub struct Committed {
     pub run_id: String,
     pub step_index: u32,
-    /// When the server committed it (ms since the Unix epoch, the server's wall clock).
+    /// When the server first committed it (ms since the Unix epoch, the server's wall clock;
+    /// a re-commit keeps it, so a committed step run again shows as a call after this).
     pub committed_at_ms: i64,
 }
 
