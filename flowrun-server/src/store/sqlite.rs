@@ -42,11 +42,18 @@ impl SqliteStore {
         Self::setup(Connection::open_in_memory()?)
     }
 
-    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+    /// The connection settings of the store (WAL, `synchronous`, busy timeout, foreign keys);
+    /// public so a benchmark can measure the database alone with the same durability.
+    pub fn tune(conn: &Connection) -> Result<(), StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        Self::tune(&conn)?;
         super::schema::migrations().to_latest(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
