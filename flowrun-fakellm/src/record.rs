@@ -173,7 +173,12 @@ mod tests {
                 .map_or(0, |d| d.as_millis() as i64)
         };
         let before = ms();
-        let r = RecordedRequest::new(Api::OpenAi, "/v1/chat/completions", &HeaderMap::new(), b"{}");
+        let r = RecordedRequest::new(
+            Api::OpenAi,
+            "/v1/chat/completions",
+            &HeaderMap::new(),
+            b"{}",
+        );
         let after = ms();
         assert!(
             (before..=after).contains(&r.received_at_ms),

@@ -132,11 +132,7 @@ impl Db {
                         .expect("begin");
                     tx.execute(
                         "INSERT INTO t (id, body, at) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![
-                            flowrun_core::new_id(),
-                            "{\"n\":\"12345\"}",
-                            n as i64
-                        ],
+                        rusqlite::params![flowrun_core::new_id(), "{\"n\":\"12345\"}", n as i64],
                     )
                     .expect("insert");
                     tx.commit().expect("commit");
@@ -169,7 +165,10 @@ fn bundle(fake: &FakeLlm, steps: usize) -> Vec<BundleFile> {
             "  - id: s{i}\n    prompt: p\n    with: {{ text: \"{text}\" }}\n"
         ));
     }
-    flow.push_str(&format!("output: \"{{{{ steps.s{}.output }}}}\"\n", steps - 1));
+    flow.push_str(&format!(
+        "output: \"{{{{ steps.s{}.output }}}}\"\n",
+        steps - 1
+    ));
     vec![
         file(
             "flowrun.yaml",

@@ -26,8 +26,8 @@ use crate::harness::TestProject;
 
 /// Runs executed at once by each server process.
 const WORKERS: usize = 8;
-/// The test gives up (and fails) after this long.
-const DEADLINE: Duration = Duration::from_secs(300);
+/// The test gives up (and fails) after this long, plus 50 ms a run.
+const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The database the server runs on.
 pub enum Db {
@@ -90,9 +90,7 @@ impl Db {
 /// run `n` calls "A n", then "B echo: A n", then "C echo: B echo: A n".
 fn project(fake: &FakeLlm) -> TestProject {
     let prompt = |letter: &str| {
-        format!(
-            "input: {{ text: string }}\nmessages:\n  - user: \"{letter} {{{{ text }}}}\"\n"
-        )
+        format!("input: {{ text: string }}\nmessages:\n  - user: \"{letter} {{{{ text }}}}\"\n")
     };
     TestProject::from_txtar(&format!(
         "-- flowrun.yaml --
@@ -223,7 +221,7 @@ fn transient(e: &ClientError) -> bool {
 
 /// Submits run `n` with its idempotency key until the server accepts it, following the server
 /// across restarts.
-async fn submit(clients: &watch::Receiver<Client>, n: usize) -> String {
+async fn submit(clients: &watch::Receiver<Client>, n: usize, deadline: Duration) -> String {
     let started = Instant::now();
     loop {
         let client = clients.borrow().clone();
@@ -233,7 +231,7 @@ async fn submit(clients: &watch::Receiver<Client>, n: usize) -> String {
             .await
         {
             Ok(sub) => return sub.id,
-            Err(e) if transient(&e) && started.elapsed() < DEADLINE => {
+            Err(e) if transient(&e) && started.elapsed() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("submitting run {n}: {e}"),
@@ -242,7 +240,11 @@ async fn submit(clients: &watch::Receiver<Client>, n: usize) -> String {
 }
 
 /// Waits for run `id` to end, following the server across restarts.
-async fn wait(clients: &watch::Receiver<Client>, id: &str) -> flowrun_client::Run {
+async fn wait(
+    clients: &watch::Receiver<Client>,
+    id: &str,
+    deadline: Duration,
+) -> flowrun_client::Run {
     let started = Instant::now();
     loop {
         let client = clients.borrow().clone();
@@ -252,7 +254,7 @@ async fn wait(clients: &watch::Receiver<Client>, id: &str) -> flowrun_client::Ru
             Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("reading run {id}: {e}"),
         }
-        assert!(started.elapsed() < DEADLINE, "run {id} did not end");
+        assert!(started.elapsed() < deadline, "run {id} did not end");
     }
 }
 
@@ -260,6 +262,10 @@ async fn wait(clients: &watch::Receiver<Client>, id: &str) -> flowrun_client::Ru
 async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     let runs = env_usize("FLOWRUN_SOAK_RUNS", 1000);
     let kills = env_usize("FLOWRUN_SOAK_KILLS", 4).max(1);
+    let deadline = DEADLINE + Duration::from_millis(50 * runs as u64);
+    // LLM calls the restarted server makes before the next kill: the kills spread over the
+    // first three quarters of the 3 × runs calls.
+    let interval = (9 * runs / 4 / kills).max(1);
     let log = dir.join("serve.log");
 
     let key = p
@@ -269,7 +275,10 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
         .output()
         .expect("keys create");
     assert!(key.status.success(), "{key:?}");
-    let token = String::from_utf8(key.stdout).expect("utf8").trim().to_string();
+    let token = String::from_utf8(key.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
 
     let mut serving = Serving::start(&db, &log).await;
     let deploy = p
@@ -292,7 +301,7 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
                     let clients = clients.clone();
                     let submitted = submitted.clone();
                     async move {
-                        let id = submit(&clients, n).await;
+                        let id = submit(&clients, n, deadline).await;
                         submitted.fetch_add(1, Ordering::Relaxed);
                         (n, id)
                     }
@@ -314,13 +323,13 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
             let due = if k == 0 {
                 submitted.load(Ordering::Relaxed) >= runs / 4
             } else {
-                calls >= calls_at_start + runs / 2
+                calls >= calls_at_start + interval
             };
             if due {
                 break;
             }
             assert!(
-                started.elapsed() < DEADLINE,
+                started.elapsed() < deadline,
                 "no progress before kill {k}: {calls} calls; log in {}",
                 log.display()
             );
@@ -347,7 +356,7 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     let finished: Vec<(usize, flowrun_client::Run)> = futures::stream::iter(ids)
         .map(|(n, id)| {
             let clients = clients.clone();
-            async move { (n, wait(&clients, &id).await) }
+            async move { (n, wait(&clients, &id, deadline).await) }
         })
         .buffer_unordered(32)
         .collect()
@@ -398,7 +407,9 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     let mut repeated = 0;
     for (input, run_id) in &by_input {
         for step in 0..3 {
-            let at = calls.get(&(input.clone(), step)).map_or(&[][..], Vec::as_slice);
+            let at = calls
+                .get(&(input.clone(), step))
+                .map_or(&[][..], Vec::as_slice);
             assert!(!at.is_empty(), "run {input} step {step} was never called");
             let done = committed
                 .get(&(run_id.clone(), step))
@@ -407,9 +418,9 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
                 repeated += 1;
             }
             late.extend(
-                at.iter()
-                    .filter(|&&t| t > *done)
-                    .map(|t| format!("run {input} step {step}: called at {t}, committed at {done}")),
+                at.iter().filter(|&&t| t > *done).map(|t| {
+                    format!("run {input} step {step}: called at {t}, committed at {done}")
+                }),
             );
         }
     }
@@ -437,5 +448,11 @@ async fn runs_survive_kill_9_on_sqlite() {
     let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
     let p = project(&fake);
     let dir = tempfile::tempdir().expect("tmp");
-    soak(Db::Sqlite(dir.path().join("server.db")), dir.path(), &fake, &p).await;
+    soak(
+        Db::Sqlite(dir.path().join("server.db")),
+        dir.path(),
+        &fake,
+        &p,
+    )
+    .await;
 }
