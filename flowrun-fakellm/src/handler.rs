@@ -89,6 +89,7 @@ async fn handle(
         Ok(req) => req,
         Err(e) => {
             shared.count(ReplyKind::Error);
+            shared.count_status(e.status);
             return error_response(api, e.status, &e.message, None);
         }
     };
@@ -112,7 +113,10 @@ async fn handle(
                 status,
                 message,
                 retry_after,
-            } => return error_response(api, status, &message, retry_after),
+            } => {
+                shared.count_status(status);
+                return error_response(api, status, &message, retry_after);
+            }
             reply @ (Reply::Text { .. } | Reply::ToolCalls { .. }) => {
                 let completion = Completion::build(api, &req, reply);
                 let chunk_delay = shared.config.stream_chunk_delay;

@@ -46,6 +46,9 @@ pub struct RecordedRequest {
     pub body: serde_json::Value,
     /// Whether the body asked for a streamed answer.
     pub stream: bool,
+    /// When the request arrived: milliseconds since the Unix epoch (wall clock, so it can be
+    /// compared with timestamps other processes on the machine wrote).
+    pub received_at_ms: i64,
 }
 
 impl RecordedRequest {
@@ -66,6 +69,9 @@ impl RecordedRequest {
                 .and_then(|s| s.as_bool())
                 .unwrap_or(false),
             body,
+            received_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         }
     }
 
@@ -157,6 +163,28 @@ mod tests {
         assert!(!r.stream);
         let dump = format!("{r:?}");
         assert!(!dump.contains("secret"), "{dump}");
+    }
+
+    #[test]
+    fn the_arrival_time_is_wall_clock_milliseconds() {
+        let ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let before = ms();
+        let r = RecordedRequest::new(
+            Api::OpenAi,
+            "/v1/chat/completions",
+            &HeaderMap::new(),
+            b"{}",
+        );
+        let after = ms();
+        assert!(
+            (before..=after).contains(&r.received_at_ms),
+            "{before} <= {} <= {after}",
+            r.received_at_ms
+        );
     }
 
     #[test]

@@ -182,6 +182,12 @@ impl FakeLlm {
         self.shared.lock().counts
     }
 
+    /// How many error replies of each HTTP status were served (injected faults, scripted
+    /// errors and request validation errors).
+    pub fn error_counts(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.shared.lock().statuses.clone()
+    }
+
     /// Stops accepting, closes every open connection (hung requests
     /// included) and waits for the connection tasks to end. Idempotent.
     pub async fn shutdown(&self) {

@@ -1,6 +1,7 @@
 //! State shared by the request handlers and the `FakeLlm` handle: config,
 //! script, fault injector, recorded requests and reply counts.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::config::FakeConfig;
@@ -21,6 +22,8 @@ pub(crate) struct Inner {
     pub(crate) faults: FaultInjector,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) counts: ReplyCounts,
+    /// Error replies by HTTP status.
+    pub(crate) statuses: BTreeMap<u16, u64>,
 }
 
 impl Shared {
@@ -31,6 +34,7 @@ impl Shared {
                 faults: FaultInjector::new(&config),
                 requests: Vec::new(),
                 counts: ReplyCounts::default(),
+                statuses: BTreeMap::new(),
             }),
             config,
         }
@@ -54,5 +58,10 @@ impl Shared {
 
     pub(crate) fn count(&self, kind: ReplyKind) {
         self.lock().counts.add(kind);
+    }
+
+    /// Counts an error reply with `status` (also counted by [`Shared::count`]).
+    pub(crate) fn count_status(&self, status: u16) {
+        *self.lock().statuses.entry(status).or_default() += 1;
     }
 }

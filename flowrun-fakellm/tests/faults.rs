@@ -37,6 +37,13 @@ async fn statuses(config: FakeConfig, n: usize) -> Vec<u16> {
         counts.error as usize,
         out.iter().filter(|s| **s != 200).count()
     );
+    for (status, count) in fake.error_counts() {
+        assert_eq!(
+            count as usize,
+            out.iter().filter(|s| **s == status).count(),
+            "{status}"
+        );
+    }
     out
 }
 

@@ -6,6 +6,7 @@ mod harness;
 
 mod check;
 mod ci_example;
+mod crash;
 mod dev;
 mod embed;
 mod eval_cmd;

@@ -280,7 +280,8 @@ pub trait ServerStore: Send + Sync + 'static {
         owner: &str,
         lease_until: i64,
     ) -> Result<Option<bool>, StoreError>;
-    /// Commits one finished step (replacing one from an earlier attempt).
+    /// Commits one finished step (replacing one from an earlier attempt; the commit time kept,
+    /// `steps.created_at`, stays the first one, so a step committed twice can be told).
     async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError>;
     /// Ends a run the owner holds; false when it no longer holds it.
     async fn finish(

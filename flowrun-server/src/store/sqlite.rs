@@ -42,11 +42,18 @@ impl SqliteStore {
         Self::setup(Connection::open_in_memory()?)
     }
 
-    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+    /// The connection settings of the store (WAL, `synchronous`, busy timeout, foreign keys);
+    /// public so a benchmark can measure the database alone with the same durability.
+    pub fn tune(conn: &Connection) -> Result<(), StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+        Self::tune(&conn)?;
         super::schema::migrations().to_latest(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -459,8 +466,10 @@ impl ServerStore for SqliteStore {
         let (index, step_id) = (step.step_index, step.step_id.clone());
         self.call(move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO steps (run_id, step_index, step_id, record, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step_index)
+                 DO UPDATE SET step_id = excluded.step_id, record = excluded.record",
                 params![
                     run_id,
                     index,
@@ -735,6 +744,40 @@ mod tests {
             s.run(&id).await.unwrap().unwrap().status,
             RunState::Succeeded
         );
+    }
+
+    #[tokio::test]
+    async fn a_step_committed_again_keeps_its_first_commit_time() {
+        let (s, id) = store_with_run(None).await;
+        let step = |output: &str| StepRecord {
+            run_id: id.clone(),
+            step_index: 0,
+            step_id: "a".into(),
+            prompt: "a".into(),
+            status: flowrun_core::RunStatus::Succeeded,
+            output_text: Some(output.into()),
+            output: Some(json!(output)),
+            model: None,
+            usage: Default::default(),
+            cost: Default::default(),
+            latency_ms: 1,
+            attempts: 1,
+            error: None,
+            cached: false,
+        };
+        let committed_at = |s: &SqliteStore| {
+            let conn = s.conn.lock().unwrap();
+            conn.query_row("SELECT created_at FROM steps", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        s.record_step(&id, &step("first")).await.unwrap();
+        let first = committed_at(&s);
+        std::thread::sleep(Duration::from_millis(5));
+        s.record_step(&id, &step("second")).await.unwrap();
+        let steps = s.steps(&id).await.unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].output, Some(json!("second")));
+        assert_eq!(committed_at(&s), first);
     }
 
     #[tokio::test]
