@@ -537,12 +537,12 @@ impl Executor {
                 schema: prompt.spec.output.schema.clone(),
             },
         };
-        let request = ChatRequest {
-            model: String::new(),
+        let request = ChatRequest::new(
+            String::new(),
             messages,
-            params: prompt.spec.params.clone(),
+            prompt.spec.params.clone(),
             response_format,
-        };
+        );
         let policy = RetryPolicy {
             retries: prompt.spec.retries.unwrap_or(config.defaults.retries),
             timeout: prompt.spec.timeout.unwrap_or(config.defaults.timeout).0,

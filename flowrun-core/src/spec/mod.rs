@@ -11,7 +11,8 @@ pub mod prompt;
 pub mod test_file;
 
 pub use config::{
-    Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
+    Defaults, MockRule, MockToolCall, ModelSpec, PriceSpec, ProjectConfig, ProviderKind,
+    ProviderSpec,
 };
 pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};
