@@ -3,6 +3,7 @@
 //! These types are the stable boundary of the project: they deserialize from YAML (through
 //! [`crate::yaml`], which keeps positions) and derive the JSON Schemas that editors use.
 
+pub mod agent;
 pub mod config;
 pub mod duration;
 pub mod flow;
@@ -10,6 +11,7 @@ pub mod input;
 pub mod prompt;
 pub mod test_file;
 
+pub use agent::{AgentSpec, HttpToolSpec, ToolSpec};
 pub use config::{
     Defaults, MockRule, MockToolCall, ModelSpec, PriceSpec, ProjectConfig, ProviderKind,
     ProviderSpec,
