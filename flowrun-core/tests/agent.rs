@@ -507,3 +507,59 @@ async fn the_agent_timeout_ends_a_hanging_loop() {
     );
     fake.shutdown().await;
 }
+
+/// A crash mid-agent: the second attempt rebuilds the conversation from the committed turns
+/// and goes on, without repeating their model call or their tool's run.
+#[tokio::test]
+async fn a_resumed_agent_continues_after_its_last_committed_turn() {
+    for api in APIS {
+        let fake = FakeLlm::start(FakeConfig::default()).await.unwrap();
+        fake.push_for_model(
+            "fake-agent",
+            Reply::tool_call("lookup_order", json!({"order_id": "A-17"})),
+        );
+        fake.push_for_model("fake-small", Reply::text("Order A-17: shipped."));
+        fake.push_for_model("fake-agent", Reply::hang());
+        let (first, events) = run(api, &fake, SLOW_AGENT, json!({"question": "Where?"})).await;
+        assert_eq!(
+            first.status,
+            RunStatus::Failed,
+            "the first attempt is cut short"
+        );
+        let committed = events.turns();
+        assert_eq!(committed.len(), 1);
+
+        fake.clear_requests();
+        fake.clear_script();
+        fake.push_for_model("fake-agent", Reply::text("It shipped."));
+        let project = Project::load(files(api, &fake, SLOW_AGENT)).unwrap();
+        let exec = Executor::builder(Arc::new(project))
+            .env(|name| (name == "FAKE_KEY").then(|| "sk-fake".into()))
+            .build()
+            .unwrap();
+        let request = RunRequest::new("flow/agent", json!({"question": "Where?"}))
+            .with_run_id(first.run_id.clone())
+            .resuming(Vec::new())
+            .resuming_turns(committed.clone());
+        let second = exec.run(request).await.unwrap();
+        assert_eq!(second.status, RunStatus::Succeeded, "{api:?}: {second:#?}");
+        assert_eq!(second.output, Some(json!("It shipped.")));
+        let (step, transcript) = agent_step(&second);
+        assert_eq!(transcript.turns.len(), 2);
+        assert_eq!(transcript.turns[0], committed[0]);
+        assert_eq!(
+            step.usage.input_tokens,
+            committed[0].usage.input_tokens + transcript.turns[1].usage.input_tokens
+        );
+        let requests = fake.requests();
+        assert_eq!(
+            requests.len(),
+            1,
+            "one model call, no tool run: {requests:#?}"
+        );
+        let sent = sent_results(api, &requests[0]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1, "Order A-17: shipped.");
+        fake.shutdown().await;
+    }
+}

@@ -62,6 +62,11 @@ impl Executor {
     ) -> Result<(Value, Option<Value>), StepFailure> {
         let step_index = ctx.next_step;
         ctx.next_step += 1;
+        let prior = if ctx.reusing {
+            committed_turns(ctx.completed_turns, step_index)
+        } else {
+            Vec::new()
+        };
         if let Some(output) =
             self.reuse_step(ctx, step_index, site.step_id, &site.prompt.name, stream)
         {
@@ -86,9 +91,10 @@ impl Executor {
             cached: false,
             agent: None,
         };
+        // Turns a previous attempt committed come first; the loop continues after them.
         let mut transcript = Transcript {
             stop: AgentStop::Failed,
-            turns: Vec::new(),
+            turns: prior,
         };
         let (stop, result) = self
             .agent_body(
@@ -176,6 +182,18 @@ impl Executor {
         };
         let cancel = ctx.cancel.clone();
         let depth = ctx.depth;
+        let mut messages = messages;
+        let mut tools_cost = Cost::default();
+        for turn in &transcript.turns {
+            // A committed turn: its calls are not made again, what they cost still counts.
+            record.usage.add(&turn.usage);
+            record.cost.add(&turn.cost);
+            record.model = Some(turn.model.clone());
+            for c in turn.tool_results.iter().filter_map(|r| r.cost.as_ref()) {
+                tools_cost.add(c);
+            }
+            messages.extend(turn.messages());
+        }
         let caller = Caller {
             exec: self,
             ctx,
@@ -192,7 +210,7 @@ impl Executor {
             offered: &offered,
             messages,
             transcript,
-            tools_cost: Cost::default(),
+            tools_cost,
             tool_cx: ToolContext {
                 executor: self,
                 cancel: cancel.child_token(),
@@ -307,7 +325,8 @@ impl Loop<'_, '_, '_, '_> {
             },
             None => ResponseFormat::Text,
         };
-        for turn in 1..=agent.max_turns {
+        let first = self.transcript.turns.len() as u32 + 1;
+        for turn in first..=agent.max_turns {
             if let Some(ending) = self.over_budget() {
                 return ending;
             }
@@ -482,6 +501,21 @@ impl Loop<'_, '_, '_, '_> {
             cost: outcome.cost,
         }
     }
+}
+
+/// The turns of step `step_index` a previous attempt committed: 1, 2, … up to the first gap
+/// (a turn after a gap cannot be trusted to follow from the ones before it).
+fn committed_turns(turns: &[AgentTurn], step_index: u32) -> Vec<AgentTurn> {
+    let mut mine: Vec<&AgentTurn> = turns
+        .iter()
+        .filter(|t| t.step_index == step_index)
+        .collect();
+    mine.sort_by_key(|t| t.turn);
+    mine.into_iter()
+        .enumerate()
+        .take_while(|(i, t)| t.turn == *i as u32 + 1)
+        .map(|(_, t)| t.clone())
+        .collect()
 }
 
 fn check_arguments(validator: Option<&jsonschema::Validator>, args: &Value) -> Result<(), String> {

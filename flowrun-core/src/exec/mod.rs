@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use build::{BuildError, EnvLookup, ExecutorBuilder, http_client};
 
+use crate::agent::AgentTurn;
 use crate::cache::ResponseCache;
 use crate::cost::{Cost, PriceTable};
 pub use crate::event::RunStatus;
@@ -47,6 +48,8 @@ pub struct RunRequest {
     /// Steps a previous attempt of this run already finished (from a durable store): see
     /// [`RunRequest::resuming`].
     pub completed: Vec<StepRecord>,
+    /// Agent turns a previous attempt committed: see [`RunRequest::resuming_turns`].
+    pub completed_turns: Vec<AgentTurn>,
 }
 
 impl RunRequest {
@@ -59,6 +62,7 @@ impl RunRequest {
             model: None,
             run_id: None,
             completed: Vec::new(),
+            completed_turns: Vec::new(),
         }
     }
 
@@ -97,6 +101,17 @@ impl RunRequest {
     /// was accepted with.
     pub fn resuming(mut self, completed: Vec<StepRecord>) -> Self {
         self.completed = completed;
+        self
+    }
+
+    /// Also resumes inside an agent step: `turns` are the [`RunEvent::AgentTurn`]s the
+    /// previous attempt committed. The first step that is not reused, if it is an agent step
+    /// with turns here (same `step_index`, numbered 1, 2, … without a gap), rebuilds its
+    /// conversation from them and goes on with the next turn: their model calls and tool
+    /// calls are not made again, their usage and cost count toward the step and its
+    /// `max_turns` and `max_cost`. Turns of any other step are ignored.
+    pub fn resuming_turns(mut self, turns: Vec<AgentTurn>) -> Self {
+        self.completed_turns = turns;
         self
     }
 }
@@ -177,6 +192,8 @@ struct RunCtx<'a> {
     completed: &'a [StepRecord],
     /// Whether steps may still be reused: cleared by the first step that runs.
     reusing: bool,
+    /// Agent turns a previous attempt committed ([`RunRequest::resuming_turns`]).
+    completed_turns: &'a [AgentTurn],
 }
 
 /// Why a step (and so the run) stopped.
@@ -268,7 +285,8 @@ impl Executor {
             next_step: 0,
             steps: Vec::new(),
             completed: &req.completed,
-            reusing: !req.completed.is_empty(),
+            reusing: !req.completed.is_empty() || !req.completed_turns.is_empty(),
+            completed_turns: &req.completed_turns,
         };
         let result = match kind {
             TargetKind::Prompt => {
