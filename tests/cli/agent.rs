@@ -28,13 +28,19 @@ fn run_id_of(project: &TestProject, target: &str) -> String {
 #[test]
 fn the_example_agent_runs_offline_and_is_shown_turn_by_turn() {
     let project = example();
-    let out = run(project.flowrun().args(["run", "support", "--input", QUESTION]));
+    let out = run(project
+        .flowrun()
+        .args(["run", "support", "--input", QUESTION]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout.trim(),
         "Your order A-17 (two desk lamps) shipped on Monday and arrives on Thursday."
     );
-    assert!(out.stderr.contains("turn 1 · lookup_order"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("turn 1 · lookup_order"),
+        "{}",
+        out.stderr
+    );
 
     let id = run_id_of(&project, "support");
     let shown = run(project.flowrun().args(["show", &id]));

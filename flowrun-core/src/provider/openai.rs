@@ -444,12 +444,14 @@ struct StreamState {
     calls: Vec<(String, String, String)>,
 }
 
+/// A piece of a streamed tool call: its index, and the id, name and argument text it adds.
+type CallPiece = (usize, Option<String>, Option<String>, Option<String>);
+
 /// One chunk's contribution.
 #[derive(Debug, Default)]
 struct Chunk {
     content: Option<String>,
-    /// Tool call pieces: index, id, name, argument text.
-    calls: Vec<(usize, Option<String>, Option<String>, Option<String>)>,
+    calls: Vec<CallPiece>,
     finish_reason: Option<String>,
     model: Option<String>,
     id: Option<String>,
