@@ -563,3 +563,37 @@ async fn a_resumed_agent_continues_after_its_last_committed_turn() {
         fake.shutdown().await;
     }
 }
+
+/// The timeout cancels a tool that still runs: its run ends `cancelled` (recorded, not left
+/// running), and the unfinished turn is not recorded.
+#[tokio::test]
+async fn the_timeout_cancels_running_tools() {
+    let fake = FakeLlm::start(FakeConfig::default()).await.unwrap();
+    fake.push_for_model(
+        "fake-agent",
+        Reply::tool_call("lookup_order", json!({"order_id": "A-17"})),
+    );
+    fake.push_for_model("fake-small", Reply::hang());
+    let (outcome, events) = run(Api::OpenAi, &fake, SLOW_AGENT, json!({"question": "?"})).await;
+    let (_, transcript) = agent_step(&outcome);
+    assert_eq!(transcript.stop, AgentStop::Timeout);
+    assert!(transcript.turns.is_empty() && events.turns().is_empty());
+    let ends: Vec<(String, RunStatus)> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::RunFinished(end) => Some((end.run_id.clone(), end.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends.len(),
+        2,
+        "the tool's run and the agent's run both end: {ends:?}"
+    );
+    assert_eq!(ends[0].1, RunStatus::Cancelled);
+    assert_ne!(ends[0].0, outcome.run_id);
+    fake.shutdown().await;
+}

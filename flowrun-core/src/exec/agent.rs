@@ -7,6 +7,8 @@
 //! Each turn is emitted as a [`RunEvent::AgentTurn`] once its model call and tools are done.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -46,6 +48,9 @@ struct Offered<'a> {
     tool: Box<dyn Tool + 'a>,
     validator: Option<jsonschema::Validator>,
 }
+
+/// How long tools cancelled by the agent's timeout get to end cleanly.
+const TOOL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the loop ended: why, and the answer or the failure.
 type Ending = (AgentStop, Result<Value, StepFailure>);
@@ -211,6 +216,7 @@ impl Executor {
             messages,
             transcript,
             tools_cost,
+            tools_running: Arc::new(AtomicBool::new(false)),
             tool_cx: ToolContext {
                 executor: self,
                 cancel: cancel.child_token(),
@@ -218,9 +224,29 @@ impl Executor {
             },
             params: prompt.spec.params.clone(),
         };
-        let ending = match tokio::time::timeout(agent.timeout.0, state.run()).await {
-            Ok(ending) => ending,
-            Err(_) => (
+        let stop_tools = state.tool_cx.cancel.clone();
+        let tools_running = state.tools_running.clone();
+        let timed_out = {
+            let run = state.run();
+            tokio::pin!(run);
+            tokio::select! {
+                ending = &mut run => Err(ending),
+                () = tokio::time::sleep(agent.timeout.0) => {
+                    // Tools still running (a flow's run, an HTTP request) are cancelled and
+                    // get a moment to record how they ended; the unfinished turn is not
+                    // recorded, so a resumed agent makes it again.
+                    stop_tools.cancel();
+                    if tools_running.load(Ordering::SeqCst) {
+                        let _ = tokio::time::timeout(TOOL_GRACE, &mut run).await;
+                    }
+                    Ok(())
+                }
+            }
+        };
+        stop_tools.cancel();
+        match timed_out {
+            Err(ending) => ending,
+            Ok(()) => (
                 AgentStop::Timeout,
                 Err(fail(format!(
                     "timeout: the agent did not answer within {} ({} turns done)",
@@ -228,10 +254,7 @@ impl Executor {
                     state.transcript.turns.len()
                 ))),
             ),
-        };
-        // Whatever still runs for this agent (a tool's run, an HTTP request) stops now.
-        state.tool_cx.cancel.cancel();
-        ending
+        }
     }
 
     /// The step's tools, built from their specs, with their argument validators.
@@ -306,6 +329,8 @@ struct Loop<'e, 'c, 'r, 'a> {
     /// What prompt and flow tools have spent (counts toward `max_cost`).
     tools_cost: Cost,
     tool_cx: ToolContext<'e>,
+    /// Set while the tools of a turn run (the timeout lets them end cleanly then).
+    tools_running: Arc<AtomicBool>,
     params: crate::provider::Params,
 }
 
@@ -386,7 +411,19 @@ impl Loop<'_, '_, '_, '_> {
                     }
                 }
             } else {
+                self.tools_running.store(true, Ordering::SeqCst);
                 done.tool_results = self.run_tools(&response.tool_calls).await;
+                self.tools_running.store(false, Ordering::SeqCst);
+                if self.tool_cx.cancel.is_cancelled() {
+                    // Cut short: the turn is incomplete and not recorded.
+                    return (
+                        AgentStop::Cancelled,
+                        Err(StepFailure {
+                            status: RunStatus::Cancelled,
+                            message: "cancelled".into(),
+                        }),
+                    );
+                }
                 for r in &done.tool_results {
                     if let Some(c) = &r.cost {
                         self.tools_cost.add(c);
@@ -403,15 +440,6 @@ impl Loop<'_, '_, '_, '_> {
             self.transcript.turns.push(done);
             if let Some(answer) = answer {
                 return (AgentStop::Answered, Ok(answer));
-            }
-            if self.tool_cx.cancel.is_cancelled() {
-                return (
-                    AgentStop::Cancelled,
-                    Err(StepFailure {
-                        status: RunStatus::Cancelled,
-                        message: "cancelled".into(),
-                    }),
-                );
             }
         }
         (
