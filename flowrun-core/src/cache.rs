@@ -78,7 +78,7 @@ pub trait ResponseCache: Send + Sync {
 /// (a message, a parameter, the output schema, the model, the provider) changes it. Parameters
 /// left unset are not part of the key, so a new optional parameter keeps existing keys.
 pub fn cache_key(provider_name: &str, kind: ProviderKind, request: &ChatRequest) -> String {
-    let value = json!({
+    let mut value = json!({
         "provider": provider_name,
         "kind": kind.as_str(),
         "model": request.model,
@@ -86,6 +86,17 @@ pub fn cache_key(provider_name: &str, kind: ProviderKind, request: &ChatRequest)
         "response_format": request.response_format,
         "messages": request.messages,
     });
+    // Tool settings join the key only when present, so keys of requests without tools (and
+    // every stored cache and cassette) stay as they were.
+    if !request.tools.is_empty() {
+        value["tools"] = json!(request.tools);
+    }
+    if let Some(choice) = &request.tool_choice {
+        value["tool_choice"] = json!(choice);
+    }
+    if let Some(parallel) = request.parallel_tool_calls {
+        value["parallel_tool_calls"] = json!(parallel);
+    }
     let mut text = String::with_capacity(256);
     text.push_str(CACHE_KEY_VERSION);
     text.push('\n');
@@ -211,6 +222,9 @@ mod tests {
                 ..Params::default()
             },
             response_format: ResponseFormat::Text,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 
@@ -352,6 +366,7 @@ mod tests {
             finish_reason: Some("stop".into()),
             model: "gpt-4o-mini".into(),
             raw: json!({}),
+            tool_calls: Vec::new(),
         }
     }
 

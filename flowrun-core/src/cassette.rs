@@ -248,6 +248,9 @@ mod tests {
                 response_format: ResponseFormat::Json {
                     schema: Some(json!({"type": "object", "required": ["a"]})),
                 },
+                tools: Vec::new(),
+                tool_choice: None,
+                parallel_tool_calls: None,
             },
             response: ChatResponse {
                 text: reply.into(),
@@ -260,6 +263,7 @@ mod tests {
                 finish_reason: Some("stop".into()),
                 model: "gpt-4o-mini-2024-07-18".into(),
                 raw: json!({"id": "chatcmpl-1", "z": 1.5e300, "choices": [{"index": 0}], "a": null}),
+                tool_calls: Vec::new(),
             },
         }
     }

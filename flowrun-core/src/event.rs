@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::{AgentTurn, Transcript};
 use crate::cost::Cost;
 use crate::provider::{Message, Usage};
 
@@ -123,6 +124,9 @@ pub struct StepRecord {
     /// call succeeded).
     #[serde(default)]
     pub cached: bool,
+    /// Agent steps: why the loop ended and every turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Transcript>,
 }
 
 /// A run is done.
@@ -141,7 +145,8 @@ pub struct RunEnd {
 /// Everything the executor reports, in order.
 ///
 /// A run is `RunStarted`, then for each step either `StepStarted`, its `CallAttempt`s and
-/// `StepFinished`, or (when resuming) `StepReused`, then `RunFinished`.
+/// `StepFinished`, or (when resuming) `StepReused`, then `RunFinished`. An agent step emits
+/// an `AgentTurn` after each turn's calls (model and tools), before its `StepFinished`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
@@ -151,6 +156,9 @@ pub enum RunEvent {
     RunStarted(RunStart),
     StepStarted(StepStart),
     CallAttempt(CallRecord),
+    /// A turn of an agent step is complete: the model's reply and the tool results, emitted
+    /// as soon as they are in (see [`AgentTurn`] for rebuilding the conversation from them).
+    AgentTurn(AgentTurn),
     StepFinished(StepRecord),
     /// A resumed run took this step's result from a previous attempt instead of calling a
     /// model: the record is the one that attempt finished with (its usage, cost, latency and

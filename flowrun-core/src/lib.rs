@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 pub mod assert;
 pub mod cache;
 pub mod cassette;

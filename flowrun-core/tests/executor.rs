@@ -150,6 +150,7 @@ impl Events {
                 RunEvent::RunStarted(_) => "run_started",
                 RunEvent::StepStarted(_) => "step_started",
                 RunEvent::CallAttempt(_) => "call_attempt",
+                RunEvent::AgentTurn(_) => "agent_turn",
                 RunEvent::StepFinished(_) => "step_finished",
                 RunEvent::StepReused(_) => "step_reused",
                 RunEvent::RunFinished(_) => "run_finished",

@@ -51,6 +51,9 @@ fn request(model: &str, response_format: ResponseFormat) -> ChatRequest {
             ..Params::default()
         },
         response_format,
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
     }
 }
 

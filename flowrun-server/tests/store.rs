@@ -198,6 +198,7 @@ fn step(run_id: &str, index: u32, output: &str) -> StepRecord {
         attempts: 1,
         error: None,
         cached: false,
+        agent: None,
     }
 }
 

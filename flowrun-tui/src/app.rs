@@ -853,6 +853,7 @@ mod tests {
             },
             steps: Vec::new(),
             calls: Vec::new(),
+            turns: Vec::new(),
         })
     }
 

@@ -55,6 +55,30 @@ impl EventSink for Progress {
                     );
                 }
             }
+            RunEvent::AgentTurn(e) => {
+                let calls: Vec<String> = e
+                    .tool_results
+                    .iter()
+                    .map(|r| {
+                        if r.is_error {
+                            format!("{} (error)", r.name)
+                        } else {
+                            r.name.clone()
+                        }
+                    })
+                    .collect();
+                let what = if calls.is_empty() {
+                    "answer".to_string()
+                } else {
+                    calls.join(", ")
+                };
+                eprintln!(
+                    "    {} turn {} {}",
+                    paint(c, DIM, "↳"),
+                    e.turn,
+                    paint(c, DIM, &format!("· {what} · {}", format_ms(e.latency_ms)))
+                );
+            }
             RunEvent::StepFinished(e) => match e.status {
                 RunStatus::Succeeded => eprintln!(
                     "  {} {} {}",

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use flowrun_core::agent::AgentTurn;
 use flowrun_local::store::RunDetail;
 use serde_json::Value;
 
@@ -69,11 +70,14 @@ pub fn render(d: &RunDetail) -> String {
     );
     out += &format!("\ninput:\n{}", indent(&value_text(&r.input), "  "));
     for s in &d.steps {
+        let what = match &s.agent_stop {
+            Some(_) => format!("agent, instructions {}", s.prompt),
+            None => format!("prompt {}", s.prompt),
+        };
         out += &format!(
-            "\nstep {} `{}` (prompt {}) on {}: {}\n",
+            "\nstep {} `{}` ({what}) on {}: {}\n",
             s.step_index + 1,
             s.step_id,
-            s.prompt,
             s.model.as_deref().unwrap_or("-"),
             s.status
         );
@@ -91,6 +95,17 @@ pub fn render(d: &RunDetail) -> String {
                 "  [{role}]\n{}",
                 indent(m["content"].as_str().unwrap_or(""), "    ")
             );
+        }
+        let turns: Vec<&AgentTurn> = d
+            .turns
+            .iter()
+            .filter(|t| t.step_index == s.step_index)
+            .collect();
+        if let Some(stop) = &s.agent_stop {
+            out += &format!("  [agent] {stop} after {} turn(s)\n", turns.len());
+        }
+        for t in turns {
+            out += &render_turn(t);
         }
         if let Some(text) = &s.output_text {
             out += &format!("  [output]\n{}", indent(text, "    "));
@@ -120,6 +135,49 @@ pub fn render(d: &RunDetail) -> String {
         (Some(v), _) => out += &format!("\noutput:\n{}", indent(&value_text(v), "  ")),
         (None, Some(e)) => out += &format!("\nerror: {e}\n"),
         _ => {}
+    }
+    out
+}
+
+/// One agent turn: the model's text, then each tool call with its arguments and result.
+fn render_turn(t: &AgentTurn) -> String {
+    let mut out = format!(
+        "  turn {} on {} · {} · {} in / {} out tokens · {}\n",
+        t.turn,
+        t.model,
+        format_ms(t.latency_ms),
+        t.usage.input_tokens,
+        t.usage.output_tokens,
+        format_cost(
+            t.cost.usd_if_known(),
+            &t.cost.unknown_models.iter().cloned().collect::<Vec<_>>()
+        )
+    );
+    if !t.assistant.content.is_empty() {
+        out += &format!(
+            "    [assistant]\n{}",
+            indent(&t.assistant.content, "      ")
+        );
+    }
+    for r in &t.tool_results {
+        let args = serde_json::to_string(&r.arguments).unwrap_or_default();
+        out += &format!("    [tool call] {} {args}\n", r.name);
+        let label = if r.is_error {
+            "[tool error]"
+        } else {
+            "[tool result]"
+        };
+        out += &format!("    {label}\n{}", indent(&r.output, "      "));
+        if let Some(run) = &r.run_id {
+            out += &format!("      (run {run})\n");
+        }
+    }
+    for m in &t.feedback {
+        out += &format!(
+            "    [{}]\n{}",
+            m.role.as_str(),
+            indent(&m.content, "      ")
+        );
     }
     out
 }

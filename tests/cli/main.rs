@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod agent;
 mod check;
 mod ci_example;
 mod crash;

@@ -19,6 +19,7 @@ fn committed_schemas_are_current() {
         "schemas",
         "examples/quickstart/schemas",
         "examples/ci/schemas",
+        "examples/agent/schemas",
     ] {
         for name in [
             "config.schema.json",
@@ -110,6 +111,28 @@ fn example_files_match_their_schemas() {
             &ci.join(format!("tests/{name}.test.yaml")),
         );
     }
+
+    let agent = repo_root().join("examples/agent");
+    validate(
+        &agent.join("schemas/config.schema.json"),
+        &agent.join("flowrun.yaml"),
+    );
+    for name in ["support_agent", "describe_order"] {
+        validate(
+            &agent.join("schemas/prompt.schema.json"),
+            &agent.join(format!("prompts/{name}.yaml")),
+        );
+    }
+    for name in ["support", "order_lookup"] {
+        validate(
+            &agent.join("schemas/flow.schema.json"),
+            &agent.join(format!("flows/{name}.yaml")),
+        );
+    }
+    validate(
+        &agent.join("schemas/test.schema.json"),
+        &agent.join("tests/support.test.yaml"),
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! Negated checks are the logical inverse of their positive form: `not_contains: [a, b]`
 //! passes when neither appears, and with `all: true` it passes unless both appear.
 
+mod agent;
 mod external;
 mod json;
 mod template;
@@ -40,6 +41,8 @@ pub struct Observed<'a> {
     pub vars: &'a Value,
     /// Why the run failed, if it did.
     pub error: Option<&'a str>,
+    /// The turns of the run's agent steps (empty when it has none).
+    pub agent_turns: &'a [crate::agent::AgentTurn],
 }
 
 /// What assertions may call out to.
@@ -99,6 +102,10 @@ async fn evaluate_one(
     hooks: Hooks<'_>,
 ) -> AssertionResult {
     let verdict = match observed.output {
+        // Transcript checks hold for runs an agent limit ended, too.
+        None if is_transcript_check(&spec.check) && !observed.agent_turns.is_empty() => {
+            check(&spec.check, &serde_json::Value::Null, observed, hooks).await
+        }
         None => {
             let error = observed
                 .error
@@ -168,7 +175,15 @@ async fn check(
         Check::Command(command) => {
             external::command(hooks.command, &templates, command, text).await
         }
+        Check::ToolCalled { name, args, negate } => {
+            agent::tool_called(observed.agent_turns, name, args.as_ref(), *negate)
+        }
+        Check::Turns { min, max } => agent::turns(observed.agent_turns, *min, *max),
     }
+}
+
+fn is_transcript_check(check: &Check) -> bool {
+    matches!(check, Check::ToolCalled { .. } | Check::Turns { .. })
 }
 
 fn latency(latency_ms: u64, max: std::time::Duration) -> Verdict {

@@ -72,6 +72,18 @@ pub enum Check {
     /// An external program gets the output on stdin; exit 0 passes, or it prints
     /// `{"score": 0.8, "reason": "..."}`.
     Command(String),
+    /// An agent step of the run called (or, negated, never called) this tool; with `args`,
+    /// a call whose arguments contain these values.
+    ToolCalled {
+        name: String,
+        args: Option<Value>,
+        negate: Negate,
+    },
+    /// How many turns the run's agent steps took.
+    Turns {
+        min: Option<u32>,
+        max: Option<u32>,
+    },
 }
 
 /// What a `json_path` assertion checks about the values its query selects.
@@ -124,6 +136,9 @@ impl Check {
             Check::CostMax(_) => "cost_max",
             Check::LlmJudge { .. } => "llm_judge",
             Check::Command(_) => "command",
+            Check::ToolCalled { negate: false, .. } => "tool_called",
+            Check::ToolCalled { negate: true, .. } => "tool_not_called",
+            Check::Turns { .. } => "turns",
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::spec::Duration;
 use crate::yaml::{Document, Path};
 
 /// Every check an assertion can name.
-pub const CHECK_KEYS: [&str; 19] = [
+pub const CHECK_KEYS: [&str; 22] = [
     "equals",
     "not_equals",
     "contains",
@@ -30,9 +30,12 @@ pub const CHECK_KEYS: [&str; 19] = [
     "llm_judge",
     "command",
     "not_is_json",
+    "tool_called",
+    "tool_not_called",
+    "turns",
 ];
 
-const MODIFIERS: [&str; 5] = ["weight", "threshold", "required", "all", "model"];
+const MODIFIERS: [&str; 6] = ["weight", "threshold", "required", "all", "model", "args"];
 const JSON_PATH_OPS: [&str; 3] = ["equals", "contains", "exists"];
 
 /// Reads the assertion `value` found at `path` of `doc`.
@@ -73,6 +76,9 @@ pub fn parse(doc: &Document, path: &Path, value: &Value) -> Result<AssertionSpec
             &path.key("all"),
             "`all` goes with `contains` and its variants",
         ));
+    }
+    if map.contains_key("args") && !matches!(check, Check::ToolCalled { negate: false, .. }) {
+        return Err(doc.error_at_key(&path.key("args"), "`args` goes with `tool_called`"));
     }
     if map.contains_key("model") && !matches!(check, Check::LlmJudge { .. }) {
         return Err(doc.error_at_key(&path.key("model"), "`model` goes with `llm_judge`"));
@@ -239,6 +245,26 @@ impl Reader<'_> {
                     .transpose()?,
             },
             "command" => Check::Command(self.string(key)?),
+            "tool_called" => {
+                let args = self.map.get("args").cloned();
+                if args.as_ref().is_some_and(|a| !a.is_object()) {
+                    return Err(self.err(
+                        "args",
+                        "`args` takes a mapping of argument values, such as `{ city: Paris }`",
+                    ));
+                }
+                Check::ToolCalled {
+                    name: self.tool_name(key)?,
+                    args,
+                    negate,
+                }
+            }
+            "tool_not_called" => Check::ToolCalled {
+                name: self.tool_name(key)?,
+                args: None,
+                negate: true,
+            },
+            "turns" => self.turns(key)?,
             _ => return Err(self.err(key, format!("unknown check `{key}`"))),
         })
     }
@@ -268,6 +294,40 @@ impl Reader<'_> {
             }
         };
         Ok(Check::JsonPath { path, op })
+    }
+
+    fn tool_name(&self, key: &str) -> Result<String, Diagnostic> {
+        match self.get(key) {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(self.err(key, format!("`{key}` takes a tool's name"))),
+        }
+    }
+
+    fn turns(&self, key: &str) -> Result<Check, Diagnostic> {
+        let Value::Object(bounds) = self.get(key) else {
+            return Err(self.err(key, "`turns` takes `{ max: N }`, `{ min: N }` or both"));
+        };
+        let (mut min, mut max) = (None, None);
+        for (k, v) in bounds {
+            let n = v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| self.err(key, format!("`turns.{k}` takes a whole number")))?;
+            match k.as_str() {
+                "min" => min = Some(n),
+                "max" => max = Some(n),
+                other => {
+                    return Err(self.doc.error_at_key(
+                        &self.path.key(key).key(other),
+                        format!("unknown key `{other}`; `turns` takes `min` and `max`"),
+                    ));
+                }
+            }
+        }
+        if min.is_none() && max.is_none() {
+            return Err(self.err(key, "`turns` needs `min`, `max` or both"));
+        }
+        Ok(Check::Turns { min, max })
     }
 
     fn length(&self, key: &str) -> Result<Check, Diagnostic> {
@@ -334,6 +394,7 @@ impl schemars::JsonSchema for AssertionSchema {
             "model".into(),
             serde_json::json!({ "type": "string", "description": "llm_judge: the judge model" }),
         );
+        props.insert("args".into(), serde_json::json!({ "type": "object", "description": "tool_called: a call's arguments contain these values" }));
         props.insert("exists".into(), serde_json::json!({ "type": "boolean", "description": "json_path: the query selects something" }));
         schemars::json_schema!({
             "type": "object",
@@ -406,6 +467,25 @@ mod tests {
         );
         let e = parse_one("{ json_path: 'nope[' }").unwrap_err();
         assert!(e.message.starts_with("invalid JSONPath"), "{}", e.message);
+        let e = parse_one("{ tool_caled: search }").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `tool_called`?"));
+        let e = parse_one("{ turns: { maximum: 3 } }").unwrap_err();
+        assert!(
+            e.message.contains("`turns` takes `min` and `max`"),
+            "{}",
+            e.message
+        );
+        let e = parse_one("{ contains: a, args: { q: 1 } }").unwrap_err();
+        assert_eq!(e.message, "`args` goes with `tool_called`");
+        let t = parse_one("{ tool_called: search, args: { q: rust } }").unwrap();
+        assert_eq!(
+            t.check,
+            Check::ToolCalled {
+                name: "search".into(),
+                args: Some(serde_json::json!({"q": "rust"})),
+                negate: false
+            }
+        );
         let e = parse_one("{ equals: x, threshold: 3 }").unwrap_err();
         assert_eq!(e.message, "`threshold` must be between 0 and 1");
     }

@@ -48,7 +48,7 @@ pub struct ExecutorBuilder {
     project: Arc<Project>,
     sink: Arc<dyn EventSink>,
     overrides: HashMap<String, Arc<dyn Provider>>,
-    env: Box<EnvLookup>,
+    env: Arc<EnvLookup>,
     prices: Option<PriceTable>,
     http: Option<reqwest::Client>,
     cache: Option<Arc<dyn ResponseCache>>,
@@ -61,7 +61,7 @@ impl ExecutorBuilder {
             project,
             sink: Arc::new(NoSink),
             overrides: HashMap::new(),
-            env: Box::new(|name| std::env::var(name).ok()),
+            env: Arc::new(|name| std::env::var(name).ok()),
             prices: None,
             http: None,
             cache: None,
@@ -84,7 +84,7 @@ impl ExecutorBuilder {
 
     /// Where API keys are read from (default: the process environment).
     pub fn env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
-        self.env = Box::new(lookup);
+        self.env = Arc::new(lookup);
         self
     }
 
@@ -127,6 +127,10 @@ impl ExecutorBuilder {
             .providers
             .iter()
             .any(|(n, s)| s.kind != ProviderKind::Mock && !self.overrides.contains_key(n));
+        let tool_http = std::sync::OnceLock::new();
+        if let Some(client) = &self.http {
+            let _ = tool_http.set(client.clone());
+        }
         let http = match (self.http, needs_http) {
             (Some(c), _) => Some(c),
             (None, true) => Some(http_client()?),
@@ -163,6 +167,8 @@ impl ExecutorBuilder {
             sink: self.sink,
             cache: self.cache,
             replay_only: self.replay_only,
+            env: self.env,
+            tool_http,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The executor: runs a prompt or a flow, step by step, with retries, fallbacks, structured
 //! output repair and cost accounting, reporting every event to an [`EventSink`].
 
+mod agent;
 mod build;
 mod call;
 mod structured;
@@ -12,8 +13,9 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use build::{BuildError, ExecutorBuilder, http_client};
+pub use build::{BuildError, EnvLookup, ExecutorBuilder, http_client};
 
+use crate::agent::AgentTurn;
 use crate::cache::ResponseCache;
 use crate::cost::{Cost, PriceTable};
 pub use crate::event::RunStatus;
@@ -46,6 +48,8 @@ pub struct RunRequest {
     /// Steps a previous attempt of this run already finished (from a durable store): see
     /// [`RunRequest::resuming`].
     pub completed: Vec<StepRecord>,
+    /// Agent turns a previous attempt committed: see [`RunRequest::resuming_turns`].
+    pub completed_turns: Vec<AgentTurn>,
 }
 
 impl RunRequest {
@@ -58,6 +62,7 @@ impl RunRequest {
             model: None,
             run_id: None,
             completed: Vec::new(),
+            completed_turns: Vec::new(),
         }
     }
 
@@ -96,6 +101,17 @@ impl RunRequest {
     /// was accepted with.
     pub fn resuming(mut self, completed: Vec<StepRecord>) -> Self {
         self.completed = completed;
+        self
+    }
+
+    /// Also resumes inside an agent step: `turns` are the [`RunEvent::AgentTurn`]s the
+    /// previous attempt committed. The first step that is not reused, if it is an agent step
+    /// with turns here (same `step_index`, numbered 1, 2, … without a gap), rebuilds its
+    /// conversation from them and goes on with the next turn: their model calls and tool
+    /// calls are not made again, their usage and cost count toward the step and its
+    /// `max_turns` and `max_cost`. Turns of any other step are ignored.
+    pub fn resuming_turns(mut self, turns: Vec<AgentTurn>) -> Self {
+        self.completed_turns = turns;
         self
     }
 }
@@ -156,6 +172,10 @@ pub struct Executor {
     cache: Option<Arc<dyn ResponseCache>>,
     /// A cache miss fails the call instead of calling the provider.
     replay_only: bool,
+    /// Environment lookup (secrets of HTTP tools).
+    env: Arc<EnvLookup>,
+    /// The HTTP client of HTTP tools (the providers' when there is one), made on first use.
+    tool_http: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Per-run state shared by its steps.
@@ -172,6 +192,8 @@ struct RunCtx<'a> {
     completed: &'a [StepRecord],
     /// Whether steps may still be reused: cleared by the first step that runs.
     reusing: bool,
+    /// Agent turns a previous attempt committed ([`RunRequest::resuming_turns`]).
+    completed_turns: &'a [AgentTurn],
 }
 
 /// Why a step (and so the run) stopped.
@@ -189,9 +211,34 @@ impl Executor {
         &self.project
     }
 
+    pub(crate) fn renderer(&self) -> &Renderer {
+        &self.renderer
+    }
+
+    /// An environment variable through the injected lookup.
+    pub(crate) fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    pub(crate) fn tool_http_client(&self) -> &reqwest::Client {
+        self.tool_http
+            .get_or_init(|| http_client().unwrap_or_default())
+    }
+
     /// Checks the target and input, then runs it to the end. Failures of the run itself
     /// (a provider that keeps failing, an invalid reply) are in the outcome's status.
     pub async fn run(&self, req: RunRequest) -> Result<RunOutcome, ExecError> {
+        self.run_nested(req, 0).await
+    }
+
+    /// [`Executor::run`] for a run started by another one (a prompt or flow tool of an
+    /// agent), `depth` runs deep: past [`MAX_FLOW_DEPTH`] it fails instead of recursing.
+    pub async fn run_nested(&self, req: RunRequest, depth: usize) -> Result<RunOutcome, ExecError> {
+        if depth > MAX_FLOW_DEPTH {
+            return Err(ExecError::UnknownTarget(format!(
+                "runs nest deeper than {MAX_FLOW_DEPTH}: do agents call their own flow as a tool? `flowrun check` finds it"
+            )));
+        }
         let (kind, name) = self
             .project
             .resolve_target(&req.target)
@@ -234,11 +281,12 @@ impl Executor {
             cancel: &req.cancel,
             on_delta: req.on_delta.as_deref(),
             model: req.model.as_deref(),
-            depth: 0,
+            depth,
             next_step: 0,
             steps: Vec::new(),
             completed: &req.completed,
-            reusing: !req.completed.is_empty(),
+            reusing: !req.completed.is_empty() || !req.completed_turns.is_empty(),
+            completed_turns: &req.completed_turns,
         };
         let result = match kind {
             TargetKind::Prompt => {
@@ -319,6 +367,18 @@ impl Executor {
                     if let Some(f) = &step.flow {
                         self.collect_hashes(TargetKind::Flow, f, out, depth + 1);
                     }
+                    if let Some(agent) = &step.agent {
+                        let instructions = &agent.instructions;
+                        self.collect_hashes(TargetKind::Prompt, instructions, out, depth + 1);
+                        for tool in &agent.tools {
+                            if let Some(p) = &tool.prompt {
+                                self.collect_hashes(TargetKind::Prompt, p, out, depth + 1);
+                            }
+                            if let Some(f) = &tool.flow {
+                                self.collect_hashes(TargetKind::Flow, f, out, depth + 1);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -365,7 +425,33 @@ impl Executor {
                 .map_err(|e| fail(format!("step `{}`: {}", step.id, e.0)))?;
             let with = with.as_object().cloned().unwrap_or_default();
             let last_step = is_last && i + 1 == count;
-            let output = if let Some(prompt_name) = &step.prompt {
+            let mut transcript = None;
+            let output = if let Some(agent) = &step.agent {
+                let prompt = self
+                    .project
+                    .prompts
+                    .get(&agent.instructions)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "step `{}`: unknown prompt `{}`",
+                            step.id, agent.instructions
+                        ))
+                    })?;
+                let vars = resolve_step_inputs(&prompt.spec.input, &with, &step.id)?;
+                let site = agent::Site {
+                    flow,
+                    step_path: Path::root().key("steps").index(i),
+                    step_id: &step.id,
+                    agent,
+                    prompt,
+                };
+                let model = ctx.model.or(step.model.as_deref());
+                let (output, t) = self
+                    .run_agent_step(ctx, &site, &vars, model, last_step)
+                    .await?;
+                transcript = t;
+                output
+            } else if let Some(prompt_name) = &step.prompt {
                 let prompt = self.project.prompts.get(prompt_name).ok_or_else(|| {
                     fail(format!(
                         "step `{}`: unknown prompt `{prompt_name}`",
@@ -396,11 +482,14 @@ impl Executor {
                 output?
             } else {
                 return Err(fail(format!(
-                    "step `{}` names neither a prompt nor a flow",
+                    "step `{}` names no prompt, flow or agent",
                     step.id
                 )));
             };
-            scope["steps"][&step.id] = json!({ "output": output });
+            scope["steps"][&step.id] = match transcript {
+                Some(t) => json!({ "output": output, "transcript": t }),
+                None => json!({ "output": output }),
+            };
             last = output;
         }
         match &flow.spec.output {
@@ -442,6 +531,7 @@ impl Executor {
             attempts: 0,
             error: None,
             cached: false,
+            agent: None,
         };
         let result = self
             .prompt_step_body(ctx, prompt, &mut record, vars, model_override, stream)
@@ -537,12 +627,12 @@ impl Executor {
                 schema: prompt.spec.output.schema.clone(),
             },
         };
-        let request = ChatRequest {
-            model: String::new(),
+        let request = ChatRequest::new(
+            String::new(),
             messages,
-            params: prompt.spec.params.clone(),
+            prompt.spec.params.clone(),
             response_format,
-        };
+        );
         let policy = RetryPolicy {
             retries: prompt.spec.retries.unwrap_or(config.defaults.retries),
             timeout: prompt.spec.timeout.unwrap_or(config.defaults.timeout).0,
@@ -660,6 +750,7 @@ mod tests {
             attempts: 1,
             error: None,
             cached: false,
+            agent: None,
         }
     }
 

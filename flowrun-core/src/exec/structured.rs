@@ -57,6 +57,17 @@ pub fn validate(text: &str, schema: Option<&Value>) -> Result<Value, String> {
     Ok(value)
 }
 
+/// `text` cut to 200 characters with an ellipsis, for error messages.
+pub(super) fn cut_text(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(200).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
 fn strip_fence(text: &str) -> &str {
     let t = text.trim();
     let Some(rest) = t.strip_prefix("```") else {

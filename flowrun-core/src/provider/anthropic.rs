@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::http::{self, Endpoint, MAX_BODY_EXCERPT, truncate};
 use super::sse::SseStream;
 use super::{
-    ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, Usage,
+    ChatRequest, ChatResponse, DeltaFn, Message, Provider, ProviderError, ResponseFormat, Role,
+    ToolCall, ToolChoice, Usage,
 };
 
 /// The public API root.
@@ -128,12 +129,114 @@ struct WireRequest<'a> {
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Debug, PartialEq, Serialize)]
 struct WireMessage {
     role: &'static str,
-    content: String,
+    content: WireContent,
+}
+
+/// A message's content: plain text, or blocks once tool use or tool results are involved.
+#[derive(Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Blocks(Vec<Value>),
+}
+
+impl WireContent {
+    fn into_blocks(self) -> Vec<Value> {
+        match self {
+            WireContent::Text(t) if t.is_empty() => Vec::new(),
+            WireContent::Text(t) => vec![serde_json::json!({"type": "text", "text": t})],
+            WireContent::Blocks(b) => b,
+        }
+    }
+
+    /// Appends `next` to a turn of the same role: texts joined with a blank line, otherwise
+    /// as blocks.
+    fn append(&mut self, next: WireContent) {
+        let this = std::mem::replace(self, WireContent::Text(String::new()));
+        *self = match (this, next) {
+            (WireContent::Text(mut a), WireContent::Text(b)) => {
+                a.push_str("\n\n");
+                a.push_str(&b);
+                WireContent::Text(a)
+            }
+            (a, b) => {
+                let mut blocks = a.into_blocks();
+                blocks.extend(b.into_blocks());
+                WireContent::Blocks(blocks)
+            }
+        };
+    }
+}
+
+/// The wire content of one neutral message (its role is mapped by the caller).
+fn wire_content(message: &Message) -> WireContent {
+    match message.role {
+        Role::Tool => {
+            let mut block = serde_json::json!({
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
+                "content": message.content,
+            });
+            if message.is_error {
+                block["is_error"] = Value::Bool(true);
+            }
+            WireContent::Blocks(vec![block])
+        }
+        Role::Assistant if !message.tool_calls.is_empty() => {
+            let mut blocks = WireContent::Text(message.content.clone()).into_blocks();
+            blocks.extend(message.tool_calls.iter().map(|c| {
+                // The API wants an object; arguments that never parsed are sent wrapped.
+                let input = match &c.arguments {
+                    Value::Object(_) => c.arguments.clone(),
+                    other => serde_json::json!({ "_raw": other }),
+                };
+                serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input})
+            }));
+            WireContent::Blocks(blocks)
+        }
+        _ => WireContent::Text(message.content.clone()),
+    }
+}
+
+fn wire_tools(request: &ChatRequest) -> Vec<Value> {
+    request
+        .tools
+        .iter()
+        .map(|t| {
+            let mut tool = serde_json::json!({"name": t.name, "input_schema": t.parameters});
+            if !t.description.is_empty() {
+                tool["description"] = Value::String(t.description.clone());
+            }
+            tool
+        })
+        .collect()
+}
+
+/// `tool_choice`; parallel calls are switched off inside it (`disable_parallel_tool_use`).
+fn wire_tool_choice(request: &ChatRequest) -> Option<Value> {
+    if request.tools.is_empty() {
+        return None;
+    }
+    let mut choice = match &request.tool_choice {
+        None if request.parallel_tool_calls != Some(false) => return None,
+        None | Some(ToolChoice::Auto) => serde_json::json!({"type": "auto"}),
+        Some(ToolChoice::Required) => serde_json::json!({"type": "any"}),
+        Some(ToolChoice::None) => return Some(serde_json::json!({"type": "none"})),
+        Some(ToolChoice::Tool(name)) => serde_json::json!({"type": "tool", "name": name}),
+    };
+    if request.parallel_tool_calls == Some(false) {
+        choice["disable_parallel_tool_use"] = Value::Bool(true);
+    }
+    Some(choice)
 }
 
 /// The wire request; the seed has no Anthropic counterpart and is not sent.
@@ -148,6 +251,8 @@ fn build_request(request: &ChatRequest, stream: bool) -> WireRequest<'_> {
         top_p: params.top_p,
         stop_sequences: &params.stop,
         stream,
+        tools: wire_tools(request),
+        tool_choice: wire_tool_choice(request),
     }
 }
 
@@ -176,20 +281,19 @@ fn json_instruction(schema: Option<&Value>) -> String {
     text
 }
 
-/// The user and assistant messages, consecutive same-role ones merged with a blank line.
+/// The user and assistant messages, consecutive same-role ones merged with a blank line;
+/// tool results are user turns of `tool_result` blocks.
 fn turns(request: &ChatRequest) -> Vec<WireMessage> {
     let mut turns: Vec<WireMessage> = Vec::new();
     for message in request.messages.iter().filter(|m| m.role != Role::System) {
-        let role = message.role.as_str();
+        let role = match message.role {
+            Role::Tool => "user",
+            other => other.as_str(),
+        };
+        let content = wire_content(message);
         match turns.last_mut() {
-            Some(last) if last.role == role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&message.content);
-            }
-            _ => turns.push(WireMessage {
-                role,
-                content: message.content.clone(),
-            }),
+            Some(last) if last.role == role => last.content.append(content),
+            _ => turns.push(WireMessage { role, content }),
         }
     }
     turns
@@ -215,6 +319,12 @@ struct WireBlock {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
 }
 
 /// Token counts; every field optional so that `message_delta` updates can be merged in.
@@ -268,12 +378,23 @@ fn parse_response(raw: Value) -> Result<ChatResponse, ProviderError> {
         .filter(|b| b.kind == "text")
         .filter_map(|b| b.text.as_deref())
         .collect();
+    let tool_calls = wire
+        .content
+        .iter()
+        .filter(|b| b.kind == "tool_use")
+        .map(|b| ToolCall {
+            id: b.id.clone().unwrap_or_default(),
+            name: b.name.clone().unwrap_or_default(),
+            arguments: b.input.clone().unwrap_or_else(|| serde_json::json!({})),
+        })
+        .collect();
     Ok(ChatResponse {
         text,
         usage: wire.usage.to_usage(),
         finish_reason: wire.stop_reason,
         model: wire.model,
         raw,
+        tool_calls,
     })
 }
 
@@ -304,7 +425,14 @@ enum StreamEvent {
     MessageStart {
         message: Value,
     },
+    ContentBlockStart {
+        #[serde(default)]
+        index: usize,
+        content_block: Value,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: usize,
         delta: BlockDelta,
     },
     MessageDelta {
@@ -325,6 +453,9 @@ enum StreamEvent {
 enum BlockDelta {
     TextDelta {
         text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
     },
     #[serde(other)]
     Other,
@@ -356,6 +487,8 @@ struct StreamState {
     stop_sequence: Option<String>,
     usage: WireUsage,
     stopped: bool,
+    /// Tool-use blocks by stream index: id, name, the input JSON text so far.
+    calls: Vec<(usize, String, String, String)>,
 }
 
 impl StreamState {
@@ -369,11 +502,36 @@ impl StreamState {
         })?;
         match event {
             StreamEvent::MessageStart { message } => self.start(message),
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                if content_block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let text = |k: &str| {
+                        content_block
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    self.calls
+                        .push((index, text("id"), text("name"), String::new()));
+                }
+            }
             StreamEvent::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
+                ..
             } => {
                 on_delta(&text);
                 self.text.push_str(&text);
+            }
+            StreamEvent::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } => {
+                if let Some(call) = self.calls.iter_mut().find(|c| c.0 == index) {
+                    call.3.push_str(&partial_json);
+                }
             }
             StreamEvent::MessageDelta { delta, usage } => {
                 self.stop_reason = delta.stop_reason.or(self.stop_reason.take());
@@ -384,6 +542,7 @@ impl StreamState {
             StreamEvent::Error { error } => return Err(stream_error(error)),
             StreamEvent::ContentBlockDelta {
                 delta: BlockDelta::Other,
+                ..
             }
             | StreamEvent::Other => {}
         }
@@ -413,11 +572,28 @@ impl StreamState {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .map(|(_, id, name, input)| ToolCall {
+                id,
+                name,
+                arguments: if input.trim().is_empty() {
+                    serde_json::json!({})
+                } else {
+                    serde_json::from_str(&input).unwrap_or(Value::String(input))
+                },
+            })
+            .collect();
         if let Some(object) = raw.as_object_mut() {
-            object.insert(
-                "content".into(),
-                serde_json::json!([{"type": "text", "text": self.text}]),
-            );
+            let mut content = Vec::new();
+            if !self.text.is_empty() || tool_calls.is_empty() {
+                content.push(serde_json::json!({"type": "text", "text": self.text}));
+            }
+            content.extend(tool_calls.iter().map(|c| {
+                serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})
+            }));
+            object.insert("content".into(), Value::Array(content));
             object.insert("stop_reason".into(), self.stop_reason.clone().into());
             object.insert("stop_sequence".into(), self.stop_sequence.into());
             object.insert(
@@ -431,6 +607,7 @@ impl StreamState {
             finish_reason: self.stop_reason,
             model,
             raw,
+            tool_calls,
         })
     }
 }
@@ -473,6 +650,9 @@ mod tests {
             ],
             params,
             response_format: format,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 

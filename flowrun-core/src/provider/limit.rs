@@ -183,6 +183,7 @@ mod tests {
                 finish_reason: None,
                 model: request.model.clone(),
                 raw: serde_json::Value::Null,
+                tool_calls: Vec::new(),
             })
         }
     }
@@ -196,6 +197,9 @@ mod tests {
             messages: vec![],
             params: Default::default(),
             response_format: ResponseFormat::Text,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         };
         let start = Instant::now();
         for _ in 0..3 {

@@ -1,15 +1,18 @@
 //! The offline provider: deterministic replies with no network and no key.
 //!
-//! It answers from the project's rules (first match on the last user message), otherwise
-//! echoes the last user message; when JSON is requested it builds the smallest value that
-//! matches the schema, so examples with structured steps run offline. Token counts are words,
-//! so runs show usage, and the price is zero.
+//! It answers from the project's rules (first match on the latest user message or tool
+//! result), otherwise echoes that message; when JSON is requested it builds the smallest value
+//! that matches the schema, so examples with structured steps run offline. Rules may call
+//! tools (`tool_calls:`), so agents run offline too: a rule matching the user's question calls
+//! a tool, a rule matching the tool's result answers. Token counts are words, so runs show
+//! usage, and the price is zero.
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, Usage,
+    ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError, ResponseFormat, Role, ToolCall,
+    ToolChoice, Usage,
 };
 use crate::spec::MockRule;
 
@@ -24,29 +27,53 @@ impl MockProvider {
         MockProvider { rules }
     }
 
-    fn reply(&self, request: &ChatRequest) -> String {
+    fn reply(&self, request: &ChatRequest) -> (String, Vec<ToolCall>) {
         let last_user = request
             .messages
             .iter()
             .rev()
-            .find(|m| m.role == Role::User)
+            .find(|m| matches!(m.role, Role::User | Role::Tool))
             .map_or("", |m| m.content.as_str());
         let lower = last_user.to_lowercase();
+        let may_call = !request.tools.is_empty() && request.tool_choice != Some(ToolChoice::None);
         let rule = self.rules.iter().find(|r| {
-            r.when
-                .as_ref()
-                .is_none_or(|w| lower.contains(&w.to_lowercase()))
+            let offered = r.tool_calls.is_empty()
+                || (may_call
+                    && r.tool_calls
+                        .iter()
+                        .all(|c| request.tools.iter().any(|t| t.name == c.name)));
+            offered
+                && r.when
+                    .as_ref()
+                    .is_none_or(|w| lower.contains(&w.to_lowercase()))
         });
         if let Some(rule) = rule {
-            return rule.reply.clone();
+            // Ids are deterministic: the turn (assistant messages so far) and the position.
+            let turn = request
+                .messages
+                .iter()
+                .filter(|m| m.role == Role::Assistant)
+                .count();
+            let calls = rule
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ToolCall {
+                    id: format!("mock_call_{turn}_{i}"),
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                })
+                .collect();
+            return (rule.reply.clone(), calls);
         }
-        match &request.response_format {
+        let text = match &request.response_format {
             ResponseFormat::Text => format!("echo: {last_user}"),
             ResponseFormat::Json {
                 schema: Some(schema),
             } => example_of(schema, last_user).to_string(),
             ResponseFormat::Json { schema: None } => json!({ "echo": last_user }).to_string(),
-        }
+        };
+        (text, Vec::new())
     }
 }
 
@@ -61,7 +88,7 @@ impl Provider for MockProvider {
         request: &ChatRequest,
         on_delta: Option<&DeltaFn>,
     ) -> Result<ChatResponse, ProviderError> {
-        let text = self.reply(request);
+        let (text, tool_calls) = self.reply(request);
         if let Some(f) = on_delta {
             for piece in text.split_inclusive(' ') {
                 f(piece);
@@ -69,16 +96,27 @@ impl Provider for MockProvider {
         }
         let usage = Usage {
             input_tokens: request.messages.iter().map(|m| words(&m.content)).sum(),
-            output_tokens: words(&text),
+            output_tokens: words(&text) + tool_calls.len() as u64,
             ..Usage::default()
         };
-        let raw = json!({ "model": request.model, "text": text });
+        let mut raw = json!({ "model": request.model, "text": text });
+        if !tool_calls.is_empty() {
+            raw["tool_calls"] = json!(tool_calls);
+        }
         Ok(ChatResponse {
             text,
             usage,
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(
+                if tool_calls.is_empty() {
+                    "stop"
+                } else {
+                    "tool_calls"
+                }
+                .into(),
+            ),
             model: request.model.clone(),
             raw,
+            tool_calls,
         })
     }
 }
@@ -148,6 +186,9 @@ mod tests {
             ],
             params: Params::default(),
             response_format: format,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 
@@ -166,6 +207,7 @@ mod tests {
         let p = MockProvider::new(vec![MockRule {
             when: Some("REFUND".into()),
             reply: "billing".into(),
+            ..MockRule::default()
         }]);
         let r = p
             .chat(&request("I want a refund", ResponseFormat::Text), None)
@@ -194,6 +236,47 @@ mod tests {
             v,
             json!({"category": "billing", "urgent": false, "tags": ["x"]})
         );
+    }
+
+    #[tokio::test]
+    async fn rules_call_offered_tools_then_answer_from_the_result() {
+        let p = MockProvider::new(vec![
+            MockRule {
+                when: Some("weather".into()),
+                tool_calls: vec![crate::spec::MockToolCall {
+                    name: "forecast".into(),
+                    arguments: json!({"city": "Paris"}),
+                }],
+                ..MockRule::default()
+            },
+            MockRule {
+                when: Some("sunny".into()),
+                reply: "It is sunny.".into(),
+                ..MockRule::default()
+            },
+        ]);
+        let mut req = request("weather in Paris?", ResponseFormat::Text);
+        // Without the tool on offer the calling rule does not apply.
+        let r = p.chat(&req, None).await.unwrap();
+        assert_eq!(
+            (r.text.as_str(), r.tool_calls.len()),
+            ("echo: weather in Paris?", 0)
+        );
+        req.tools = vec![crate::provider::ToolDef {
+            name: "forecast".into(),
+            description: String::new(),
+            parameters: json!({"type": "object"}),
+        }];
+        let r = p.chat(&req, None).await.unwrap();
+        assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(r.tool_calls[0].id, "mock_call_0_0");
+        assert_eq!(r.tool_calls[0].arguments, json!({"city": "Paris"}));
+        req.messages
+            .push(Message::assistant_calls("", r.tool_calls.clone()));
+        req.messages
+            .push(Message::tool_result("mock_call_0_0", "sunny, 21 C", false));
+        let r = p.chat(&req, None).await.unwrap();
+        assert_eq!((r.text.as_str(), r.tool_calls.len()), ("It is sunny.", 0));
     }
 
     #[tokio::test]

@@ -24,6 +24,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call, answering an assistant message's [`ToolCall`].
+    Tool,
 }
 
 impl Role {
@@ -32,15 +34,25 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-/// One rendered chat message.
+/// One chat message: rendered from a prompt, or a turn of an agent's conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// Assistant messages: the tools the model asked to call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tool messages: the id of the call this result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Tool messages: whether the result is an error (Anthropic's `is_error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Message {
@@ -48,8 +60,65 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            is_error: false,
         }
     }
+
+    /// An assistant message that calls tools (with the text the model wrote alongside).
+    pub fn assistant_calls(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of tool call `call_id`.
+    pub fn tool_result(
+        call_id: impl Into<String>,
+        content: impl Into<String>,
+        is_error: bool,
+    ) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            is_error,
+            ..Self::new(Role::Tool, content)
+        }
+    }
+}
+
+/// A tool the model asked to call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id of the call; the result refers to it.
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON; arguments that were not valid JSON are kept as the string the
+    /// model wrote (they fail validation and go back to the model as an error).
+    pub arguments: serde_json::Value,
+}
+
+/// A tool offered to the model: its name, what it is for, and a JSON Schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides (the default when tools are offered).
+    Auto,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must not call tools.
+    None,
+    /// The model must call this tool.
+    Tool(String),
 }
 
 /// Sampling parameters a prompt may set; each provider sends the ones its API knows.
@@ -86,6 +155,34 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub params: Params,
     pub response_format: ResponseFormat,
+    /// Tools the model may call (native function calling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one turn (`None`: the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+}
+
+impl ChatRequest {
+    /// A request without tools.
+    pub fn new(
+        model: impl Into<String>,
+        messages: Vec<Message>,
+        params: Params,
+        response_format: ResponseFormat,
+    ) -> Self {
+        ChatRequest {
+            model: model.into(),
+            messages,
+            params,
+            response_format,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+        }
+    }
 }
 
 /// Token counts as the provider reported them.
@@ -118,6 +215,9 @@ pub struct ChatResponse {
     pub model: String,
     /// The provider's response body (for streams, the reassembled final message).
     pub raw: serde_json::Value,
+    /// Tools the model asked to call, in order (several: parallel calls).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Receives text as a streaming reply arrives.

@@ -8,13 +8,16 @@
 use std::time::Duration;
 
 use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionNamedToolChoice,
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestUserMessage,
-    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, CompletionUsage,
+    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, ChatCompletionTool,
+    ChatCompletionToolChoiceOption, ChatCompletionTools, CompletionUsage,
     CreateChatCompletionRequest, CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
-    FinishReason, ResponseFormat as WireResponseFormat, ResponseFormatJsonSchema,
-    StopConfiguration,
+    FinishReason, FunctionCall, FunctionName, FunctionObject, ResponseFormat as WireResponseFormat,
+    ResponseFormatJsonSchema, StopConfiguration, ToolChoiceOptions,
 };
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -23,7 +26,7 @@ use super::http::{self, Endpoint, MAX_BODY_EXCERPT, truncate};
 use super::sse::SseStream;
 use super::{
     ChatRequest, ChatResponse, DeltaFn, Message, Params, Provider, ProviderError, ResponseFormat,
-    Role, Usage,
+    Role, ToolCall, ToolChoice, Usage,
 };
 
 /// A chat-completions endpoint: `POST {base_url}/chat/completions`.
@@ -143,8 +146,57 @@ fn build_request(request: &ChatRequest, stream: bool) -> CreateChatCompletionReq
             include_usage: Some(true),
             include_obfuscation: None,
         }),
+        tools: (!request.tools.is_empty()).then(|| {
+            request
+                .tools
+                .iter()
+                .map(|t| {
+                    ChatCompletionTools::Function(ChatCompletionTool {
+                        function: FunctionObject {
+                            name: t.name.clone(),
+                            description: Some(t.description.clone()).filter(|d| !d.is_empty()),
+                            parameters: Some(t.parameters.clone()),
+                            strict: None,
+                        },
+                    })
+                })
+                .collect()
+        }),
+        tool_choice: request.tool_choice.as_ref().map(wire_tool_choice),
+        parallel_tool_calls: request
+            .parallel_tool_calls
+            .filter(|_| !request.tools.is_empty()),
         ..Default::default()
     }
+}
+
+fn wire_tool_choice(choice: &ToolChoice) -> ChatCompletionToolChoiceOption {
+    match choice {
+        ToolChoice::Auto => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Auto),
+        ToolChoice::Required => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Required),
+        ToolChoice::None => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::None),
+        ToolChoice::Tool(name) => {
+            ChatCompletionToolChoiceOption::Function(ChatCompletionNamedToolChoice {
+                function: FunctionName { name: name.clone() },
+            })
+        }
+    }
+}
+
+/// Arguments as the wire wants them: a JSON string (kept as written when it never parsed).
+fn arguments_text(arguments: &Value) -> String {
+    match arguments {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Arguments as the model wrote them, parsed when they are JSON.
+fn parse_arguments(text: &str) -> Value {
+    if text.trim().is_empty() {
+        return json!({});
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 fn wire_message(message: &Message) -> ChatCompletionRequestMessage {
@@ -159,11 +211,34 @@ fn wire_message(message: &Message) -> ChatCompletionRequestMessage {
             name: None,
         }),
         Role::Assistant => {
+            let tool_calls = (!message.tool_calls.is_empty()).then(|| {
+                message
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                            id: c.id.clone(),
+                            function: FunctionCall {
+                                name: c.name.clone(),
+                                arguments: arguments_text(&c.arguments),
+                            },
+                        })
+                    })
+                    .collect()
+            });
+            // With tool calls and no text, `content` is left out (`null`), as OpenAI sends it.
+            let content = (tool_calls.is_none() || !text.is_empty())
+                .then_some(ChatCompletionRequestAssistantMessageContent::Text(text));
             ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
-                content: Some(ChatCompletionRequestAssistantMessageContent::Text(text)),
+                content,
+                tool_calls,
                 ..Default::default()
             })
         }
+        Role::Tool => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
+            content: ChatCompletionRequestToolMessageContent::Text(text),
+            tool_call_id: message.tool_call_id.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -202,6 +277,7 @@ fn parse_response(raw: Value, requested_model: &str) -> Result<ChatResponse, Pro
         finish_reason: parsed.finish_reason,
         model,
         raw,
+        tool_calls: parsed.tool_calls,
     })
 }
 
@@ -211,11 +287,27 @@ struct Parsed {
     finish_reason: Option<String>,
     usage: Usage,
     model: Option<String>,
+    tool_calls: Vec<ToolCall>,
 }
 
 fn from_typed(typed: CreateChatCompletionResponse) -> Result<Parsed, ProviderError> {
     let choice = typed.choices.into_iter().next().ok_or_else(no_choices)?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| match c {
+            ChatCompletionMessageToolCalls::Function(f) => Some(ToolCall {
+                id: f.id,
+                name: f.function.name,
+                arguments: parse_arguments(&f.function.arguments),
+            }),
+            ChatCompletionMessageToolCalls::Custom(_) => None,
+        })
+        .collect();
     Ok(Parsed {
+        tool_calls,
         text: choice.message.content.unwrap_or_default(),
         finish_reason: choice
             .finish_reason
@@ -234,7 +326,23 @@ fn from_lenient(raw: &Value) -> Result<Parsed, ProviderError> {
         return Err(err);
     }
     let choice = raw.pointer("/choices/0").ok_or_else(|| bad_shape(raw))?;
+    let tool_calls = choice
+        .pointer("/message/tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| ToolCall {
+            id: str_at(c, "/id").unwrap_or_default().to_owned(),
+            name: str_at(c, "/function/name").unwrap_or_default().to_owned(),
+            arguments: match c.pointer("/function/arguments") {
+                Some(Value::String(text)) => parse_arguments(text),
+                Some(other) => other.clone(),
+                None => json!({}),
+            },
+        })
+        .collect();
     Ok(Parsed {
+        tool_calls,
         text: str_at(choice, "/message/content")
             .unwrap_or_default()
             .to_owned(),
@@ -332,12 +440,18 @@ struct StreamState {
     id: Option<String>,
     created: Option<u64>,
     done: bool,
+    /// Tool calls by their index in the stream: id, name and the argument text so far.
+    calls: Vec<(String, String, String)>,
 }
+
+/// A piece of a streamed tool call: its index, and the id, name and argument text it adds.
+type CallPiece = (usize, Option<String>, Option<String>, Option<String>);
 
 /// One chunk's contribution.
 #[derive(Debug, Default)]
 struct Chunk {
     content: Option<String>,
+    calls: Vec<CallPiece>,
     finish_reason: Option<String>,
     model: Option<String>,
     id: Option<String>,
@@ -368,6 +482,21 @@ impl StreamState {
             on_delta(&content);
             self.text.push_str(&content);
         }
+        for (index, id, name, arguments) in chunk.calls {
+            if self.calls.len() <= index {
+                self.calls.resize(index + 1, Default::default());
+            }
+            let call = &mut self.calls[index];
+            if let Some(id) = id.filter(|i| !i.is_empty()) {
+                call.0 = id;
+            }
+            if let Some(name) = name.filter(|n| !n.is_empty()) {
+                call.1 = name;
+            }
+            if let Some(arguments) = arguments {
+                call.2.push_str(&arguments);
+            }
+        }
         self.finish_reason = chunk.finish_reason.or(self.finish_reason.take());
         self.model = self.model.take().or(chunk.model.filter(|m| !m.is_empty()));
         self.id = self.id.take().or(chunk.id);
@@ -388,6 +517,16 @@ impl StreamState {
             .as_ref()
             .map(usage_from_value)
             .unwrap_or_default();
+        let mut message = json!({"role": "assistant", "content": self.text});
+        if !self.calls.is_empty() {
+            message["tool_calls"] = self
+                .calls
+                .iter()
+                .map(|(id, name, arguments)| {
+                    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+                })
+                .collect();
+        }
         let raw = json!({
             "id": self.id.unwrap_or_default(),
             "object": "chat.completion",
@@ -395,17 +534,27 @@ impl StreamState {
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": self.text},
+                "message": message,
                 "finish_reason": self.finish_reason,
             }],
             "usage": self.usage,
         });
+        let tool_calls = self
+            .calls
+            .into_iter()
+            .map(|(id, name, arguments)| ToolCall {
+                id,
+                name,
+                arguments: parse_arguments(&arguments),
+            })
+            .collect();
         Ok(ChatResponse {
             text: self.text,
             usage,
             finish_reason: self.finish_reason,
             model,
             raw,
+            tool_calls,
         })
     }
 }
@@ -415,7 +564,19 @@ fn parse_chunk(raw: Value) -> Chunk {
     match serde_json::from_value::<CreateChatCompletionStreamResponse>(raw.clone()) {
         Ok(typed) => {
             let choice = typed.choices.into_iter().next();
+            let calls = choice
+                .as_ref()
+                .and_then(|c| c.delta.tool_calls.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| {
+                    let (name, arguments) =
+                        c.function.map_or((None, None), |f| (f.name, f.arguments));
+                    (c.index as usize, c.id, name, arguments)
+                })
+                .collect();
             Chunk {
+                calls,
                 finish_reason: choice
                     .as_ref()
                     .and_then(|c| c.finish_reason)
@@ -427,6 +588,22 @@ fn parse_chunk(raw: Value) -> Chunk {
             }
         }
         Err(_) => Chunk {
+            calls: raw
+                .pointer("/choices/0/delta/tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let text = |p: &str| str_at(c, p).map(str::to_owned);
+                    (
+                        index,
+                        text("/id"),
+                        text("/function/name"),
+                        text("/function/arguments"),
+                    )
+                })
+                .collect(),
             content: str_at(&raw, "/choices/0/delta/content").map(str::to_owned),
             finish_reason: str_at(&raw, "/choices/0/finish_reason").map(str::to_owned),
             model: str_at(&raw, "/model").map(str::to_owned),
@@ -454,6 +631,9 @@ mod tests {
             ],
             params,
             response_format: format,
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
     }
 

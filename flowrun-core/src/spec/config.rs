@@ -83,15 +83,35 @@ pub struct ProviderSpec {
 }
 
 /// A canned reply of the mock provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockRule {
-    /// Matches when the last user message contains this text (case-insensitive). Omit to match
-    /// every request.
+    /// Matches when the latest user message or tool result contains this text
+    /// (case-insensitive). Omit to match every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// The reply text.
+    /// The reply text (with `tool_calls`: the text written alongside them).
+    #[serde(default)]
     pub reply: String,
+    /// Tools to call instead of answering, so agents run offline. The rule applies only to
+    /// requests that offer every tool it calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<MockToolCall>,
+}
+
+/// A tool call the mock provider makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MockToolCall {
+    /// The tool's name, as the agent step lists it.
+    pub name: String,
+    /// The arguments (a JSON object).
+    #[serde(default = "empty_object")]
+    pub arguments: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
 }
 
 /// A model alias.

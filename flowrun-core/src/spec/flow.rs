@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::InputSpec;
+use super::{AgentSpec, InputSpec};
 
 /// A sequence of steps with typed inputs and an output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,19 +23,23 @@ pub struct FlowSpec {
     pub output: Option<Value>,
 }
 
-/// One step: runs a prompt or another flow.
+/// One step: runs a prompt, another flow, or an agent (exactly one of the three).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// Name later steps use: `steps.<id>.output`.
     pub id: String,
-    /// The prompt this step runs (exactly one of `prompt` and `flow`).
+    /// The prompt this step runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
-    /// The flow this step runs (exactly one of `prompt` and `flow`).
+    /// The flow this step runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<String>,
-    /// Inputs of the prompt or flow. A string is a template over `input` and `steps`; a string
+    /// An agent: a model calling tools in a loop until it answers. Its output is the final
+    /// answer; `steps.<id>.transcript` holds the turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<AgentSpec>>,
+    /// Inputs of the prompt, flow, or agent's instructions prompt. A string is a template over `input` and `steps`; a string
     /// that is exactly one `{{ expression }}` keeps the expression's type (object, number…).
     #[serde(default, rename = "with")]
     pub with: IndexMap<String, Value>,

@@ -3,6 +3,7 @@
 //! These types are the stable boundary of the project: they deserialize from YAML (through
 //! [`crate::yaml`], which keeps positions) and derive the JSON Schemas that editors use.
 
+pub mod agent;
 pub mod config;
 pub mod duration;
 pub mod flow;
@@ -10,8 +11,10 @@ pub mod input;
 pub mod prompt;
 pub mod test_file;
 
+pub use agent::{AgentSpec, HttpToolSpec, ToolSpec};
 pub use config::{
-    Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
+    Defaults, MockRule, MockToolCall, ModelSpec, PriceSpec, ProjectConfig, ProviderKind,
+    ProviderSpec,
 };
 pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};

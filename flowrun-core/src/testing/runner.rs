@@ -160,8 +160,15 @@ where
         cost: Cost::default(),
         cached: false,
     };
+    let mut agent_turns = Vec::new();
     match run(request).await {
         Ok(outcome) => {
+            agent_turns = outcome
+                .steps
+                .iter()
+                .filter_map(|s| s.agent.as_ref())
+                .flat_map(|t| t.turns.iter().cloned())
+                .collect();
             result.run_id = Some(outcome.run_id.clone());
             result.status = outcome.status;
             result.output_text = match &outcome.output {
@@ -194,6 +201,7 @@ where
         input: &input,
         vars: &case.vars,
         error: result.error.as_deref(),
+        agent_turns: &agent_turns,
     };
     let assertions = evaluate(&case.assertions, &observed, hooks).await;
     let (score, pass) = case_score(&assertions, case.threshold);

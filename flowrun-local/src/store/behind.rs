@@ -333,6 +333,9 @@ mod tests {
                 messages: vec![Message::new(Role::User, reply)],
                 params: Params::default(),
                 response_format: ResponseFormat::Text,
+                tools: Vec::new(),
+                tool_choice: None,
+                parallel_tool_calls: None,
             },
             response: ChatResponse {
                 text: reply.into(),
@@ -340,6 +343,7 @@ mod tests {
                 finish_reason: Some("stop".into()),
                 model: "gpt-4o-mini".into(),
                 raw: json!({"id": reply}),
+                tool_calls: Vec::new(),
             },
         }
     }

@@ -110,6 +110,9 @@ mod tests {
                 messages: vec![Message::new(Role::User, "hi")],
                 params: Params::default(),
                 response_format: ResponseFormat::Text,
+                tools: Vec::new(),
+                tool_choice: None,
+                parallel_tool_calls: None,
             },
             response: ChatResponse {
                 text: reply.into(),
@@ -122,6 +125,7 @@ mod tests {
                 finish_reason: Some("stop".into()),
                 model: "gpt-4o-mini".into(),
                 raw: json!({"id": "x"}),
+                tool_calls: Vec::new(),
             },
         }
     }

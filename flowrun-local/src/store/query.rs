@@ -1,5 +1,6 @@
 //! Reading the history back: run lists and one run in full.
 
+use flowrun_core::agent::AgentTurn;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
@@ -51,6 +52,9 @@ pub struct StepRow {
     pub cost_unknown: Vec<String>,
     pub latency_ms: Option<u64>,
     pub attempts: u32,
+    /// Agent steps: why the loop stopped (`answered`, `max_turns_reached`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_stop: Option<String>,
 }
 
 /// One call attempt of a step.
@@ -80,6 +84,9 @@ pub struct RunDetail {
     pub run: RunRow,
     pub steps: Vec<StepRow>,
     pub calls: Vec<CallRow>,
+    /// Turns of agent steps, by step and turn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<AgentTurn>,
 }
 
 /// A non-negative integer column (SQLite stores i64).
@@ -146,6 +153,7 @@ fn step_row(r: &Row<'_>) -> rusqlite::Result<StepRow> {
         cost_unknown: parse_list(r.get(15)?),
         latency_ms: opt_n(r, 16)?,
         attempts: r.get(17)?,
+        agent_stop: r.get(18)?,
     })
 }
 
@@ -191,7 +199,8 @@ impl Store {
             let steps = conn
                 .prepare(
                     "SELECT step_index, step_id, prompt, version, model, messages, status, output_text, output, error,
-                        input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, cost_unknown, latency_ms, attempts
+                        input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, cost_unknown, latency_ms, attempts,
+                        agent_stop
                      FROM steps WHERE run_id = ?1 ORDER BY step_index",
                 )?
                 .query_map(params![id], step_row)?
@@ -204,7 +213,21 @@ impl Store {
                 )?
                 .query_map(params![id], call_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(RunDetail { run, steps, calls })
+            let turns = conn
+                .prepare(
+                    "SELECT record FROM agent_turns WHERE run_id = ?1 ORDER BY step_index, turn",
+                )?
+                .query_map(params![id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter_map(|text| serde_json::from_str::<AgentTurn>(&text).ok())
+                .collect();
+            Ok(RunDetail {
+                run,
+                steps,
+                calls,
+                turns,
+            })
         })
     }
 }

@@ -117,6 +117,26 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX evals_by_start ON evals(started_at DESC);",
     ),
+    // 5: agent steps: each turn as it completes (the full record, enough to rebuild the
+    // conversation), and why the loop stopped.
+    M::up(
+        "CREATE TABLE agent_turns (
+        run_id        TEXT NOT NULL REFERENCES runs(id),
+        step_index    INTEGER NOT NULL,
+        turn          INTEGER NOT NULL,
+        model         TEXT NOT NULL,
+        tools         TEXT NOT NULL,
+        input_tokens  INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd      REAL,
+        cost_unknown  TEXT,
+        latency_ms    INTEGER NOT NULL,
+        started_at    INTEGER NOT NULL,
+        record        TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_index, turn)
+    );
+    ALTER TABLE steps ADD COLUMN agent_stop TEXT;",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

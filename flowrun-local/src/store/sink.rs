@@ -1,6 +1,7 @@
 //! Recording executor events: the store as an [`EventSink`].
 
 use flowrun_core::EventSink;
+use flowrun_core::agent::AgentTurn;
 use flowrun_core::cost::Cost;
 use flowrun_core::event::{CallRecord, RunEnd, RunEvent, RunStart, StepRecord, StepStart};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -40,6 +41,7 @@ pub(super) fn write_event(conn: &Connection, event: &RunEvent) -> rusqlite::Resu
         RunEvent::RunStarted(e) => run_started(conn, e),
         RunEvent::StepStarted(e) => step_started(conn, e),
         RunEvent::CallAttempt(e) => call_attempt(conn, e),
+        RunEvent::AgentTurn(e) => agent_turn(conn, e),
         // A reused step's row may be there from the attempt that finished it, or not.
         RunEvent::StepFinished(e) | RunEvent::StepReused(e) => step_finished(conn, e),
         RunEvent::RunFinished(e) => run_finished(conn, e),
@@ -128,7 +130,7 @@ fn step_finished(conn: &Connection, e: &StepRecord) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE steps SET status = ?3, output_text = ?4, output = ?5, model = COALESCE(?6, model), error = ?7,
             input_tokens = ?8, output_tokens = ?9, cached_tokens = ?10, reasoning_tokens = ?11, cost_usd = ?12,
-            cost_unknown = ?13, latency_ms = ?14, attempts = ?15
+            cost_unknown = ?13, latency_ms = ?14, attempts = ?15, agent_stop = ?16
          WHERE run_id = ?1 AND step_index = ?2",
     )?
     .execute(params![
@@ -146,7 +148,46 @@ fn step_finished(conn: &Connection, e: &StepRecord) -> rusqlite::Result<usize> {
         usd,
         unknown,
         e.latency_ms,
-        e.attempts
+        e.attempts,
+        e.agent.as_ref().map(|t| t.stop.as_str())
+    ])?;
+    // A reused agent step brings its turns along (they may be missing here).
+    if let Some(transcript) = &e.agent {
+        for turn in &transcript.turns {
+            let mut turn = turn.clone();
+            turn.run_id.clone_from(&e.run_id);
+            agent_turn(conn, &turn)?;
+        }
+    }
+    Ok(1)
+}
+
+/// An upsert: a resumed agent may record a turn again.
+fn agent_turn(conn: &Connection, e: &AgentTurn) -> rusqlite::Result<usize> {
+    let (usd, unknown) = cost_columns(&e.cost);
+    let tools: Vec<&str> = e.tool_names().collect();
+    conn.prepare_cached(
+        "INSERT INTO agent_turns (run_id, step_index, turn, model, tools, input_tokens, output_tokens, cost_usd,
+            cost_unknown, latency_ms, started_at, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(run_id, step_index, turn) DO UPDATE SET model = excluded.model, tools = excluded.tools,
+            input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd,
+            cost_unknown = excluded.cost_unknown, latency_ms = excluded.latency_ms, started_at = excluded.started_at,
+            record = excluded.record",
+    )?
+    .execute(params![
+        e.run_id,
+        e.step_index,
+        e.turn,
+        e.model,
+        json(&tools),
+        e.usage.input_tokens,
+        e.usage.output_tokens,
+        usd,
+        unknown,
+        e.latency_ms,
+        e.started_at_ms,
+        json(e)
     ])
 }
 

@@ -764,6 +764,7 @@ mod tests {
             attempts: 1,
             error: None,
             cached: false,
+            agent: None,
         };
         let committed_at = |s: &SqliteStore| {
             let conn = s.conn.lock().unwrap();

@@ -333,6 +333,7 @@ fn step(index: u32, id: &str, messages: serde_json::Value, output: &str) -> Step
         cost_unknown: Vec::new(),
         latency_ms: Some(420),
         attempts: 1,
+        agent_stop: None,
     }
 }
 
@@ -431,6 +432,7 @@ fn flow_run(case: &CaseId, baseline: bool) -> Box<RunDetail> {
             call(0, 2, Some(completion("chatcmpl-1", "billing"))),
             call(1, 1, Some(completion("chatcmpl-2", reply))),
         ],
+        turns: Vec::new(),
     })
 }
 

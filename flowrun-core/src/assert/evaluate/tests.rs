@@ -144,6 +144,7 @@ async fn eval_with(yaml: &str, run: &Run, hooks: Hooks<'_>) -> AssertionResult {
         input: &input,
         vars: &vars,
         error: run.error.as_deref(),
+        agent_turns: &[],
     };
     let mut results = evaluate(&[spec(yaml)], &observed, hooks).await;
     assert_eq!(results.len(), 1);
@@ -994,6 +995,7 @@ async fn calls_out_concurrently_and_keeps_order() {
         input: &input,
         vars: &vars,
         error: None,
+        agent_turns: &[],
     };
     let results = tokio::time::timeout(Duration::from_secs(5), evaluate(&specs, &observed, hooks))
         .await
@@ -1026,6 +1028,7 @@ fn evaluate_future_is_send() {
         input: &input,
         vars: &input,
         error: None,
+        agent_turns: &[],
     };
     let fut = evaluate(&[], &observed, HOOKS);
     assert_send(&fut);

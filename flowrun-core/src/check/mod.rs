@@ -2,6 +2,8 @@
 //! declared, every step reads only what earlier steps produce, no flow calls itself.
 //! Nothing here calls a model. All problems are reported, not only the first.
 
+mod agent;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
@@ -144,6 +146,12 @@ enum StepOutput {
 }
 
 fn step_output(project: &Project, step: &crate::spec::StepSpec) -> StepOutput {
+    if let Some(agent) = &step.agent {
+        return match &agent.output {
+            Some(o) => StepOutput::Json(Some(o.schema.clone())),
+            None => StepOutput::Text,
+        };
+    }
     if let Some(p) = step.prompt.as_ref().and_then(|p| project.prompts.get(p)) {
         return match p.spec.output.format {
             OutputFormat::Text => StepOutput::Text,
@@ -157,9 +165,10 @@ fn callee_inputs<'a>(
     project: &'a Project,
     step: &crate::spec::StepSpec,
 ) -> Option<&'a indexmap::IndexMap<String, InputSpec>> {
-    match (&step.prompt, &step.flow) {
-        (Some(p), None) => project.prompts.get(p).map(|p| &p.spec.input),
-        (None, Some(f)) => project.flows.get(f).map(|f| &f.spec.input),
+    match (&step.prompt, &step.flow, &step.agent) {
+        (Some(p), None, None) => project.prompts.get(p).map(|p| &p.spec.input),
+        (None, Some(f), None) => project.flows.get(f).map(|f| &f.spec.input),
+        (None, None, Some(a)) => project.prompts.get(&a.instructions).map(|p| &p.spec.input),
         _ => None,
     }
 }
@@ -178,6 +187,9 @@ fn check_flow(project: &Project, flow: &Flow, diags: &mut Vec<Diagnostic>) {
             );
         }
         check_step_target(project, doc, &path, step, diags);
+        if let Some(a) = &step.agent {
+            agent::check_agent(project, doc, &path.key("agent"), a, diags);
+        }
         if let Some(m) = &step.model
             && let Err(e) = resolve_chain(&project.config, m)
         {
@@ -211,6 +223,24 @@ fn check_step_target(
     step: &crate::spec::StepSpec,
     diags: &mut Vec<Diagnostic>,
 ) {
+    let targets = [
+        step.prompt.is_some(),
+        step.flow.is_some(),
+        step.agent.is_some(),
+    ];
+    if targets.iter().filter(|t| **t).count() != 1 {
+        diags.push(
+            doc.error_at(
+                path,
+                format!(
+                    "step `{}` must name exactly one of `prompt`, `flow` and `agent`",
+                    step.id
+                ),
+            )
+            .with_help("add `prompt: <name>`, `flow: <name>` or `agent: { instructions: <prompt>, tools: [...] }`"),
+        );
+        return;
+    }
     match (&step.prompt, &step.flow) {
         (Some(p), None) if !project.prompts.contains_key(p) => {
             let hint = did_you_mean(p, project.prompts.keys().map(String::as_str))
@@ -228,16 +258,6 @@ fn check_step_target(
                     .with_help(hint),
             );
         }
-        (None, None) | (Some(_), Some(_)) => diags.push(
-            doc.error_at(
-                path,
-                format!(
-                    "step `{}` must name exactly one of `prompt` and `flow`",
-                    step.id
-                ),
-            )
-            .with_help("add `prompt: <name>` or `flow: <name>`"),
-        ),
         _ => {}
     }
 }
@@ -388,13 +408,23 @@ fn check_ref(
                     Some(hint),
                 );
             }
+            let is_agent = flow
+                .spec
+                .steps
+                .iter()
+                .any(|s| s.id == *id && s.agent.is_some());
             match parts.get(2) {
                 None | Some(&"output") => {}
+                Some(&"transcript") if is_agent => return None,
                 Some(other) => {
                     return RefProblem::new(
                         format!("steps.{id}.{other}"),
                         format!("`steps.{id}.{other}` does not exist"),
-                        Some(format!("write `steps.{id}.output`")),
+                        Some(if is_agent {
+                            format!("write `steps.{id}.output` or `steps.{id}.transcript`")
+                        } else {
+                            format!("write `steps.{id}.output`")
+                        }),
                     );
                 }
             }
@@ -428,10 +458,14 @@ fn check_field(
         StepOutput::Text => RefProblem::new(
             String::new(),
             format!("step `{id}` returns text, so `steps.{id}.output.{field}` does not exist"),
-            Some(format!(
-                "give prompt `{}` `output: {{ format: json, schema: ... }}`",
-                step.prompt.as_deref().unwrap_or(id)
-            )),
+            Some(if step.agent.is_some() {
+                format!("give agent `{id}` `output: {{ schema: ... }}`")
+            } else {
+                format!(
+                    "give prompt `{}` `output: {{ format: json, schema: ... }}`",
+                    step.prompt.as_deref().unwrap_or(id)
+                )
+            }),
         ),
         StepOutput::Json(Some(schema)) => {
             let props = schema.get("properties")?.as_object()?;
@@ -460,7 +494,14 @@ fn check_flow_cycles(project: &Project, diags: &mut Vec<Diagnostic>) {
                 .steps
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.flow.as_deref().map(|c| (i, c)))
+                .flat_map(|(i, s)| {
+                    let tools = s.agent.iter().flat_map(|a| a.tools.iter());
+                    s.flow
+                        .as_deref()
+                        .into_iter()
+                        .chain(tools.filter_map(|t| t.flow.as_deref()))
+                        .map(move |c| (i, c))
+                })
                 .collect();
             (name.as_str(), calls)
         })
