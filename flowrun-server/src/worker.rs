@@ -133,10 +133,18 @@ async fn execute_inner(
             return None;
         }
     };
+    let turns = match shared.store.turns(&run.id).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(run_id = run.id, error = %e, "cannot read the run's agent turns");
+            return None;
+        }
+    };
     let request = RunRequest::new(run.flow.clone(), run.input.clone())
         .with_cancel(cancel.clone())
         .with_run_id(run.id.clone())
-        .resuming(completed);
+        .resuming(completed)
+        .resuming_turns(turns);
     let mut fut = pin!(executor.run(request));
     let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
     beat.tick().await;

@@ -11,6 +11,7 @@ mod schema;
 mod sqlite;
 
 use async_trait::async_trait;
+use flowrun_core::agent::AgentTurn;
 use flowrun_core::event::StepRecord;
 use serde::Serialize;
 use serde_json::Value;
@@ -280,6 +281,11 @@ pub trait ServerStore: Send + Sync + 'static {
         owner: &str,
         lease_until: i64,
     ) -> Result<Option<bool>, StoreError>;
+    /// Commits one finished turn of an agent step (replacing one from an earlier attempt), so a
+    /// resumed run goes on after it.
+    async fn record_turn(&self, turn: &AgentTurn) -> Result<(), StoreError>;
+    /// The committed agent turns of a run, by step and turn.
+    async fn turns(&self, run_id: &str) -> Result<Vec<AgentTurn>, StoreError>;
     /// Commits one finished step (replacing one from an earlier attempt; the commit time kept,
     /// `steps.created_at`, stays the first one, so a step committed twice can be told).
     async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError>;

@@ -82,6 +82,17 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);",
     ),
+    // 3: agent turns, committed as each completes, so a resumed agent goes on after the last.
+    M::up(
+        "CREATE TABLE agent_turns (
+        run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index  INTEGER NOT NULL,
+        turn        INTEGER NOT NULL,
+        record      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_index, turn)
+    );",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flowrun_core::agent::AgentTurn;
 use flowrun_core::event::StepRecord;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
@@ -456,6 +457,38 @@ impl ServerStore for SqliteStore {
                 |r| Ok(r.get::<_, i64>(0)? != 0),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn record_turn(&self, turn: &AgentTurn) -> Result<(), StoreError> {
+        let record = serde_json::to_string(turn)?;
+        let (run_id, index, number) = (turn.run_id.clone(), turn.step_index, turn.turn);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO agent_turns (run_id, step_index, turn, record, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step_index, turn) DO UPDATE SET record = excluded.record",
+                params![run_id, index, number, record, flowrun_core::event::now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn turns(&self, run_id: &str) -> Result<Vec<AgentTurn>, StoreError> {
+        let run_id = run_id.to_string();
+        self.call(move |c| {
+            let texts = c
+                .prepare(
+                    "SELECT record FROM agent_turns WHERE run_id = ?1 ORDER BY step_index, turn",
+                )?
+                .query_map([run_id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            texts
+                .iter()
+                .map(|t| serde_json::from_str(t).map_err(StoreError::from))
+                .collect()
         })
         .await
     }

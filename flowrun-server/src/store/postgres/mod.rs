@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use flowrun_core::agent::AgentTurn;
 use flowrun_core::event::StepRecord;
 use postgres_native_tls::MakeTlsConnector;
 use serde_json::Value;
@@ -571,6 +572,39 @@ impl ServerStore for PostgresStore {
             )
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn record_turn(&self, turn: &AgentTurn) -> Result<(), StoreError> {
+        let record = serde_json::to_string(turn)?;
+        self.execute(
+            "INSERT INTO agent_turns (run_id, step_index, turn, record, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (run_id, step_index, turn) DO UPDATE SET record = EXCLUDED.record",
+            &[
+                &turn.run_id,
+                &i64::from(turn.step_index),
+                &i64::from(turn.turn),
+                &record,
+                &flowrun_core::event::now_ms(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn turns(&self, run_id: &str) -> Result<Vec<AgentTurn>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT record FROM agent_turns WHERE run_id = $1 ORDER BY step_index, turn",
+                &[&run_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(0)?;
+                serde_json::from_str(&text).map_err(StoreError::from)
+            })
+            .collect()
     }
 
     async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError> {
