@@ -18,6 +18,7 @@ use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError};
 use crate::render::Renderer;
 use crate::spec::{ProviderKind, ProviderSpec};
+use crate::spend::SpendLedger;
 
 /// Looks up an environment variable (API keys). Injected so tests and apps control it.
 pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -53,6 +54,7 @@ pub struct ExecutorBuilder {
     http: Option<reqwest::Client>,
     cache: Option<Arc<dyn ResponseCache>>,
     replay_only: bool,
+    ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 impl ExecutorBuilder {
@@ -66,6 +68,7 @@ impl ExecutorBuilder {
             http: None,
             cache: None,
             replay_only: false,
+            ledger: None,
         }
     }
 
@@ -116,6 +119,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Where today's spend is read from for `max_cost_per_day` limits (default: nowhere, so
+    /// only the run itself counts). A [`crate::RunRequest`] may bring its own.
+    pub fn ledger(mut self, ledger: Arc<dyn SpendLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     pub fn build(self) -> Result<Executor, BuildError> {
         let (renderer, diags) = Renderer::new(&self.project);
         if !diags.is_empty() {
@@ -163,6 +173,7 @@ impl ExecutorBuilder {
             sink: self.sink,
             cache: self.cache,
             replay_only: self.replay_only,
+            ledger: self.ledger,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The executor: runs a prompt or a flow, step by step, with retries, fallbacks, structured
 //! output repair and cost accounting, reporting every event to an [`EventSink`].
 
+mod budget;
 mod build;
 mod call;
 mod structured;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use budget::ASSUMED_MAX_OUTPUT;
 pub use build::{BuildError, ExecutorBuilder, http_client};
 
 use crate::cache::ResponseCache;
@@ -25,6 +27,7 @@ use crate::render::Renderer;
 use crate::retry::RetryPolicy;
 use crate::spec::input::{InputError, resolve_inputs};
 use crate::spec::{InputSpec, OutputFormat, ProviderKind};
+use crate::spend::SpendLedger;
 use crate::yaml::Path;
 
 /// What to run, with what, and how.
@@ -46,6 +49,8 @@ pub struct RunRequest {
     /// Steps a previous attempt of this run already finished (from a durable store): see
     /// [`RunRequest::resuming`].
     pub completed: Vec<StepRecord>,
+    /// Today's spend for `max_cost_per_day`, instead of the executor's own ledger.
+    pub ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 impl RunRequest {
@@ -58,7 +63,14 @@ impl RunRequest {
             model: None,
             run_id: None,
             completed: Vec::new(),
+            ledger: None,
         }
+    }
+
+    /// Reads today's spend from `ledger` (a server passes one per environment).
+    pub fn with_ledger(mut self, ledger: Arc<dyn SpendLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     pub fn streaming(mut self, on_delta: Arc<DeltaFn>) -> Self {
@@ -156,6 +168,8 @@ pub struct Executor {
     cache: Option<Arc<dyn ResponseCache>>,
     /// A cache miss fails the call instead of calling the provider.
     replay_only: bool,
+    /// Today's spend, for `max_cost_per_day` (see [`ExecutorBuilder::ledger`]).
+    ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 /// Per-run state shared by its steps.
@@ -172,6 +186,8 @@ struct RunCtx<'a> {
     completed: &'a [StepRecord],
     /// Whether steps may still be reused: cleared by the first step that runs.
     reusing: bool,
+    /// The `budget:` limits of the run.
+    budget: budget::Budget,
 }
 
 /// Why a step (and so the run) stopped.
@@ -239,6 +255,14 @@ impl Executor {
             steps: Vec::new(),
             completed: &req.completed,
             reusing: !req.completed.is_empty(),
+            budget: budget::Budget::new(
+                self.project.config.budget.as_ref(),
+                (kind == TargetKind::Flow).then(|| {
+                    let spec = self.project.flows[&name].spec.budget.as_ref();
+                    (name.as_str(), spec)
+                }),
+                req.ledger.clone().or_else(|| self.ledger.clone()),
+            ),
         };
         let result = match kind {
             TargetKind::Prompt => {

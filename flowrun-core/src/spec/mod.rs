@@ -11,6 +11,7 @@ pub mod prompt;
 pub mod test_file;
 
 pub use config::{
+    BudgetSpec,
     Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
 };
 pub use duration::Duration;
