@@ -117,6 +117,8 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX evals_by_start ON evals(started_at DESC);",
     ),
+    // 5: cost reports and daily budgets read calls by start time.
+    M::up("CREATE INDEX calls_by_start ON calls(started_at);"),
 ];
 
 pub fn migrations() -> Migrations<'static> {
