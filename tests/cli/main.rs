@@ -5,6 +5,7 @@
 mod harness;
 
 mod check;
+mod cost;
 mod ci_example;
 mod crash;
 mod dev;
