@@ -320,7 +320,11 @@ mod tests {
         assert_eq!(parse_since("2026-11-01", 0), Ok(DAY1));
         assert_eq!(parse_since("7d", DAY1), Ok(DAY1 - 7 * 86_400_000));
         assert!(parse_since("2026-02-30", 0).is_err());
-        assert!(parse_since("yesterday", 0).unwrap_err().contains("`--since`"));
+        assert!(
+            parse_since("yesterday", 0)
+                .unwrap_err()
+                .contains("`--since`")
+        );
     }
 
     #[test]
@@ -361,6 +365,9 @@ mod tests {
     #[test]
     fn unknown_dimension_is_named() {
         let err = Dimension::parse_list("model,colour").unwrap_err();
-        assert!(err.contains("`colour`") && err.contains("environment"), "{err}");
+        assert!(
+            err.contains("`colour`") && err.contains("environment"),
+            "{err}"
+        );
     }
 }

@@ -168,7 +168,11 @@ async fn execute_inner(
         && o.status == RunStatus::BudgetExceeded
     {
         shared.metrics.budget_refused(&run.env);
-        tracing::info!(run_id = run.id, env = run.env, "run stopped by a budget limit");
+        tracing::info!(
+            run_id = run.id,
+            env = run.env,
+            "run stopped by a budget limit"
+        );
     }
     Some(match outcome {
         Ok(o) => RunResult {

@@ -86,7 +86,10 @@ fn remote_report(start: &Path, args: &UsageArgs, by: &[Dimension]) -> Result<Usa
     serde_json::to_value(report)
         .and_then(serde_json::from_value)
         .map_err(|e| {
-            super::error(&format!("unexpected usage report from the server: {e}"), None);
+            super::error(
+                &format!("unexpected usage report from the server: {e}"),
+                None,
+            );
             Exit::Failure
         })
 }

@@ -64,8 +64,14 @@ async fn cost_totals_match_hand_computed_prices() {
     assert_eq!(total["calls"], 3);
     assert_eq!(total["input_tokens"], 160);
     assert_eq!(total["output_tokens"], 35);
-    assert!((total["cost"]["usd"].as_f64().unwrap() - 0.21).abs() < 1e-9, "{total}");
-    assert_eq!(total["cost"]["unknown_models"], serde_json::json!(["mystery-model"]));
+    assert!(
+        (total["cost"]["usd"].as_f64().unwrap() - 0.21).abs() < 1e-9,
+        "{total}"
+    );
+    assert_eq!(
+        total["cost"]["unknown_models"],
+        serde_json::json!(["mystery-model"])
+    );
     let groups = report["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0]["key"]["model"], "mystery-model");
@@ -73,7 +79,9 @@ async fn cost_totals_match_hand_computed_prices() {
     assert_eq!(groups[1]["calls"], 2);
     assert!(groups[1]["cost"]["unknown_models"].is_null());
 
-    let out = run(p.flowrun().args(["cost", "--by", "flow,prompt", "--since", "1d"]));
+    let out = run(p
+        .flowrun()
+        .args(["cost", "--by", "flow,prompt", "--since", "1d"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     with_filters(p.path(), || {
         let mut settings = insta::Settings::clone_current();
@@ -92,7 +100,11 @@ async fn cost_totals_match_hand_computed_prices() {
 
     let out = run(p.flowrun().args(["cost", "--by", "colour"]));
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("unknown grouping `colour`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown grouping `colour`"),
+        "{}",
+        out.stderr
+    );
     let out = run(p.flowrun().args(["cost", "--since", "last tuesday"]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("invalid `--since`"), "{}", out.stderr);
@@ -142,7 +154,8 @@ async fn a_daily_budget_counts_earlier_runs() {
     let out = flowrun_run(&p, &["run", "ask", "--input", "question=France?"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains("budget limit `max_cost_per_day` ($0.3000, flowrun.yaml)")
+        out.stderr
+            .contains("budget limit `max_cost_per_day` ($0.3000, flowrun.yaml)")
             && out.stderr.contains("$0.2800 was spent today"),
         "{}",
         out.stderr
@@ -163,10 +176,14 @@ async fn a_flow_budget_caps_tokens_per_call() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(fake.last_request().expect("request").body["max_tokens"], 50);
     let long = "word ".repeat(60);
-    let out = flowrun_run(&p, &["run", "flow/capped", "--input", &format!("question={long}")]);
+    let out = flowrun_run(
+        &p,
+        &["run", "flow/capped", "--input", &format!("question={long}")],
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains("`max_tokens_per_call` (50, flow `capped`)"),
+        out.stderr
+            .contains("`max_tokens_per_call` (50, flow `capped`)"),
         "{}",
         out.stderr
     );

@@ -5,8 +5,8 @@
 mod harness;
 
 mod check;
-mod cost;
 mod ci_example;
+mod cost;
 mod crash;
 mod dev;
 mod embed;

@@ -120,7 +120,8 @@ impl Budget {
                 call.model
             ));
         };
-        let worst = call.input_tokens as f64 * price.input + call.output_tokens as f64 * price.output;
+        let worst =
+            call.input_tokens as f64 * price.input + call.output_tokens as f64 * price.output;
         let next = format!(
             "the next call to {} may cost up to ${}",
             call.label,
@@ -233,7 +234,10 @@ mod tests {
         let call = estimate(100, 200, Some(PRICE));
         assert!(budget.check("r", 0.0005, &call, 0).await.is_ok());
         let err = budget.check("r", 0.00051, &call, 0).await.unwrap_err();
-        assert!(err.contains("`max_cost_per_run` ($0.001000, flowrun.yaml)"), "{err}");
+        assert!(
+            err.contains("`max_cost_per_run` ($0.001000, flowrun.yaml)"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -252,7 +256,10 @@ mod tests {
             .check("r", 0.0, &estimate(60, 10, None), 0)
             .await
             .unwrap_err();
-        assert!(err.contains("`max_tokens_per_call` (50, flow `f`)"), "{err}");
+        assert!(
+            err.contains("`max_tokens_per_call` (50, flow `f`)"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -217,7 +217,8 @@ impl Caller<'_, '_, '_> {
                     .unwrap_or(super::budget::ASSUMED_MAX_OUTPUT),
             ),
         };
-        let run_spent: f64 = self.ctx.steps.iter().map(|s| s.cost.usd).sum::<f64>() + self.record.cost.usd;
+        let run_spent: f64 =
+            self.ctx.steps.iter().map(|s| s.cost.usd).sum::<f64>() + self.record.cost.usd;
         budget
             .check(&self.ctx.run_id, run_spent, &call, now_ms())
             .await

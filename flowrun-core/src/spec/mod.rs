@@ -11,8 +11,7 @@ pub mod prompt;
 pub mod test_file;
 
 pub use config::{
-    BudgetSpec,
-    Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
+    BudgetSpec, Defaults, MockRule, ModelSpec, PriceSpec, ProjectConfig, ProviderKind, ProviderSpec,
 };
 pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};

@@ -109,12 +109,21 @@ mod tests {
                 "providers: {m: {kind: mock}}\ndefaults: {model: m/echo}\n",
             ),
             SourceFile::new("prompts/p.yaml", "messages: [{user: hello there}]\n"),
-            SourceFile::new("flows/f.yaml", "steps: [{id: a, prompt: p}, {id: b, prompt: p}]\n"),
+            SourceFile::new(
+                "flows/f.yaml",
+                "steps: [{id: a, prompt: p}, {id: b, prompt: p}]\n",
+            ),
         ];
         let project = Arc::new(Project::load(files).unwrap());
         let store = Arc::new(Store::in_memory().unwrap());
-        let exec = Executor::builder(project).sink(store.clone()).build().unwrap();
-        let first = exec.run(RunRequest::new("flow/f", json!({}))).await.unwrap();
+        let exec = Executor::builder(project)
+            .sink(store.clone())
+            .build()
+            .unwrap();
+        let first = exec
+            .run(RunRequest::new("flow/f", json!({})))
+            .await
+            .unwrap();
         exec.run(RunRequest::new("p", json!({}))).await.unwrap();
         let rows = store.usage_rows(None).unwrap();
         assert_eq!(rows.len(), 3);

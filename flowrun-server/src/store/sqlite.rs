@@ -11,9 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    UsageStep,
     BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted,
+    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted, UsageStep,
 };
 
 /// The SQLite server store.
@@ -403,7 +402,13 @@ impl ServerStore for SqliteStore {
                      ORDER BY s.created_at, s.run_id, s.step_index",
                 )?
                 .query_map(params![since_ms, env], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
@@ -428,7 +433,11 @@ impl ServerStore for SqliteStore {
         since_ms: i64,
         exclude_run: &str,
     ) -> Result<f64, StoreError> {
-        let (env, flow, exclude) = (env.to_string(), flow.map(str::to_string), exclude_run.to_string());
+        let (env, flow, exclude) = (
+            env.to_string(),
+            flow.map(str::to_string),
+            exclude_run.to_string(),
+        );
         self.call(move |c| {
             let usd: Option<f64> = c
                 .prepare_cached(

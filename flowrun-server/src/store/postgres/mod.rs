@@ -22,9 +22,8 @@ use tokio_postgres::types::ToSql;
 pub use redact::redact_url;
 
 use super::{
-    UsageStep,
     BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted,
+    RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted, UsageStep,
 };
 
 /// The PostgreSQL server store. Cheap to clone (the pool is shared).
