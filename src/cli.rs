@@ -42,6 +42,12 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show one run: each step's prompt, output, tokens, cost, latency and attempts.
     Show(ShowArgs),
+    /// What runs cost: tokens and cost grouped (`--by model,day`), with cost per day as a
+    /// bar chart; from the local history or a server.
+    Cost(UsageArgs),
+    /// How calls went: calls, error rate and latency p50/p95/p99, grouped (`--by model`); from
+    /// the local history or a server.
+    Stats(UsageArgs),
     /// Write the JSON Schemas of flowrun's files, for editor validation.
     Schema(SchemaArgs),
     /// Run test cases (`tests/*.test.yaml`) and score their outputs; `test show ID` shows a
@@ -430,6 +436,26 @@ pub struct RunArgs {
     /// Do not print step progress on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Group by any of flow, prompt, version, model, provider, environment, day
+    /// (comma-separated; default: model).
+    #[arg(long, value_name = "DIMS", default_value = "model")]
+    pub by: String,
+    /// Only calls since: a duration back from now (`7d`, `12h`) or a UTC date (`2026-11-01`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// Report on a server's deployed runs (a remote's name or a URL) instead of the local
+    /// history.
+    #[arg(long, value_name = "NAME|URL")]
+    pub remote: Option<String>,
+    /// With `--remote`: only this environment.
+    #[arg(long, requires = "remote")]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,10 +12,12 @@
 //! # Ok(()) }
 //! ```
 
+mod usage;
 mod webhook;
 
 use std::time::Duration;
 
+pub use usage::{DayCost, Percentiles, UsageCost, UsageGroup, UsageQuery, UsageReport};
 pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -407,6 +409,17 @@ impl Client {
         q.extend(filter.limit.map(|l| ("limit", l.to_string())));
         let l: L = Self::send(self.request(Method::GET, "/v1/runs").query(&q)).await?;
         Ok(l.runs)
+    }
+
+    /// Tokens, cost, calls, error rate and latency of deployed runs, grouped (`GET /v1/usage`).
+    pub async fn usage(&self, query: &UsageQuery) -> Result<UsageReport, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        q.extend(query.env.clone().map(|e| ("env", e)));
+        q.extend(query.since.clone().map(|s| ("since", s)));
+        if !query.by.is_empty() {
+            q.push(("by", query.by.join(",")));
+        }
+        Self::send(self.request(Method::GET, "/v1/usage").query(&q)).await
     }
 
     /// The server's Prometheus metrics (OpenMetrics text).

@@ -18,6 +18,8 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped before a model call that could have crossed a `budget:` limit.
+    BudgetExceeded,
 }
 
 impl RunStatus {
@@ -27,6 +29,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -36,6 +39,7 @@ impl RunStatus {
             RunStatus::Succeeded,
             RunStatus::Failed,
             RunStatus::Cancelled,
+            RunStatus::BudgetExceeded,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)

@@ -32,7 +32,9 @@ pub mod provider;
 pub mod render;
 pub mod retry;
 pub mod spec;
+pub mod spend;
 pub mod testing;
+pub mod usage;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};

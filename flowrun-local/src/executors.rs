@@ -119,7 +119,7 @@ pub fn build_executor_sharing(
         builder = builder.cache(cache.clone());
     }
     if let Some(store) = sink {
-        builder = builder.sink(store);
+        builder = builder.sink(store.clone()).ledger(store);
     }
     Ok(builder.build()?)
 }

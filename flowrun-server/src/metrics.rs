@@ -43,6 +43,11 @@ struct ModelLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvLabel {
+    env: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -69,6 +74,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
     webhooks: Family<OutcomeLabel, Counter>,
+    budget_refusals: Family<EnvLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,8 +128,15 @@ impl Metrics {
             "Webhook delivery attempts by outcome (delivered, retry, failed)",
             webhooks.clone(),
         );
+        let budget_refusals = Family::<EnvLabel, Counter>::default();
+        registry.register(
+            "budget_refusals",
+            "Runs stopped before a model call that could have crossed a budget limit, by environment",
+            budget_refusals.clone(),
+        );
         Metrics {
             registry,
+            budget_refusals,
             runs,
             queue_depth,
             run_duration,
@@ -176,6 +189,13 @@ impl Metrics {
                 .get_or_create(&ModelLabel { model })
                 .inc_by(record.cost.usd);
         }
+    }
+
+    /// A run of `env` was stopped by a budget limit.
+    pub fn budget_refused(&self, env: &str) {
+        self.budget_refusals
+            .get_or_create(&EnvLabel { env: env.into() })
+            .inc();
     }
 
     /// A webhook attempt ended: `delivered`, `retry` or `failed`.

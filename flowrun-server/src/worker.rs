@@ -3,14 +3,16 @@
 //! re-queues runs whose lease expired.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use flowrun_core::spend::{SpendLedger, SpendQuery};
 use flowrun_core::{RunRequest, RunStatus};
 use serde_json::to_value;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
-use crate::store::{RunResult, RunRow, RunState};
+use crate::store::{RunResult, RunRow, RunState, ServerStore};
 
 /// How workers lease and poll.
 #[derive(Debug, Clone)]
@@ -140,8 +142,13 @@ async fn execute_inner(
             return None;
         }
     };
+    let ledger = Arc::new(EnvLedger {
+        store: shared.store.clone(),
+        env: run.env.clone(),
+    });
     let request = RunRequest::new(run.flow.clone(), run.input.clone())
         .with_cancel(cancel.clone())
+        .with_ledger(ledger)
         .with_run_id(run.id.clone())
         .resuming(completed)
         .resuming_turns(turns);
@@ -165,6 +172,16 @@ async fn execute_inner(
             _ = hard_stop.cancelled() => return None,
         }
     };
+    if let Ok(o) = &outcome
+        && o.status == RunStatus::BudgetExceeded
+    {
+        shared.metrics.budget_refused(&run.env);
+        tracing::info!(
+            run_id = run.id,
+            env = run.env,
+            "run stopped by a budget limit"
+        );
+    }
     Some(match outcome {
         Ok(o) => RunResult {
             status: match o.status {
@@ -179,6 +196,22 @@ async fn execute_inner(
         },
         Err(e) => ended(RunState::Failed, &e.to_string()),
     })
+}
+
+/// Today's spend of one environment, from the store, for `max_cost_per_day`.
+struct EnvLedger {
+    store: Arc<dyn ServerStore>,
+    env: String,
+}
+
+#[async_trait::async_trait]
+impl SpendLedger for EnvLedger {
+    async fn spent(&self, query: &SpendQuery<'_>) -> Result<f64, String> {
+        self.store
+            .spent(&self.env, query.flow, query.since_ms, query.exclude_run)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn ended(status: RunState, error: &str) -> RunResult {

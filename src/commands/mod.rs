@@ -2,6 +2,7 @@
 //! diagnostics printed, and opening the history.
 
 mod check;
+mod cost;
 mod deploy;
 mod dev;
 mod eval;
@@ -44,6 +45,8 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Check => check::check(&start),
         Command::Runs(args) => runs::runs(&start, &args),
         Command::Show(args) => show::show(&start, &args),
+        Command::Cost(args) => cost::report(&start, &args, cost::View::Cost),
+        Command::Stats(args) => cost::report(&start, &args, cost::View::Stats),
         Command::Schema(args) => schema::schema(&start, &args),
         Command::Test(cmd) => test::test(&start, cmd),
         Command::Tests(args) => test::list(&start, &args),

@@ -55,6 +55,7 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
     }
     let executor = Executor::builder(Arc::new(local.project.clone()))
         .sink(Arc::new(FanOut(sinks)))
+        .ledger(store.clone())
         .env(local.env_lookup())
         .prices(prices)
         .build()
@@ -126,13 +127,12 @@ fn report(outcome: &RunOutcome, args: &RunArgs, streamed: bool) -> Exit {
             println!("{}", outcome.output_text());
         }
     } else if let Some(err) = &outcome.error {
-        super::error(
-            err,
-            Some(&format!(
-                "`flowrun show {}` has every attempt",
-                outcome.run_id
-            )),
-        );
+        let hint = if outcome.status == RunStatus::BudgetExceeded {
+            "no call was made; `flowrun cost --by day` shows the spending, `budget:` in flowrun.yaml or the flow sets the limits".to_string()
+        } else {
+            format!("`flowrun show {}` has every attempt", outcome.run_id)
+        };
+        super::error(err, Some(&hint));
     }
     if outcome.status == RunStatus::Succeeded {
         Exit::Success

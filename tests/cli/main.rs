@@ -7,6 +7,7 @@ mod harness;
 mod agent;
 mod check;
 mod ci_example;
+mod cost;
 mod crash;
 mod dev;
 mod embed;

@@ -60,6 +60,30 @@ fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) 
     {
         diags.push(doc.error_at(&Path::root().key("defaults").key("model"), e));
     }
+    if let Some(budget) = &config.budget {
+        check_budget(doc, budget, diags);
+    }
+}
+
+/// Cost limits are positive amounts of USD (zero would refuse every priced call).
+fn check_budget(doc: &Document, budget: &crate::spec::BudgetSpec, diags: &mut Vec<Diagnostic>) {
+    let path = Path::root().key("budget");
+    for (name, value) in [
+        ("max_cost_per_run", budget.max_cost_per_run),
+        ("max_cost_per_day", budget.max_cost_per_day),
+    ] {
+        if let Some(v) = value
+            && !(v.is_finite() && v > 0.0)
+        {
+            diags.push(
+                doc.error_at(
+                    &path.key(name),
+                    format!("`budget.{name}` must be a positive amount of USD, not {v}"),
+                )
+                .with_help("give a limit such as `5.00`, or remove it for no limit"),
+            );
+        }
+    }
 }
 
 fn check_prompt(
@@ -176,6 +200,9 @@ fn callee_inputs<'a>(
 fn check_flow(project: &Project, flow: &Flow, diags: &mut Vec<Diagnostic>) {
     let doc = &flow.doc;
     check_input_defaults(doc, &flow.spec.input, diags);
+    if let Some(budget) = &flow.spec.budget {
+        check_budget(doc, budget, diags);
+    }
     let ids: Vec<&str> = flow.spec.steps.iter().map(|s| s.id.as_str()).collect();
     let mut seen = HashSet::new();
     for (i, step) in flow.spec.steps.iter().enumerate() {

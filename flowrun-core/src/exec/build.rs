@@ -18,6 +18,7 @@ use crate::provider::openai::OpenAiProvider;
 use crate::provider::{ChatRequest, ChatResponse, DeltaFn, Provider, ProviderError};
 use crate::render::Renderer;
 use crate::spec::{ProviderKind, ProviderSpec};
+use crate::spend::SpendLedger;
 
 /// Looks up an environment variable (API keys). Injected so tests and apps control it.
 pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -53,6 +54,7 @@ pub struct ExecutorBuilder {
     http: Option<reqwest::Client>,
     cache: Option<Arc<dyn ResponseCache>>,
     replay_only: bool,
+    ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 impl ExecutorBuilder {
@@ -66,6 +68,7 @@ impl ExecutorBuilder {
             http: None,
             cache: None,
             replay_only: false,
+            ledger: None,
         }
     }
 
@@ -113,6 +116,13 @@ impl ExecutorBuilder {
     /// cassette in CI, where there are no keys (default: false).
     pub fn replay_only(mut self, replay_only: bool) -> Self {
         self.replay_only = replay_only;
+        self
+    }
+
+    /// Where today's spend is read from for `max_cost_per_day` limits (default: nowhere, so
+    /// only the run itself counts). A [`crate::RunRequest`] may bring its own.
+    pub fn ledger(mut self, ledger: Arc<dyn SpendLedger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -169,6 +179,7 @@ impl ExecutorBuilder {
             replay_only: self.replay_only,
             env: self.env,
             tool_http,
+            ledger: self.ledger,
         })
     }
 }

@@ -52,6 +52,12 @@ impl Caller<'_, '_, '_> {
                         message: "cancelled".into(),
                     });
                 }
+                Err(ProviderError::BudgetExceeded(message)) => {
+                    return Err(StepFailure {
+                        status: RunStatus::BudgetExceeded,
+                        message,
+                    });
+                }
                 Err(e) => last_error = Some((target.label(), e)),
             }
         }
@@ -87,11 +93,15 @@ impl Caller<'_, '_, '_> {
                 target.provider
             )));
         };
-        let request = ChatRequest {
+        let mut request = ChatRequest {
             model: target.model.clone(),
             params: merge_params(target.params.as_ref(), &base.params),
             ..base.clone()
         };
+        if let Some(cap) = self.ctx.budget.max_tokens_per_call() {
+            let own = request.params.max_tokens.unwrap_or(cap);
+            request.params.max_tokens = Some(own.min(cap));
+        }
         let cache = self.exec.cache.as_ref();
         let key = (cache.is_some() || self.exec.replay_only)
             .then(|| cache_key(self.exec.provider_id(&target.provider), *kind, &request));
@@ -142,6 +152,7 @@ impl Caller<'_, '_, '_> {
                 () = provider.ready() => {}
                 () = self.ctx.cancel.cancelled() => return Err(ProviderError::Cancelled),
             }
+            self.check_budget(target, *kind, &request).await?;
             self.record.attempts += 1;
             let started_at_ms = now_ms();
             let started = Instant::now();
@@ -181,6 +192,37 @@ impl Caller<'_, '_, '_> {
             }
         }
         unreachable!("the retry loop returns")
+    }
+
+    /// Refuses the call when it could cross a `budget:` limit (nothing is sent or recorded).
+    async fn check_budget(
+        &self,
+        target: &ModelTarget,
+        kind: crate::spec::ProviderKind,
+        request: &ChatRequest,
+    ) -> Result<(), ProviderError> {
+        let budget = &self.ctx.budget;
+        if budget.is_empty() {
+            return Ok(());
+        }
+        let call = super::budget::CallEstimate {
+            label: target.label(),
+            model: &target.model,
+            price: self.exec.prices.lookup(kind, &target.model),
+            input_tokens: super::budget::estimate_input_tokens(request),
+            output_tokens: u64::from(
+                request
+                    .params
+                    .max_tokens
+                    .unwrap_or(super::budget::ASSUMED_MAX_OUTPUT),
+            ),
+        };
+        let run_spent: f64 =
+            self.ctx.steps.iter().map(|s| s.cost.usd).sum::<f64>() + self.record.cost.usd;
+        budget
+            .check(&self.ctx.run_id, run_spent, &call, now_ms())
+            .await
+            .map_err(ProviderError::BudgetExceeded)
     }
 
     /// The cache entry of one exchange with `target`, under the provider's identity (what the

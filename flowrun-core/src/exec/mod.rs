@@ -2,6 +2,7 @@
 //! output repair and cost accounting, reporting every event to an [`EventSink`].
 
 mod agent;
+mod budget;
 mod build;
 mod call;
 mod structured;
@@ -13,6 +14,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use budget::ASSUMED_MAX_OUTPUT;
 pub use build::{BuildError, EnvLookup, ExecutorBuilder, http_client};
 
 use crate::agent::AgentTurn;
@@ -27,6 +29,7 @@ use crate::render::Renderer;
 use crate::retry::RetryPolicy;
 use crate::spec::input::{InputError, resolve_inputs};
 use crate::spec::{InputSpec, OutputFormat, ProviderKind};
+use crate::spend::SpendLedger;
 use crate::yaml::Path;
 
 /// What to run, with what, and how.
@@ -50,6 +53,8 @@ pub struct RunRequest {
     pub completed: Vec<StepRecord>,
     /// Agent turns a previous attempt committed: see [`RunRequest::resuming_turns`].
     pub completed_turns: Vec<AgentTurn>,
+    /// Today's spend for `max_cost_per_day`, instead of the executor's own ledger.
+    pub ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 impl RunRequest {
@@ -63,7 +68,14 @@ impl RunRequest {
             run_id: None,
             completed: Vec::new(),
             completed_turns: Vec::new(),
+            ledger: None,
         }
+    }
+
+    /// Reads today's spend from `ledger` (a server passes one per environment).
+    pub fn with_ledger(mut self, ledger: Arc<dyn SpendLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     pub fn streaming(mut self, on_delta: Arc<DeltaFn>) -> Self {
@@ -176,6 +188,8 @@ pub struct Executor {
     env: Arc<EnvLookup>,
     /// The HTTP client of HTTP tools (the providers' when there is one), made on first use.
     tool_http: std::sync::OnceLock<reqwest::Client>,
+    /// Today's spend, for `max_cost_per_day` (see [`ExecutorBuilder::ledger`]).
+    ledger: Option<Arc<dyn SpendLedger>>,
 }
 
 /// Per-run state shared by its steps.
@@ -194,6 +208,8 @@ struct RunCtx<'a> {
     reusing: bool,
     /// Agent turns a previous attempt committed ([`RunRequest::resuming_turns`]).
     completed_turns: &'a [AgentTurn],
+    /// The `budget:` limits of the run.
+    budget: budget::Budget,
 }
 
 /// Why a step (and so the run) stopped.
@@ -287,6 +303,14 @@ impl Executor {
             completed: &req.completed,
             reusing: !req.completed.is_empty() || !req.completed_turns.is_empty(),
             completed_turns: &req.completed_turns,
+            budget: budget::Budget::new(
+                self.project.config.budget.as_ref(),
+                (kind == TargetKind::Flow).then(|| {
+                    let spec = self.project.flows[&name].spec.budget.as_ref();
+                    (name.as_str(), spec)
+                }),
+                req.ledger.clone().or_else(|| self.ledger.clone()),
+            ),
         };
         let result = match kind {
             TargetKind::Prompt => {

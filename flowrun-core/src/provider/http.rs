@@ -215,7 +215,9 @@ pub fn redact(err: ProviderError, api_key: Option<&str>) -> ProviderError {
         ProviderError::Transport(m) => ProviderError::Transport(scrub(m)),
         ProviderError::BadResponse(m) => ProviderError::BadResponse(scrub(m)),
         ProviderError::Config(m) => ProviderError::Config(scrub(m)),
-        other @ (ProviderError::Timeout(_) | ProviderError::Cancelled) => other,
+        other @ (ProviderError::Timeout(_)
+        | ProviderError::Cancelled
+        | ProviderError::BudgetExceeded(_)) => other,
     }
 }
 

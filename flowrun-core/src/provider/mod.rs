@@ -252,6 +252,9 @@ pub enum ProviderError {
     Config(String),
     #[error("cancelled")]
     Cancelled,
+    /// A budget limit refused the call before it was made (never sent to a provider).
+    #[error("{0}")]
+    BudgetExceeded(String),
 }
 
 impl ProviderError {
@@ -288,6 +291,7 @@ impl ProviderError {
             ProviderError::BadResponse(_) => "bad_response",
             ProviderError::Config(_) => "config",
             ProviderError::Cancelled => "cancelled",
+            ProviderError::BudgetExceeded(_) => "budget_exceeded",
         }
     }
 }

@@ -32,6 +32,29 @@ pub struct ProjectConfig {
     /// project root, used instead of the one flowrun ships.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing_file: Option<String>,
+    /// Spending limits for every run of the project (a flow may set stricter ones of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
+}
+
+/// Spending limits. A run stops before the model call that could cross one, with the status
+/// `budget_exceeded` and an error naming the limit. A call's worst case is its rendered
+/// prompt's estimated tokens (characters / 4) plus its `max_tokens` (or `max_tokens_per_call`,
+/// else 4096) at the model's price.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Most USD one run may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_run: Option<f64>,
+    /// Most USD spent per UTC day: by the whole project locally (by the environment on the
+    /// server) in `flowrun.yaml`, by the flow's runs in a flow file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_day: Option<f64>,
+    /// Most tokens in one call: the rendered prompt (estimated) may not exceed it, and the
+    /// reply is capped to it (sent as `max_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_call: Option<NonZeroU32>,
 }
 
 /// Which wire protocol a provider speaks.

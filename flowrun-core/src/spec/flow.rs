@@ -21,6 +21,9 @@ pub struct FlowSpec {
     /// templates. Defaults to the last step's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// Spending limits of this flow's runs, on top of those of `flowrun.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::BudgetSpec>,
 }
 
 /// One step: runs a prompt, another flow, or an agent (exactly one of the three).

@@ -13,8 +13,8 @@ pub mod test_file;
 
 pub use agent::{AgentSpec, HttpToolSpec, ToolSpec};
 pub use config::{
-    Defaults, MockRule, MockToolCall, ModelSpec, PriceSpec, ProjectConfig, ProviderKind,
-    ProviderSpec,
+    BudgetSpec, Defaults, MockRule, MockToolCall, ModelSpec, PriceSpec, ProjectConfig,
+    ProviderKind, ProviderSpec,
 };
 pub use duration::Duration;
 pub use flow::{FlowSpec, StepSpec};

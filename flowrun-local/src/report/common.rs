@@ -39,7 +39,7 @@ pub(super) fn labels_of(results: &[&CaseResult]) -> Vec<String> {
 /// output failed its assertions).
 pub(super) fn run_error(r: &CaseResult) -> Option<&str> {
     match r.status {
-        RunStatus::Failed | RunStatus::Cancelled => r.error.as_deref(),
+        RunStatus::Failed | RunStatus::Cancelled | RunStatus::BudgetExceeded => r.error.as_deref(),
         RunStatus::Succeeded | RunStatus::Running => None,
     }
 }

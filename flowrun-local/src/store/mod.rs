@@ -13,6 +13,7 @@ mod query;
 mod schema;
 mod sink;
 mod test_runs;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -24,6 +25,7 @@ use rusqlite::config::DbConfig;
 pub use evals::EvalRow;
 pub use query::{CallRow, RunDetail, RunRow, StepRow};
 pub use test_runs::TestRunRow;
+pub use usage::LOCAL_ENVIRONMENT;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

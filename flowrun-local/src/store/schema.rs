@@ -137,6 +137,8 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     ALTER TABLE steps ADD COLUMN agent_stop TEXT;",
     ),
+    // 6: cost reports and daily budgets read calls by start time.
+    M::up("CREATE INDEX calls_by_start ON calls(started_at);"),
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -6,6 +6,7 @@
 mod deploy;
 mod ops;
 mod runs;
+mod usage;
 
 use std::sync::OnceLock;
 
@@ -80,6 +81,7 @@ fn parts() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
+        .routes(routes!(usage::usage))
         .split_for_parts()
 }
 

@@ -227,6 +227,17 @@ pub enum DeliveryOutcome {
     Failed { error: String },
 }
 
+/// A committed step with the run attributes a usage report groups by.
+#[derive(Debug, Clone)]
+pub struct UsageStep {
+    pub env: String,
+    pub flow: String,
+    pub bundle_id: String,
+    /// When the step was first committed (ms since the epoch).
+    pub committed_at: i64,
+    pub record: StepRecord,
+}
+
 /// Rolling back could not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackError {
@@ -303,6 +314,23 @@ pub trait ServerStore: Send + Sync + 'static {
     /// `max_attempts` times. Returns the ids of runs re-queued or ended.
     async fn reclaim_expired(&self, now: i64, max_attempts: u32)
     -> Result<Vec<String>, StoreError>;
+
+    /// The steps committed at or after `since_ms`, in runs of `env` (every env with `None`),
+    /// for `GET /v1/usage`.
+    async fn usage_steps(
+        &self,
+        env: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<UsageStep>, StoreError>;
+    /// The known USD of the steps committed at or after `since_ms` in runs of `env` (and of
+    /// `flow` when given) other than `exclude_run`: the spend `max_cost_per_day` checks.
+    async fn spent(
+        &self,
+        env: &str,
+        flow: Option<&str>,
+        since_ms: i64,
+        exclude_run: &str,
+    ) -> Result<f64, StoreError>;
 
     /// How many runs are in each state (states with none may be left out): the same answer
     /// from every replica, for `/metrics`.

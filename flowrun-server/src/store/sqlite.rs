@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted,
+    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted, UsageStep,
 };
 
 /// The SQLite server store.
@@ -384,6 +384,71 @@ impl ServerStore for SqliteStore {
                 .iter()
                 .map(|t| serde_json::from_str(t).map_err(StoreError::from))
                 .collect()
+        })
+        .await
+    }
+
+    async fn usage_steps(
+        &self,
+        env: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<UsageStep>, StoreError> {
+        let env = env.map(str::to_string);
+        self.call(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT r.env, r.flow, r.bundle_id, s.created_at, s.record
+                     FROM steps s JOIN runs r ON r.id = s.run_id
+                     WHERE s.created_at >= ?1 AND (?2 IS NULL OR r.env = ?2)
+                     ORDER BY s.created_at, s.run_id, s.step_index",
+                )?
+                .query_map(params![since_ms, env], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(env, flow, bundle_id, committed_at, text)| {
+                    Ok(UsageStep {
+                        env,
+                        flow,
+                        bundle_id,
+                        committed_at,
+                        record: serde_json::from_str(&text)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn spent(
+        &self,
+        env: &str,
+        flow: Option<&str>,
+        since_ms: i64,
+        exclude_run: &str,
+    ) -> Result<f64, StoreError> {
+        let (env, flow, exclude) = (
+            env.to_string(),
+            flow.map(str::to_string),
+            exclude_run.to_string(),
+        );
+        self.call(move |c| {
+            let usd: Option<f64> = c
+                .prepare_cached(
+                    "SELECT SUM(json_extract(s.record, '$.cost.usd'))
+                     FROM steps s JOIN runs r ON r.id = s.run_id
+                     WHERE r.env = ?1 AND s.created_at >= ?2 AND s.run_id <> ?3
+                       AND (?4 IS NULL OR r.flow = ?4)",
+                )?
+                .query_row(params![env, since_ms, exclude, flow], |r| r.get(0))?;
+            Ok(usd.unwrap_or(0.0))
         })
         .await
     }

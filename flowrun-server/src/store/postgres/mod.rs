@@ -24,7 +24,7 @@ pub use redact::redact_url;
 
 use super::{
     BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted,
+    RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted, UsageStep,
 };
 
 /// The PostgreSQL server store. Cheap to clone (the pool is shared).
@@ -502,6 +502,57 @@ impl ServerStore for PostgresStore {
                 serde_json::from_str(&text).map_err(StoreError::from)
             })
             .collect()
+    }
+
+    async fn usage_steps(
+        &self,
+        env: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<UsageStep>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT r.env, r.flow, r.bundle_id, s.created_at, s.record
+                 FROM steps s JOIN runs r ON r.id = s.run_id
+                 WHERE s.created_at >= $1 AND ($2::TEXT IS NULL OR r.env = $2)
+                 ORDER BY s.created_at, s.run_id, s.step_index",
+                &[&since_ms, &env],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(4)?;
+                Ok(UsageStep {
+                    env: r.try_get(0)?,
+                    flow: r.try_get(1)?,
+                    bundle_id: r.try_get(2)?,
+                    committed_at: r.try_get(3)?,
+                    record: serde_json::from_str(&text)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn spent(
+        &self,
+        env: &str,
+        flow: Option<&str>,
+        since_ms: i64,
+        exclude_run: &str,
+    ) -> Result<f64, StoreError> {
+        let rows = self
+            .query(
+                "SELECT SUM((s.record::jsonb -> 'cost' ->> 'usd')::FLOAT8)
+                 FROM steps s JOIN runs r ON r.id = s.run_id
+                 WHERE r.env = $1 AND s.created_at >= $2 AND s.run_id <> $3
+                   AND ($4::TEXT IS NULL OR r.flow = $4)",
+                &[&env, &since_ms, &exclude_run, &flow],
+            )
+            .await?;
+        let usd: Option<f64> = match rows.first() {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        Ok(usd.unwrap_or(0.0))
     }
 
     async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError> {
