@@ -133,6 +133,10 @@ async fn execute_inner(
             return None;
         }
     };
+    if let Some(otel) = &shared.otel {
+        otel.label_run(&run.id, "flowrun.env", run.env.clone());
+        otel.label_run(&run.id, "flowrun.bundle", run.bundle_id.clone());
+    }
     let request = RunRequest::new(run.flow.clone(), run.input.clone())
         .with_cancel(cancel.clone())
         .with_run_id(run.id.clone())

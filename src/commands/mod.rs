@@ -109,6 +109,21 @@ pub fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, Exit> {
     })
 }
 
+/// The OpenTelemetry exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; a bad `OTEL_*` value
+/// is a usage error. Flush it with [`flowrun_otel::Exporter::shutdown`] before exiting.
+pub fn otel(service: &str) -> Result<Option<std::sync::Arc<flowrun_otel::Exporter>>, Exit> {
+    match flowrun_otel::Exporter::from_env(service) {
+        Ok(e) => Ok(e.map(std::sync::Arc::new)),
+        Err(e) => {
+            error(
+                &e.to_string(),
+                Some("unset the `OTEL_EXPORTER_OTLP_*` variables to turn export off"),
+            );
+            Err(Exit::Usage)
+        }
+    }
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {

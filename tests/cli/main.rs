@@ -11,6 +11,7 @@ mod dev;
 mod embed;
 mod eval_cmd;
 mod init;
+mod otel;
 mod providers;
 mod remote;
 mod run;
