@@ -18,6 +18,9 @@ pub enum Protocol {
 pub struct OtelConfig {
     pub protocol: Protocol,
     pub service_name: String,
+    /// The full URL to send to (for HTTP, including `/v1/traces`); `None` lets the exporter
+    /// read `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` as the specification says.
+    pub endpoint: Option<String>,
 }
 
 /// A variable with a value flowrun cannot use.
@@ -81,6 +84,7 @@ impl OtelConfig {
         Ok(Some(OtelConfig {
             protocol,
             service_name,
+            endpoint: None,
         }))
     }
 }

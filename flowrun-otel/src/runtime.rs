@@ -36,14 +36,24 @@ impl OnRuntime {
             let _entered = runtime.enter();
             let builder = opentelemetry_otlp::SpanExporter::builder();
             match config.protocol {
-                Protocol::HttpProtobuf => builder
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .build(),
-                Protocol::Grpc => builder
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .build(),
+                Protocol::HttpProtobuf => {
+                    let mut b = builder
+                        .with_http()
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+                    if let Some(url) = &config.endpoint {
+                        b = b.with_endpoint(url);
+                    }
+                    b.build()
+                }
+                Protocol::Grpc => {
+                    let mut b = builder
+                        .with_tonic()
+                        .with_protocol(opentelemetry_otlp::Protocol::Grpc);
+                    if let Some(url) = &config.endpoint {
+                        b = b.with_endpoint(url);
+                    }
+                    b.build()
+                }
             }
             .map_err(|e| OtelError::Build(e.to_string()))?
         };
