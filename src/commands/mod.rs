@@ -13,6 +13,7 @@ mod runs;
 mod schema;
 mod serve;
 mod show;
+mod sync;
 mod test;
 
 use std::path::PathBuf;
@@ -56,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Rollback(args) => deploy::rollback(&start, &args),
         Command::Versions(args) => deploy::versions(&start, &args),
         Command::Remote(cmd) => remote::remote(&start, &cmd),
+        Command::Sync(args) => sync::sync(&start, &args),
     }
 }
 

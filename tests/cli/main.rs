@@ -17,4 +17,5 @@ mod remote;
 mod run;
 mod schema;
 mod serve;
+mod sync;
 mod test_cmd;

@@ -12,6 +12,7 @@ mod evals;
 mod query;
 mod schema;
 mod sink;
+mod sync;
 mod test_runs;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use rusqlite::config::DbConfig;
 
 pub use evals::EvalRow;
 pub use query::{CallRow, RunDetail, RunRow, StepRow};
+pub use sync::{LocalRecord, PulledDeployment, withhold_content};
 pub use test_runs::TestRunRow;
 
 /// A store operation failed.

@@ -6,6 +6,7 @@
 mod deploy;
 mod ops;
 mod runs;
+pub mod sync;
 
 use std::sync::OnceLock;
 
@@ -41,6 +42,7 @@ const BEARER: &str = "bearer";
     tags(
         (name = "runs", description = "Submit, read, wait for, cancel and list runs"),
         (name = "deployments", description = "Bundles and what each environment runs"),
+        (name = "sync", description = "Local history pushed by `flowrun sync`; the deployment history it pulls"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -80,6 +82,8 @@ fn parts() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
+        .routes(routes!(sync::push, sync::list))
+        .routes(routes!(sync::deployments))
         .split_for_parts()
 }
 

@@ -82,6 +82,19 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);",
     ),
+    // 3: developers' local history pushed by `flowrun sync`, upserted by (kind, id).
+    M::up(
+        "CREATE TABLE synced_records (
+        kind        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        pushed_by   TEXT NOT NULL,
+        pushed_at   INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    );
+    CREATE INDEX synced_records_by_push ON synced_records(pushed_at DESC);",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../../migrations/postgres/0002_webhooks.sql"),
     ),
+    (
+        3,
+        "sync",
+        include_str!("../../../migrations/postgres/0003_sync.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant private to flowrun).
