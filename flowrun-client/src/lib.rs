@@ -12,10 +12,12 @@
 //! # Ok(()) }
 //! ```
 
+mod deployed;
 mod webhook;
 
 use std::time::Duration;
 
+pub use deployed::{Bundle, Deployed};
 pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
