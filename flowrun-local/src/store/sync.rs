@@ -257,8 +257,12 @@ mod tests {
             rolled_back: false,
             created_at: 1,
         };
-        store.save_deployments("origin", std::slice::from_ref(&d), 7).unwrap();
-        store.save_deployments("origin", std::slice::from_ref(&d), 7).unwrap();
+        store
+            .save_deployments("origin", std::slice::from_ref(&d), 7)
+            .unwrap();
+        store
+            .save_deployments("origin", std::slice::from_ref(&d), 7)
+            .unwrap();
         assert_eq!(store.sync_cursor("origin", "deployments").unwrap(), 7);
         assert_eq!(store.pulled_deployments("origin").unwrap(), vec![d]);
         assert_eq!(store.sync_cursor("other", "deployments").unwrap(), 0);
