@@ -311,3 +311,141 @@ fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cos
 fn time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use flowrun_core::cost::Cost;
+    use flowrun_core::event::CallFailure;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use serde_json::json;
+
+    use super::*;
+
+    fn sink(capture: bool) -> (OtelSink, SdkTracerProvider, InMemorySpanExporter) {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let options = SinkOptions {
+            capture_content: capture,
+            systems: [("claude".to_string(), "anthropic".to_string())].into(),
+            env: Some("local".into()),
+        };
+        let sink = OtelSink::new(provider.tracer("t"), options, Arc::default());
+        (sink, provider, exporter)
+    }
+
+    fn attr(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    fn step(index: u32, status: RunStatus, error: Option<&str>) -> StepRecord {
+        StepRecord {
+            run_id: "r1".into(),
+            step_index: index,
+            step_id: format!("s{index}"),
+            prompt: "p".into(),
+            status,
+            output_text: Some("the answer".into()),
+            output: Some(json!("the answer")),
+            model: Some("claude/sonnet".into()),
+            usage: Usage::default(),
+            cost: Cost::unknown("sonnet"),
+            latency_ms: 5,
+            attempts: 2,
+            error: error.map(str::to_string),
+            cached: false,
+        }
+    }
+
+    /// A resumed run whose reused first step has no `StepStarted`, and whose second step's
+    /// first attempt fails (rate limited) before the fallback fails too.
+    #[test]
+    fn failures_reused_steps_and_withheld_content() {
+        let (sink, provider, exporter) = sink(false);
+        sink.emit(&RunEvent::RunStarted(RunStart {
+            run_id: "r1".into(),
+            target_kind: "flow".into(),
+            target: "f".into(),
+            version: "v1".into(),
+            input: json!({"q": "private"}),
+            started_at_ms: 1_000,
+        }));
+        sink.emit(&RunEvent::StepReused(step(0, RunStatus::Succeeded, None)));
+        sink.emit(&RunEvent::StepStarted(StepStart {
+            run_id: "r1".into(),
+            step_index: 1,
+            step_id: "s1".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "claude/sonnet".into(),
+            messages: vec![],
+            started_at_ms: 1_010,
+        }));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r1".into(),
+            step_index: 1,
+            attempt: 1,
+            provider: "claude".into(),
+            model: "sonnet".into(),
+            started_at_ms: 1_010,
+            latency_ms: 7,
+            usage: Usage::default(),
+            cost: Cost::known(0.0),
+            error: Some(CallFailure {
+                kind: "rate_limited".into(),
+                message: "429 Too Many Requests".into(),
+            }),
+            raw_response: None,
+            repair: false,
+            cached: false,
+        }));
+        sink.emit(&RunEvent::StepFinished(step(
+            1,
+            RunStatus::Failed,
+            Some("gave up"),
+        )));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r1".into(),
+            status: RunStatus::Failed,
+            output: None,
+            usage: Usage::default(),
+            cost: Cost::unknown("sonnet"),
+            latency_ms: 30,
+            error: Some("step s1 failed".into()),
+            finished_at_ms: 1_030,
+        }));
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 4, "{spans:#?}");
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let run = by_name("flow f");
+        assert_eq!(attr(run, "flowrun.env").as_deref(), Some("local"));
+        assert_eq!(attr(run, "flowrun.status").as_deref(), Some("failed"));
+        assert_eq!(run.status, Status::error("step s1 failed"));
+        assert_eq!(
+            attr(run, "flowrun.cost_unknown_models").as_deref(),
+            Some("sonnet")
+        );
+        let reused = by_name("step s0");
+        assert_eq!(reused.parent_span_id, run.span_context.span_id());
+        assert_eq!(attr(reused, "flowrun.reused").as_deref(), Some("true"));
+        let failed = by_name("step s1");
+        assert_eq!(failed.status, Status::error("gave up"));
+        let call = by_name("chat sonnet");
+        assert_eq!(call.parent_span_id, failed.span_context.span_id());
+        assert_eq!(call.span_kind, SpanKind::Client);
+        assert_eq!(attr(call, "error.type").as_deref(), Some("rate_limited"));
+        assert_eq!(attr(call, "gen_ai.system").as_deref(), Some("anthropic"));
+        assert_eq!(attr(call, "gen_ai.usage.input_tokens"), None);
+        assert_eq!(call.start_time, time(1_010));
+        assert_eq!(call.end_time, time(1_017));
+        let text = format!("{spans:?}");
+        assert!(!text.contains("private") && !text.contains("the answer"));
+        assert!(lock(&sink.runs).is_empty(), "finished runs are forgotten");
+    }
+}
