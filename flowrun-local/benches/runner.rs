@@ -8,7 +8,9 @@
 //! - (c) `mock` provider + SQLite file store (isolates the store's cost);
 //! - (d) `mock` provider, no store (executor alone);
 //! - (e) (a) plus OpenTelemetry export (OTLP HTTP/protobuf to an in-process receiver that
-//!   decodes every request): tracing on versus off is (e) versus (a).
+//!   decodes every request): tracing on versus off is (e) versus (a);
+//! - (f) (d) plus OpenTelemetry export: the sink's own cost per run, without the noise of HTTP
+//!   and SQLite.
 //!
 //! Every run must succeed, and for the store variants the database must end up holding exactly
 //! one succeeded run (with one step and one call) per run made, so the benchmark cannot
@@ -145,6 +147,13 @@ const VARIANTS: &[Variant] = &[
         store: true,
         otel: true,
     },
+    Variant {
+        letter: "f",
+        label: "(d) + OTLP export",
+        target: "ask-mock",
+        store: false,
+        otel: true,
+    },
 ];
 
 /// Runs `count` one-call runs of `target`, `concurrency` at a time on tokio tasks; returns the
@@ -190,6 +199,19 @@ async fn drive(
         latencies.extend(w.await.expect("a bench task panicked"));
     }
     (started.elapsed(), latencies)
+}
+
+/// CPU time this process used so far (user + system), from `/proc/self/stat` in clock ticks
+/// of 10 ms (Linux's `USER_HZ`); `None` elsewhere. On a loaded machine CPU per run varies far
+/// less than wall-clock throughput, so it is what compares two variants.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -321,18 +343,26 @@ fn main() {
             );
             drive(&exec, v.target, 0, opts.warmup, opts.concurrency).await;
             fake.clear_requests();
+            let cpu_before = cpu_time();
             let (wall, mut latencies) =
                 drive(&exec, v.target, opts.warmup, opts.calls, opts.concurrency).await;
+            let cpu = cpu_time()
+                .zip(cpu_before)
+                .map(|(after, before)| after.saturating_sub(before));
             let requests = fake.request_count();
             fake.clear_requests();
             latencies.sort_unstable();
             println!(
-                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} runs in {:.2} s)",
+                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU {} per run   ({} runs in {:.2} s)",
                 v.letter,
                 v.label,
                 opts.calls as f64 / wall.as_secs_f64(),
                 ms(percentile(&latencies, 50)),
                 ms(percentile(&latencies, 99)),
+                cpu.map_or("?".to_string(), |c| format!(
+                    "{:.0} µs",
+                    c.as_secs_f64() * 1e6 / opts.calls as f64
+                )),
                 latencies.len(),
                 wall.as_secs_f64(),
             );
