@@ -76,6 +76,21 @@ pub enum Command {
     Versions(RemoteArgs),
     /// Name servers to deploy to (`remote add NAME URL --token-env VAR`); lists them.
     Remote(RemoteCmd),
+    /// Push local runs, test runs and evaluations to a server and pull its deployment
+    /// history; only what is new or changed since the last sync is sent.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Records per request (1 to 1000); each batch is committed on both sides before the next.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
+    /// Print what was pushed and pulled as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

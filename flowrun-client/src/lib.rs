@@ -12,11 +12,13 @@
 //! # Ok(()) }
 //! ```
 
+mod deployed;
 mod usage;
 mod webhook;
 
 use std::time::Duration;
 
+pub use deployed::{Bundle, Deployed};
 pub use usage::{DayCost, Percentiles, UsageCost, UsageGroup, UsageQuery, UsageReport};
 pub use webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, WebhookError, WebhookEvent, verify_webhook};
 
@@ -103,6 +105,50 @@ pub struct EnvInfo {
     pub updated_at: i64,
     /// Earlier deployments a rollback returns to, newest first.
     pub previous: Vec<String>,
+}
+
+/// A local record pushed by `flowrun sync` (`kind`: `run`, `test_run` or `eval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub kind: String,
+    pub id: String,
+    pub record: Value,
+}
+
+/// What one push changed on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Pushed {
+    pub received: u64,
+    /// New or changed records.
+    pub stored: u64,
+}
+
+/// A pushed record as the server keeps it, with the id of the key that pushed it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SyncedRecord {
+    pub kind: String,
+    pub id: String,
+    pub record: Value,
+    pub pushed_by: String,
+    pub pushed_at: i64,
+}
+
+/// One entry of the deployment history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub seq: i64,
+    pub env: String,
+    pub bundle_id: String,
+    pub action: String,
+    pub rolled_back: bool,
+    pub created_at: i64,
+}
+
+/// A page of the deployment history and the cursor of the next one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentPage {
+    pub deployments: Vec<Deployment>,
+    pub next_after: i64,
 }
 
 /// Where a run is in its life.
@@ -308,6 +354,44 @@ impl Client {
         }
         let l: L = Self::send(self.request(Method::GET, "/v1/envs")).await?;
         Ok(l.envs)
+    }
+
+    /// Upserts a batch (at most 1,000) of local records by kind and id.
+    pub async fn push_records(&self, records: &[SyncRecord]) -> Result<Pushed, ClientError> {
+        Self::send(
+            self.request(Method::POST, "/v1/sync/records")
+                .json(&json!({ "records": records })),
+        )
+        .await
+    }
+
+    /// Pushed records, most recent first (`kind`: `run`, `test_run` or `eval`).
+    pub async fn synced_records(
+        &self,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SyncedRecord>, ClientError> {
+        #[derive(Deserialize)]
+        struct L {
+            records: Vec<SyncedRecord>,
+        }
+        let mut req = self
+            .request(Method::GET, "/v1/sync/records")
+            .query(&[("limit", limit.to_string())]);
+        if let Some(k) = kind {
+            req = req.query(&[("kind", k)]);
+        }
+        let l: L = Self::send(req).await?;
+        Ok(l.records)
+    }
+
+    /// The deployment history after the cursor `after` (0 for all), oldest first.
+    pub async fn deployments(&self, after: i64, limit: u32) -> Result<DeploymentPage, ClientError> {
+        Self::send(
+            self.request(Method::GET, "/v1/sync/deployments")
+                .query(&[("after", after.to_string()), ("limit", limit.to_string())]),
+        )
+        .await
     }
 
     /// The files of the version `env` runs.

@@ -6,7 +6,11 @@
 //! - (a) `openai` over HTTP + SQLite file store: the product target (≥ 2,000 calls/s);
 //! - (b) `openai` over HTTP, no store;
 //! - (c) `mock` provider + SQLite file store (isolates the store's cost);
-//! - (d) `mock` provider, no store (executor alone).
+//! - (d) `mock` provider, no store (executor alone);
+//! - (e) (a) plus OpenTelemetry export (OTLP HTTP/protobuf to an in-process receiver that
+//!   decodes every request): tracing on versus off is (e) versus (a);
+//! - (f) (d) plus OpenTelemetry export: the sink's own cost per run, without the noise of HTTP
+//!   and SQLite.
 //!
 //! Every run must succeed, and for the store variants the database must end up holding exactly
 //! one succeeded run (with one step and one call) per run made, so the benchmark cannot
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flowrun_core::event::{EventSink, NoSink};
+use flowrun_core::event::{EventSink, FanOut, NoSink};
 use flowrun_core::project::SourceFile;
 use flowrun_core::{Executor, Project, RunRequest, RunStatus};
 use flowrun_fakellm::{FakeConfig, FakeLlm};
@@ -104,6 +108,7 @@ struct Variant {
     label: &'static str,
     target: &'static str,
     store: bool,
+    otel: bool,
 }
 
 const VARIANTS: &[Variant] = &[
@@ -112,24 +117,42 @@ const VARIANTS: &[Variant] = &[
         label: "openai HTTP + SQLite file",
         target: "ask",
         store: true,
+        otel: false,
     },
     Variant {
         letter: "b",
         label: "openai HTTP, no store",
         target: "ask",
         store: false,
+        otel: false,
     },
     Variant {
         letter: "c",
         label: "mock + SQLite file",
         target: "ask-mock",
         store: true,
+        otel: false,
     },
     Variant {
         letter: "d",
         label: "mock, no store",
         target: "ask-mock",
         store: false,
+        otel: false,
+    },
+    Variant {
+        letter: "e",
+        label: "(a) + OTLP export",
+        target: "ask",
+        store: true,
+        otel: true,
+    },
+    Variant {
+        letter: "f",
+        label: "(d) + OTLP export",
+        target: "ask-mock",
+        store: false,
+        otel: true,
     },
 ];
 
@@ -178,6 +201,19 @@ async fn drive(
     (started.elapsed(), latencies)
 }
 
+/// CPU time this process used so far (user + system), from `/proc/self/stat` in clock ticks
+/// of 10 ms (Linux's `USER_HZ`); `None` elsewhere. On a loaded machine CPU per run varies far
+/// less than wall-clock throughput, so it is what compares two variants.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
@@ -219,6 +255,37 @@ fn verify_store(path: &Path, expected: usize) {
     }
 }
 
+/// An OTLP/HTTP receiver on loopback that decodes each request and counts its spans.
+async fn otlp_receiver() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let spans = Arc::new(AtomicUsize::new(0));
+    let counter = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let n: usize = req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                counter.fetch_add(n, Ordering::SeqCst);
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the OTLP receiver");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, spans)
+}
+
 fn main() {
     let opts = opts();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,6 +307,7 @@ fn main() {
             .await
             .expect("fake LLM server");
         let project = project(&fake.openai_base_url());
+        let (receiver, spans) = otlp_receiver().await;
         for v in VARIANTS {
             if !opts.only.is_empty() && !opts.only.iter().any(|o| o == v.letter) {
                 continue;
@@ -248,10 +316,24 @@ fn main() {
             let store = v
                 .store
                 .then(|| Arc::new(Store::open(&db_path).expect("open the store")));
-            let sink: Arc<dyn EventSink> = match &store {
-                Some(s) => s.clone(),
-                None => Arc::new(NoSink),
+            let mut sinks: Vec<Arc<dyn EventSink>> = match &store {
+                Some(s) => vec![s.clone()],
+                None => vec![Arc::new(NoSink)],
             };
+            let otel = v.otel.then(|| {
+                let config = flowrun_otel::OtelConfig {
+                    protocol: flowrun_otel::Protocol::HttpProtobuf,
+                    service_name: "flowrun-bench".into(),
+                    endpoint: Some(format!("http://{receiver}/v1/traces")),
+                };
+                Arc::new(flowrun_otel::Exporter::new(&config).expect("OTLP exporter"))
+            });
+            if let Some(otel) = &otel {
+                sinks.push(Arc::new(otel.sink(flowrun_otel::SinkOptions::from_config(
+                    &project.config,
+                ))));
+            }
+            let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
             let exec = Arc::new(
                 Executor::builder(Arc::clone(&project))
                     .sink(sink)
@@ -261,22 +343,43 @@ fn main() {
             );
             drive(&exec, v.target, 0, opts.warmup, opts.concurrency).await;
             fake.clear_requests();
+            let cpu_before = cpu_time();
             let (wall, mut latencies) =
                 drive(&exec, v.target, opts.warmup, opts.calls, opts.concurrency).await;
+            let cpu = cpu_time()
+                .zip(cpu_before)
+                .map(|(after, before)| after.saturating_sub(before));
             let requests = fake.request_count();
             fake.clear_requests();
             latencies.sort_unstable();
             println!(
-                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} runs in {:.2} s)",
+                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU {} per run   ({} runs in {:.2} s)",
                 v.letter,
                 v.label,
                 opts.calls as f64 / wall.as_secs_f64(),
                 ms(percentile(&latencies, 50)),
                 ms(percentile(&latencies, 99)),
+                cpu.map_or("?".to_string(), |c| format!(
+                    "{:.0} µs",
+                    c.as_secs_f64() * 1e6 / opts.calls as f64
+                )),
                 latencies.len(),
                 wall.as_secs_f64(),
             );
             assert_eq!(latencies.len(), opts.calls);
+            if let Some(otel) = otel {
+                let flushed = {
+                    let otel = otel.clone();
+                    tokio::task::spawn_blocking(move || otel.shutdown())
+                };
+                flushed.await.expect("flush");
+                let got = spans.swap(0, Ordering::SeqCst);
+                let expected = 3 * (opts.warmup + opts.calls);
+                println!(
+                    "    spans received: {got} of {expected} (the batch processor drops spans when its queue is full)"
+                );
+                assert!(got > 0, "no span was exported");
+            }
             let expected_requests = if v.target == "ask" { opts.calls } else { 0 };
             assert_eq!(requests, expected_requests, "HTTP requests the fake server saw");
             if let Some(store) = store {

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub grace: Duration,
     pub max_body: usize,
     pub webhook: WebhookConfig,
+    /// Where run, step and model call spans go (OTLP), when export is on.
+    pub otel: Option<Arc<flowrun_otel::Exporter>>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             grace: Duration::from_secs(30),
             max_body: 10 * 1024 * 1024,
             webhook: WebhookConfig::default(),
+            otel: None,
         }
     }
 }
@@ -88,7 +91,8 @@ impl Server {
             Arc::new(Metrics::new()),
             config.webhook.secret.is_some(),
             stop.clone(),
-        );
+        )
+        .with_otel(config.otel.clone());
         let events = shared
             .store
             .subscribe()

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use flowrun_core::Executor;
+use flowrun_core::event::FanOut;
+use flowrun_otel::SinkOptions;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,8 @@ pub struct Inner {
     pub deliveries: Notify,
     /// Set when the server stops: long polls return early.
     pub stopping: CancellationToken,
+    /// OpenTelemetry export of runs, when on.
+    pub otel: Option<Arc<flowrun_otel::Exporter>>,
 }
 
 impl std::ops::Deref for Shared {
@@ -65,7 +69,16 @@ impl Shared {
             queued: Notify::new(),
             deliveries: Notify::new(),
             stopping,
+            otel: None,
         }))
+    }
+
+    /// Exports every run's spans through `otel` (call before sharing).
+    pub fn with_otel(mut self, otel: Option<Arc<flowrun_otel::Exporter>>) -> Shared {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.otel = otel;
+        }
+        self
     }
 
     /// The executor of a bundle, built once (providers read their keys from the server's
@@ -96,12 +109,18 @@ impl Shared {
                 }
             }
         };
+        let mut sinks: Vec<Arc<dyn flowrun_core::EventSink>> = vec![Arc::new(StepSink {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        })];
+        if let Some(otel) = &self.otel {
+            sinks.push(Arc::new(
+                otel.sink(SinkOptions::from_config(&project.config)),
+            ));
+        }
         let executor = Executor::builder(Arc::new(project))
             .http_client(http)
-            .sink(Arc::new(StepSink {
-                store: self.store.clone(),
-                metrics: self.metrics.clone(),
-            }))
+            .sink(Arc::new(FanOut(sinks)))
             .build()
             .map_err(|e| AppError::Internal(format!("bundle {bundle_id}: {e}")))?;
         let executor = Arc::new(executor);

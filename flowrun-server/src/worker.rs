@@ -146,6 +146,10 @@ async fn execute_inner(
         store: shared.store.clone(),
         env: run.env.clone(),
     });
+    if let Some(otel) = &shared.otel {
+        otel.label_run(&run.id, "flowrun.env", run.env.clone());
+        otel.label_run(&run.id, "flowrun.bundle", run.bundle_id.clone());
+    }
     let request = RunRequest::new(run.flow.clone(), run.input.clone())
         .with_cancel(cancel.clone())
         .with_ledger(ledger)

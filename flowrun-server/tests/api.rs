@@ -53,7 +53,68 @@ on_both!(
     keys_are_scoped_to_an_env_and_a_role,
     promote_and_rollback_change_what_an_env_runs,
     a_run_survives_a_crash_and_its_finished_step_is_not_called_again,
+    sync_takes_any_key_checks_records_and_scopes_deployments,
 );
+
+async fn sync_takes_any_key_checks_records_and_scopes_deployments(db: TestDb) {
+    use flowrun_client::SyncRecord;
+    let h = harness(db).await;
+    h.deploy("dev", "A").await;
+    h.deploy("prod", "B").await;
+    let record = |kind: &str, id: &str| SyncRecord {
+        kind: kind.into(),
+        id: id.into(),
+        record: json!({ "status": "succeeded" }),
+    };
+    let deployer = h.client("prod", Role::Deploy).await;
+    let pushed = deployer
+        .push_records(&[record("run", "r1"), record("eval", "e1")])
+        .await
+        .expect("a deploy key pushes");
+    assert_eq!((pushed.received, pushed.stored), (2, 2));
+    let runner = h.client("dev", Role::Run).await;
+    let again = runner
+        .push_records(&[record("run", "r1")])
+        .await
+        .expect("push");
+    assert_eq!((again.received, again.stored), (1, 0));
+
+    let err = runner
+        .push_records(&[record("run", "r2"), record("trace", "t1")])
+        .await
+        .expect_err("bad kind");
+    let flowrun_client::ClientError::Api { status, field, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*status, field.as_deref()), (400, Some("records[1].kind")));
+    let anonymous = Client::new(&h.url, None).expect("client");
+    let e = anonymous.push_records(&[]).await.expect_err("no key");
+    assert_eq!(e.status(), Some(401));
+    assert_eq!(
+        runner.synced_records(None, 10).await.expect("list").len(),
+        2
+    );
+
+    // The prod key sees prod's deployment only; the cursor passes dev's too.
+    let page = deployer.deployments(0, 10).await.expect("pull");
+    let envs: Vec<_> = page.deployments.iter().map(|d| d.env.as_str()).collect();
+    assert_eq!(envs, ["prod"]);
+    let all = h
+        .client("*", Role::Admin)
+        .await
+        .deployments(0, 10)
+        .await
+        .expect("pull");
+    assert_eq!(all.deployments.len(), 2);
+    assert_eq!(page.next_after, all.next_after);
+    let none = deployer
+        .deployments(page.next_after, 10)
+        .await
+        .expect("pull");
+    assert!(none.deployments.is_empty());
+    assert_eq!(none.next_after, page.next_after);
+    h.server.shutdown().await;
+}
 
 struct Harness {
     fake: FakeLlm,

@@ -14,7 +14,7 @@ use common::{Backend, TestDb};
 use flowrun_core::event::StepRecord;
 use flowrun_server::store::{
     DeliveryOutcome, KeyRow, NewRun, PostgresStore, RollbackError, RunFilter, RunResult, RunState,
-    ServerStore, StoreEvent,
+    ServerStore, StoreEvent, SyncRecord,
 };
 use serde_json::json;
 
@@ -35,6 +35,8 @@ on_both!(
     ending_a_run_queues_its_webhook_once_and_a_lease_keeps_others_off,
     cancelled_and_abandoned_runs_queue_their_webhooks_too,
     run_counts_group_by_state,
+    pushed_records_are_upserted_by_kind_and_id_with_their_pusher,
+    the_deployment_history_is_paged_by_seq,
 );
 
 fn new_run(id: &str, env: &str, key: Option<&str>, created_at: i64) -> NewRun {
@@ -164,6 +166,83 @@ async fn run_counts_group_by_state(db: TestDb) {
     let mut counts = s.run_counts().await.unwrap();
     counts.sort_by_key(|(state, _)| state.as_str());
     assert_eq!(counts, vec![(RunState::Queued, 2), (RunState::Running, 1)]);
+}
+
+fn record(kind: &str, id: &str, status: &str) -> SyncRecord {
+    SyncRecord {
+        kind: kind.into(),
+        id: id.into(),
+        record: json!({ "id": id, "status": status }),
+    }
+}
+
+async fn pushed_records_are_upserted_by_kind_and_id_with_their_pusher(db: TestDb) {
+    let s = db.open().await;
+    let batch = [
+        record("run", "r1", "succeeded"),
+        record("run", "r2", "failed"),
+        record("test_run", "r1", "passed"),
+    ];
+    assert_eq!(s.push_records(&batch, "key-a", 10).await.unwrap(), 3);
+    // The same batch again changes nothing, and keeps the first pusher.
+    assert_eq!(s.push_records(&batch, "key-b", 20).await.unwrap(), 0);
+    // A changed record is rewritten and remembers its new pusher.
+    let changed = [
+        record("run", "r2", "succeeded"),
+        record("run", "r3", "failed"),
+    ];
+    assert_eq!(s.push_records(&changed, "key-b", 30).await.unwrap(), 2);
+    let all = s.synced_records(None, 100).await.unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r.kind.as_str(),
+                r.id.as_str(),
+                r.pushed_by.as_str(),
+                r.pushed_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("run", "r2", "key-b", 30),
+            ("run", "r3", "key-b", 30),
+            ("run", "r1", "key-a", 10),
+            ("test_run", "r1", "key-a", 10),
+        ]
+    );
+    assert_eq!(all[0].record["status"], "succeeded");
+    let runs = s.synced_records(Some("run"), 2).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.kind == "run"));
+    assert!(s.push_records(&[], "key-a", 40).await.unwrap() == 0);
+}
+
+async fn the_deployment_history_is_paged_by_seq(db: TestDb) {
+    let s = db.open().await;
+    assert!(s.deployments(0, 10).await.unwrap().is_empty());
+    for b in ["b1", "b2"] {
+        s.put_bundle(b, "{}", 0).await.unwrap();
+    }
+    s.deploy("prod", "b1", "deploy").await.unwrap();
+    s.deploy("dev", "b2", "deploy").await.unwrap();
+    s.deploy("prod", "b2", "promote").await.unwrap();
+    let first = s.deployments(0, 2).await.unwrap();
+    let seen: Vec<_> = first
+        .iter()
+        .map(|d| (d.env.as_str(), d.bundle_id.as_str(), d.action.as_str()))
+        .collect();
+    assert_eq!(seen, [("prod", "b1", "deploy"), ("dev", "b2", "deploy")]);
+    assert!(first[0].seq < first[1].seq);
+    let rest = s.deployments(first[1].seq, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(
+        (rest[0].env.as_str(), rest[0].action.as_str()),
+        ("prod", "promote")
+    );
+    assert!(s.deployments(rest[0].seq, 10).await.unwrap().is_empty());
 }
 
 async fn with_bundle(db: &TestDb) -> Arc<dyn ServerStore> {

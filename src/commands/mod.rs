@@ -14,6 +14,7 @@ mod runs;
 mod schema;
 mod serve;
 mod show;
+mod sync;
 mod test;
 
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Rollback(args) => deploy::rollback(&start, &args),
         Command::Versions(args) => deploy::versions(&start, &args),
         Command::Remote(cmd) => remote::remote(&start, &cmd),
+        Command::Sync(args) => sync::sync(&start, &args),
     }
 }
 
@@ -110,6 +112,21 @@ pub fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, Exit> {
         error(&format!("cannot start the async runtime: {e}"), None);
         Exit::Failure
     })
+}
+
+/// The OpenTelemetry exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; a bad `OTEL_*` value
+/// is a usage error. Flush it with [`flowrun_otel::Exporter::shutdown`] before exiting.
+pub fn otel(service: &str) -> Result<Option<std::sync::Arc<flowrun_otel::Exporter>>, Exit> {
+    match flowrun_otel::Exporter::from_env(service) {
+        Ok(e) => Ok(e.map(std::sync::Arc::new)),
+        Err(e) => {
+            error(
+                &e.to_string(),
+                Some("unset the `OTEL_EXPORTER_OTLP_*` variables to turn export off"),
+            );
+            Err(Exit::Usage)
+        }
+    }
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -53,6 +53,11 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
         };
         sinks.push(Arc::new(progress));
     }
+    let otel = super::otel("flowrun")?;
+    if let Some(otel) = &otel {
+        let options = flowrun_otel::SinkOptions::from_config(&local.project.config);
+        sinks.push(Arc::new(otel.sink(options)));
+    }
     let executor = Executor::builder(Arc::new(local.project.clone()))
         .sink(Arc::new(FanOut(sinks)))
         .ledger(store.clone())
@@ -66,7 +71,11 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
     let stream = std::io::stdout().is_terminal() && !args.json;
     let target = format!("{}/{name}", kind.as_str());
     let request = RunRequest::new(target, Value::Object(input));
-    let outcome = execute(&executor, request, stream.then(|| mid_line.clone()))?;
+    let outcome = execute(&executor, request, stream.then(|| mid_line.clone()));
+    if let Some(otel) = otel {
+        otel.shutdown();
+    }
+    let outcome = outcome?;
     if let Some(e) = store.take_sink_error() {
         super::error(&format!("the run was not fully recorded: {e}"), None);
     }

@@ -175,7 +175,12 @@ fn run_server(args: &ServeArgs) -> Exit {
         Ok(s) => s,
         Err(exit) => return exit,
     };
+    let otel = match super::otel("flowrun-server") {
+        Ok(o) => o,
+        Err(exit) => return exit,
+    };
     let config = ServerConfig {
+        otel: otel.clone(),
         workers: args.workers as usize,
         webhook: WebhookConfig {
             secret,
@@ -187,7 +192,7 @@ fn run_server(args: &ServeArgs) -> Exit {
         ..ServerConfig::default()
     };
     let config_webhooks = config.webhook.secret.is_some();
-    rt.block_on(async move {
+    let exit = rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -217,7 +222,11 @@ fn run_server(args: &ServeArgs) -> Exit {
         tracing::info!("shutting down; runs in flight get a grace period");
         server.shutdown().await;
         Exit::Success
-    })
+    });
+    if let Some(otel) = otel {
+        otel.shutdown();
+    }
+    exit
 }
 
 async fn shutdown_signal() {

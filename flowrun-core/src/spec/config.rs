@@ -35,6 +35,44 @@ pub struct ProjectConfig {
     /// Spending limits for every run of the project (a flow may set stricter ones of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSpec>,
+    /// OpenTelemetry export (on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    #[serde(default, skip_serializing_if = "Telemetry::is_default")]
+    pub telemetry: Telemetry,
+    /// What `flowrun sync` may push to a server.
+    #[serde(default, skip_serializing_if = "SyncSpec::is_default")]
+    pub sync: SyncSpec,
+}
+
+/// `telemetry:` in `flowrun.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Put rendered prompts and completions on the exported spans. Off by default: spans
+    /// then carry names, models, tokens and costs only.
+    #[serde(default)]
+    pub capture_content: bool,
+}
+
+impl Telemetry {
+    fn is_default(&self) -> bool {
+        *self == Telemetry::default()
+    }
+}
+
+/// `sync:` in `flowrun.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// Push rendered prompts, inputs and outputs with the runs. Off by default: the server
+    /// then gets names, versions, models, statuses, tokens, costs and latencies only.
+    #[serde(default)]
+    pub content: bool,
+}
+
+impl SyncSpec {
+    fn is_default(&self) -> bool {
+        *self == SyncSpec::default()
+    }
 }
 
 /// Spending limits. A run stops before the model call that could cross one, with the status

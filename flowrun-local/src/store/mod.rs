@@ -12,6 +12,7 @@ mod evals;
 mod query;
 mod schema;
 mod sink;
+mod sync;
 mod test_runs;
 mod usage;
 
@@ -24,6 +25,7 @@ use rusqlite::config::DbConfig;
 
 pub use evals::EvalRow;
 pub use query::{CallRow, RunDetail, RunRow, StepRow};
+pub use sync::{LocalRecord, PulledDeployment, withhold_content};
 pub use test_runs::TestRunRow;
 pub use usage::LOCAL_ENVIRONMENT;
 

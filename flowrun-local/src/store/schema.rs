@@ -139,6 +139,34 @@ const MIGRATIONS: &[M<'static>] = &[
     ),
     // 6: cost reports and daily budgets read calls by start time.
     M::up("CREATE INDEX calls_by_start ON calls(started_at);"),
+    // 7: `flowrun sync`, per remote: what was pushed (content hash per record), cursors, and
+    // the deployment history pulled.
+    M::up(
+        "CREATE TABLE sync_pushed (
+        remote        TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        hash          TEXT NOT NULL,
+        pushed_at     INTEGER NOT NULL,
+        PRIMARY KEY (remote, kind, id)
+    );
+    CREATE TABLE sync_cursors (
+        remote        TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        value         INTEGER NOT NULL,
+        PRIMARY KEY (remote, name)
+    );
+    CREATE TABLE deployments (
+        remote        TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        env           TEXT NOT NULL,
+        bundle_id     TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        rolled_back   INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (remote, seq)
+    );",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

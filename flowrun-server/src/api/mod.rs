@@ -6,6 +6,7 @@
 mod deploy;
 mod ops;
 mod runs;
+pub mod sync;
 mod usage;
 
 use std::sync::OnceLock;
@@ -42,6 +43,7 @@ const BEARER: &str = "bearer";
     tags(
         (name = "runs", description = "Submit, read, wait for, cancel and list runs"),
         (name = "deployments", description = "Bundles and what each environment runs"),
+        (name = "sync", description = "Local history pushed by `flowrun sync`; the deployment history it pulls"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -82,6 +84,8 @@ fn parts() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
         .routes(routes!(usage::usage))
+        .routes(routes!(sync::push, sync::list))
+        .routes(routes!(sync::deployments))
         .split_for_parts()
 }
 

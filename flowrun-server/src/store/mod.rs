@@ -238,6 +238,51 @@ pub struct UsageStep {
     pub record: StepRecord,
 }
 
+/// A record of a developer's local history, pushed by `flowrun sync`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SyncRecord {
+    /// `run`, `test_run` or `eval`.
+    pub kind: String,
+    /// The record's id in the local history (UUIDv7).
+    pub id: String,
+    /// The record as `flowrun show --json`, `test show --json` or `eval show --json` prints
+    /// it, without prompts, inputs and outputs unless the project allows them.
+    #[schema(value_type = Object)]
+    pub record: Value,
+}
+
+/// A pushed record as stored, with who pushed it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyncedRecord {
+    pub kind: String,
+    pub id: String,
+    #[schema(value_type = Object)]
+    pub record: Value,
+    /// The id of the API key that last changed it.
+    pub pushed_by: String,
+    pub pushed_at: i64,
+}
+
+/// One entry of the deployment history: what an environment was pointed at, and how.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Deployment {
+    /// Increases with every deployment, over all environments: the cursor of a pull.
+    pub seq: i64,
+    pub env: String,
+    pub bundle_id: String,
+    /// `deploy`, `promote` or `rollback`.
+    pub action: String,
+    /// Whether a later rollback undid it.
+    pub rolled_back: bool,
+    pub created_at: i64,
+}
+
+/// SHA-256 of a record's JSON text: an unchanged record is not rewritten.
+pub fn record_hash(record: &Value) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(record.to_string().as_bytes()))
+}
+
 /// Rolling back could not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackError {
@@ -359,6 +404,23 @@ pub trait ServerStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError>;
+
+    /// Upserts pushed records by `(kind, id)` in one transaction, remembering `key_id` as
+    /// the pusher of each new or changed one; returns how many were new or changed.
+    async fn push_records(
+        &self,
+        records: &[SyncRecord],
+        key_id: &str,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+    /// Pushed records, newest push first (ties by kind and id).
+    async fn synced_records(
+        &self,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SyncedRecord>, StoreError>;
+    /// The deployment history after `after` (a `seq`), oldest first.
+    async fn deployments(&self, after: i64, limit: u32) -> Result<Vec<Deployment>, StoreError>;
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError>;
 
     /// Changes made through the database by any process (this one included), as they commit.

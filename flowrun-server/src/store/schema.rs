@@ -93,6 +93,19 @@ const MIGRATIONS: &[M<'static>] = &[
         PRIMARY KEY (run_id, step_index, turn)
     );",
     ),
+    // 4: developers' local history pushed by `flowrun sync`, upserted by (kind, id).
+    M::up(
+        "CREATE TABLE synced_records (
+        kind        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        pushed_by   TEXT NOT NULL,
+        pushed_at   INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    );
+    CREATE INDEX synced_records_by_push ON synced_records(pushed_at DESC);",
+    ),
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -12,8 +12,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, Submitted, UsageStep,
+    BundleInfo, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun, RollbackError,
+    RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, Submitted, SyncRecord,
+    SyncedRecord, UsageStep, record_hash,
 };
 
 /// The SQLite server store.
@@ -762,6 +763,103 @@ impl ServerStore for SqliteStore {
                 params![key.id, key.hash, key.env, key.role, key.created_at],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn push_records(
+        &self,
+        records: &[SyncRecord],
+        key_id: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let rows: Vec<(String, String, String, String)> = records
+            .iter()
+            .map(|r| {
+                let hash = record_hash(&r.record);
+                (r.kind.clone(), r.id.clone(), hash, r.record.to_string())
+            })
+            .collect();
+        let key_id = key_id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut changed = 0;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO synced_records (kind, id, hash, record, pushed_by, pushed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (kind, id) DO UPDATE SET hash = excluded.hash,
+                         record = excluded.record, pushed_by = excluded.pushed_by,
+                         pushed_at = excluded.pushed_at
+                     WHERE synced_records.hash <> excluded.hash",
+                )?;
+                for (kind, id, hash, record) in &rows {
+                    changed += stmt.execute(params![kind, id, hash, record, key_id, now])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn synced_records(
+        &self,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SyncedRecord>, StoreError> {
+        let kind = kind.map(str::to_string);
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, id, record, pushed_by, pushed_at FROM synced_records
+                 WHERE ?1 IS NULL OR kind = ?1
+                 ORDER BY pushed_at DESC, kind, id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![kind, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(kind, id, record, pushed_by, pushed_at)| {
+                    Ok(SyncedRecord {
+                        kind,
+                        id,
+                        record: serde_json::from_str(&record)?,
+                        pushed_by,
+                        pushed_at,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn deployments(&self, after: i64, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, env, bundle_id, action, rolled_back, created_at FROM env_history
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok(Deployment {
+                        seq: r.get(0)?,
+                        env: r.get(1)?,
+                        bundle_id: r.get(2)?,
+                        action: r.get(3)?,
+                        rolled_back: r.get::<_, i64>(4)? != 0,
+                        created_at: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agent_turns",
         include_str!("../../../migrations/postgres/0003_agent_turns.sql"),
     ),
+    (
+        4,
+        "sync",
+        include_str!("../../../migrations/postgres/0004_sync.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (any constant private to flowrun).

@@ -23,8 +23,9 @@ use tokio_postgres::types::ToSql;
 pub use redact::redact_url;
 
 use super::{
-    BundleInfo, Delivery, DeliveryOutcome, EnvInfo, KeyRow, NewRun, RollbackError, RunFilter,
-    RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted, UsageStep,
+    BundleInfo, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun, RollbackError,
+    RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent, Submitted,
+    SyncRecord, SyncedRecord, UsageStep, record_hash,
 };
 
 /// The PostgreSQL server store. Cheap to clone (the pool is shared).
@@ -863,6 +864,84 @@ impl ServerStore for PostgresStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn push_records(
+        &self,
+        records: &[SyncRecord],
+        key_id: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO synced_records (kind, id, hash, record, pushed_by, pushed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (kind, id) DO UPDATE SET hash = EXCLUDED.hash,
+                     record = EXCLUDED.record, pushed_by = EXCLUDED.pushed_by,
+                     pushed_at = EXCLUDED.pushed_at
+                 WHERE synced_records.hash <> EXCLUDED.hash",
+            )
+            .await?;
+        let mut changed = 0;
+        for r in records {
+            let hash = record_hash(&r.record);
+            let record = r.record.to_string();
+            changed += tx
+                .execute(&stmt, &[&r.kind, &r.id, &hash, &record, &key_id, &now])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn synced_records(
+        &self,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SyncedRecord>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT kind, id, record, pushed_by, pushed_at FROM synced_records
+                 WHERE $1::TEXT IS NULL OR kind = $1
+                 ORDER BY pushed_at DESC, kind, id LIMIT $2",
+                &[&kind, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncedRecord {
+                    kind: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    record: serde_json::from_str(r.try_get::<_, &str>(2)?)?,
+                    pushed_by: r.try_get(3)?,
+                    pushed_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn deployments(&self, after: i64, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT seq, env, bundle_id, action, rolled_back, created_at FROM env_history
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Deployment {
+                    seq: r.try_get(0)?,
+                    env: r.try_get(1)?,
+                    bundle_id: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    rolled_back: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError> {

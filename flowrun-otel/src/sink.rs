@@ -1,0 +1,455 @@
+//! `OtelSink`: the executor's events as a span tree, run → step → model call attempt, with
+//! the GenAI semantic convention attributes and flowrun's own (`flowrun.*`).
+//!
+//! Spans take their times from the events (a call attempt is reported when it is over, with
+//! its start and latency), so the tree shows what happened even though it is built after the
+//! fact. Prompt and completion text are added only with `capture_content`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flowrun_core::event::{CallRecord, RunEnd, RunStart, StepRecord, StepStart};
+use flowrun_core::provider::Usage;
+use flowrun_core::spec::ProjectConfig;
+use flowrun_core::{EventSink, RunEvent, RunStatus};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use crate::{Labels, lock};
+
+/// What a sink adds beyond names, models, tokens and costs.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// Rendered messages and completions on step spans (`telemetry.capture_content`).
+    pub capture_content: bool,
+    /// Provider name in the project → its kind (`openai`, `anthropic`, `mock`), the value of
+    /// `gen_ai.system`.
+    pub systems: HashMap<String, String>,
+    /// `flowrun.env` of every run (the server labels each run instead).
+    pub env: Option<String>,
+}
+
+impl SinkOptions {
+    /// The options a project's `flowrun.yaml` asks for.
+    pub fn from_config(config: &ProjectConfig) -> SinkOptions {
+        SinkOptions {
+            capture_content: config.telemetry.capture_content,
+            systems: config
+                .providers
+                .iter()
+                .map(|(name, p)| (name.clone(), p.kind.as_str().to_string()))
+                .collect(),
+            env: None,
+        }
+    }
+}
+
+/// Builds spans from run events; one per executor, many per [`crate::Exporter`].
+pub struct OtelSink {
+    tracer: SdkTracer,
+    options: SinkOptions,
+    labels: Arc<Labels>,
+    runs: Mutex<HashMap<String, OpenRun>>,
+}
+
+struct OpenRun {
+    cx: Context,
+    steps: HashMap<u32, Context>,
+}
+
+impl OtelSink {
+    pub(crate) fn new(tracer: SdkTracer, options: SinkOptions, labels: Arc<Labels>) -> OtelSink {
+        OtelSink {
+            tracer,
+            options,
+            labels,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn run_started(&self, start: &RunStart) {
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
+            KeyValue::new("flowrun.run_id", start.run_id.clone()),
+            KeyValue::new("flowrun.target_kind", start.target_kind.clone()),
+            KeyValue::new("flowrun.flow", start.target.clone()),
+            KeyValue::new("flowrun.version", start.version.clone()),
+        ];
+        if let Some(env) = &self.options.env {
+            attributes.push(KeyValue::new("flowrun.env", env.clone()));
+        }
+        for (k, v) in self.labels.take(&start.run_id) {
+            attributes.push(KeyValue::new(k, v));
+        }
+        if self.options.capture_content {
+            attributes.push(KeyValue::new("flowrun.input", start.input.to_string()));
+        }
+        let span = self
+            .tracer
+            .span_builder(format!("{} {}", start.target_kind, start.target))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(time(start.started_at_ms))
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &Context::new());
+        let run = OpenRun {
+            cx: Context::new().with_span(span),
+            steps: HashMap::new(),
+        };
+        lock(&self.runs).insert(start.run_id.clone(), run);
+    }
+
+    fn step_started(&self, start: &StepStart) {
+        let mut runs = lock(&self.runs);
+        let Some(run) = runs.get_mut(&start.run_id) else {
+            return;
+        };
+        let (system, model) = split_model(&start.model);
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.request.model", model.to_string()),
+            KeyValue::new("flowrun.step.id", start.step_id.clone()),
+            KeyValue::new("flowrun.step.index", i64::from(start.step_index)),
+            KeyValue::new("flowrun.prompt", start.prompt.clone()),
+            KeyValue::new("flowrun.version", start.version.clone()),
+        ];
+        if let Some(system) = self.system(system) {
+            attributes.push(KeyValue::new("gen_ai.system", system.clone()));
+            attributes.push(KeyValue::new("gen_ai.provider.name", system));
+        }
+        if self.options.capture_content {
+            let messages = serde_json::to_string(&start.messages).unwrap_or_default();
+            attributes.push(KeyValue::new("gen_ai.input.messages", messages));
+        }
+        let span = self
+            .tracer
+            .span_builder(format!("step {}", start.step_id))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(time(start.started_at_ms))
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &run.cx);
+        run.steps.insert(start.step_index, run.cx.with_span(span));
+    }
+
+    fn call_attempt(&self, call: &CallRecord) {
+        let runs = lock(&self.runs);
+        let Some(parent) = runs
+            .get(&call.run_id)
+            .and_then(|run| run.steps.get(&call.step_index))
+        else {
+            return;
+        };
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.request.model", call.model.clone()),
+            KeyValue::new("flowrun.provider", call.provider.clone()),
+            KeyValue::new("flowrun.attempt", i64::from(call.attempt)),
+            KeyValue::new("flowrun.cached", call.cached),
+            KeyValue::new("flowrun.repair", call.repair),
+        ];
+        if let Some(system) = self.system(&call.provider) {
+            attributes.push(KeyValue::new("gen_ai.system", system.clone()));
+            attributes.push(KeyValue::new("gen_ai.provider.name", system));
+        }
+        if let Some(raw) = &call.raw_response {
+            if let Some(model) = raw.get("model").and_then(|m| m.as_str()) {
+                attributes.push(KeyValue::new("gen_ai.response.model", model.to_string()));
+            }
+            if let Some(id) = raw.get("id").and_then(|m| m.as_str()) {
+                attributes.push(KeyValue::new("gen_ai.response.id", id.to_string()));
+            }
+        }
+        if call.error.is_none() {
+            usage_attributes(&mut attributes, &call.usage);
+        }
+        cost_attribute(&mut attributes, &call.cost);
+        if let Some(error) = &call.error {
+            attributes.push(KeyValue::new("error.type", error.kind.clone()));
+        }
+        let mut span = self
+            .tracer
+            .span_builder(format!("chat {}", call.model))
+            .with_kind(SpanKind::Client)
+            .with_start_time(time(call.started_at_ms))
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, parent);
+        if let Some(error) = &call.error {
+            // The message was redacted of keys by the provider layer; it names the failure.
+            span.set_status(Status::error(error.message.clone()));
+        }
+        span.end_with_timestamp(time(call.started_at_ms) + Duration::from_millis(call.latency_ms));
+    }
+
+    fn step_finished(&self, record: &StepRecord, reused: bool) {
+        let mut runs = lock(&self.runs);
+        let Some(run) = runs.get_mut(&record.run_id) else {
+            return;
+        };
+        let end = SystemTime::now();
+        let cx = match run.steps.remove(&record.step_index) {
+            Some(cx) => cx,
+            None => {
+                // A resumed run's reused step: no `StepStarted` came.
+                let span = self
+                    .tracer
+                    .span_builder(format!("step {}", record.step_id))
+                    .with_start_time(end - Duration::from_millis(record.latency_ms))
+                    .with_attributes([
+                        KeyValue::new("flowrun.step.id", record.step_id.clone()),
+                        KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
+                        KeyValue::new("flowrun.prompt", record.prompt.clone()),
+                    ])
+                    .start_with_context(&self.tracer, &run.cx);
+                run.cx.with_span(span)
+            }
+        };
+        let span = cx.span();
+        let mut attributes = vec![
+            KeyValue::new("flowrun.status", record.status.as_str()),
+            KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
+            KeyValue::new("flowrun.cached", record.cached),
+            KeyValue::new("flowrun.reused", reused),
+        ];
+        if let Some(model) = &record.model {
+            let (_, model) = split_model(model);
+            attributes.push(KeyValue::new("gen_ai.response.model", model.to_string()));
+        }
+        usage_attributes(&mut attributes, &record.usage);
+        cost_attribute(&mut attributes, &record.cost);
+        if self.options.capture_content
+            && let Some(text) = &record.output_text
+        {
+            let output = serde_json::json!([{"role": "assistant", "content": text}]);
+            attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
+        }
+        span.set_attributes(attributes);
+        if record.status == RunStatus::Failed {
+            span.set_status(Status::error(record.error.clone().unwrap_or_default()));
+        }
+        span.end_with_timestamp(end);
+    }
+
+    fn run_finished(&self, end: &RunEnd) {
+        let Some(run) = lock(&self.runs).remove(&end.run_id) else {
+            return;
+        };
+        let span = run.cx.span();
+        let mut attributes = vec![KeyValue::new("flowrun.status", end.status.as_str())];
+        usage_attributes(&mut attributes, &end.usage);
+        cost_attribute(&mut attributes, &end.cost);
+        if self.options.capture_content
+            && let Some(output) = &end.output
+        {
+            attributes.push(KeyValue::new("flowrun.output", output.to_string()));
+        }
+        span.set_attributes(attributes);
+        match end.status {
+            RunStatus::Failed | RunStatus::Cancelled => span.set_status(Status::error(
+                end.error
+                    .clone()
+                    .unwrap_or_else(|| end.status.as_str().into()),
+            )),
+            _ => span.set_status(Status::Ok),
+        }
+        // Steps left open (a cancelled run) end with it.
+        for (_, step) in run.steps {
+            step.span().end_with_timestamp(time(end.finished_at_ms));
+        }
+        span.end_with_timestamp(time(end.finished_at_ms));
+    }
+
+    fn system(&self, provider: &str) -> Option<String> {
+        self.options.systems.get(provider).cloned()
+    }
+}
+
+impl EventSink for OtelSink {
+    fn emit(&self, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted(start) => self.run_started(start),
+            RunEvent::StepStarted(start) => self.step_started(start),
+            RunEvent::CallAttempt(call) => self.call_attempt(call),
+            RunEvent::StepFinished(record) => self.step_finished(record, false),
+            RunEvent::StepReused(record) => self.step_finished(record, true),
+            RunEvent::RunFinished(end) => self.run_finished(end),
+            // An agent turn's model calls arrive as `CallAttempt`s (spans of their step), and
+            // prompt or flow tools run as runs of their own (their own span trees).
+            RunEvent::AgentTurn(_) => {}
+        }
+    }
+}
+
+/// `provider/model` → (`provider`, `model`); a bare name has no provider.
+fn split_model(model: &str) -> (&str, &str) {
+    model.split_once('/').unwrap_or(("", model))
+}
+
+fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
+    attributes.push(KeyValue::new(
+        "gen_ai.usage.input_tokens",
+        usage.input_tokens as i64,
+    ));
+    attributes.push(KeyValue::new(
+        "gen_ai.usage.output_tokens",
+        usage.output_tokens as i64,
+    ));
+}
+
+/// `flowrun.cost_usd` when every price is known; otherwise the models that lack one.
+fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cost) {
+    match cost.usd_if_known() {
+        Some(usd) => attributes.push(KeyValue::new("flowrun.cost_usd", usd)),
+        None => attributes.push(KeyValue::new(
+            "flowrun.cost_unknown_models",
+            cost.unknown_models
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+        )),
+    }
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use flowrun_core::cost::Cost;
+    use flowrun_core::event::CallFailure;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use serde_json::json;
+
+    use super::*;
+
+    fn sink(capture: bool) -> (OtelSink, SdkTracerProvider, InMemorySpanExporter) {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let options = SinkOptions {
+            capture_content: capture,
+            systems: [("claude".to_string(), "anthropic".to_string())].into(),
+            env: Some("local".into()),
+        };
+        let sink = OtelSink::new(provider.tracer("t"), options, Arc::default());
+        (sink, provider, exporter)
+    }
+
+    fn attr(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    fn step(index: u32, status: RunStatus, error: Option<&str>) -> StepRecord {
+        StepRecord {
+            run_id: "r1".into(),
+            step_index: index,
+            step_id: format!("s{index}"),
+            prompt: "p".into(),
+            status,
+            output_text: Some("the answer".into()),
+            output: Some(json!("the answer")),
+            model: Some("claude/sonnet".into()),
+            usage: Usage::default(),
+            cost: Cost::unknown("sonnet"),
+            latency_ms: 5,
+            attempts: 2,
+            error: error.map(str::to_string),
+            cached: false,
+            agent: None,
+        }
+    }
+
+    /// A resumed run whose reused first step has no `StepStarted`, and whose second step's
+    /// first attempt fails (rate limited) before the fallback fails too.
+    #[test]
+    fn failures_reused_steps_and_withheld_content() {
+        let (sink, provider, exporter) = sink(false);
+        sink.emit(&RunEvent::RunStarted(RunStart {
+            run_id: "r1".into(),
+            target_kind: "flow".into(),
+            target: "f".into(),
+            version: "v1".into(),
+            input: json!({"q": "private"}),
+            started_at_ms: 1_000,
+        }));
+        sink.emit(&RunEvent::StepReused(step(0, RunStatus::Succeeded, None)));
+        sink.emit(&RunEvent::StepStarted(StepStart {
+            run_id: "r1".into(),
+            step_index: 1,
+            step_id: "s1".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "claude/sonnet".into(),
+            messages: vec![],
+            started_at_ms: 1_010,
+        }));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r1".into(),
+            step_index: 1,
+            attempt: 1,
+            provider: "claude".into(),
+            model: "sonnet".into(),
+            started_at_ms: 1_010,
+            latency_ms: 7,
+            usage: Usage::default(),
+            cost: Cost::known(0.0),
+            error: Some(CallFailure {
+                kind: "rate_limited".into(),
+                message: "429 Too Many Requests".into(),
+            }),
+            raw_response: None,
+            repair: false,
+            cached: false,
+        }));
+        sink.emit(&RunEvent::StepFinished(step(
+            1,
+            RunStatus::Failed,
+            Some("gave up"),
+        )));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r1".into(),
+            status: RunStatus::Failed,
+            output: None,
+            usage: Usage::default(),
+            cost: Cost::unknown("sonnet"),
+            latency_ms: 30,
+            error: Some("step s1 failed".into()),
+            finished_at_ms: 1_030,
+        }));
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 4, "{spans:#?}");
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let run = by_name("flow f");
+        assert_eq!(attr(run, "flowrun.env").as_deref(), Some("local"));
+        assert_eq!(attr(run, "flowrun.status").as_deref(), Some("failed"));
+        assert_eq!(run.status, Status::error("step s1 failed"));
+        assert_eq!(
+            attr(run, "flowrun.cost_unknown_models").as_deref(),
+            Some("sonnet")
+        );
+        let reused = by_name("step s0");
+        assert_eq!(reused.parent_span_id, run.span_context.span_id());
+        assert_eq!(attr(reused, "flowrun.reused").as_deref(), Some("true"));
+        let failed = by_name("step s1");
+        assert_eq!(failed.status, Status::error("gave up"));
+        let call = by_name("chat sonnet");
+        assert_eq!(call.parent_span_id, failed.span_context.span_id());
+        assert_eq!(call.span_kind, SpanKind::Client);
+        assert_eq!(attr(call, "error.type").as_deref(), Some("rate_limited"));
+        assert_eq!(attr(call, "gen_ai.system").as_deref(), Some("anthropic"));
+        assert_eq!(attr(call, "gen_ai.usage.input_tokens"), None);
+        assert_eq!(call.start_time, time(1_010));
+        assert_eq!(call.end_time, time(1_017));
+        let text = format!("{spans:?}");
+        assert!(!text.contains("private") && !text.contains("the answer"));
+        assert!(lock(&sink.runs).is_empty(), "finished runs are forgotten");
+    }
+}
