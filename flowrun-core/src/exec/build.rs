@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Executor;
+use crate::agent::ProcessHost;
 use crate::cache::ResponseCache;
 use crate::cost::PriceTable;
 use crate::event::{EventSink, NoSink};
@@ -53,6 +54,7 @@ pub struct ExecutorBuilder {
     http: Option<reqwest::Client>,
     cache: Option<Arc<dyn ResponseCache>>,
     replay_only: bool,
+    processes: Option<Arc<dyn ProcessHost>>,
 }
 
 impl ExecutorBuilder {
@@ -66,6 +68,7 @@ impl ExecutorBuilder {
             http: None,
             cache: None,
             replay_only: false,
+            processes: None,
         }
     }
 
@@ -116,6 +119,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Lets command tools and stdio MCP servers start local programs through `host`
+    /// (default: none, and both are refused, as on the server).
+    pub fn processes(mut self, host: Arc<dyn ProcessHost>) -> Self {
+        self.processes = Some(host);
+        self
+    }
+
     pub fn build(self) -> Result<Executor, BuildError> {
         let (renderer, diags) = Renderer::new(&self.project);
         if !diags.is_empty() {
@@ -158,6 +168,7 @@ impl ExecutorBuilder {
             .prices
             .unwrap_or_else(PriceTable::shipped)
             .with_overrides(&config.pricing);
+        let mcp = crate::agent::McpServers::new(&self.project.config);
         Ok(Executor {
             provider_ids,
             project: self.project,
@@ -169,6 +180,8 @@ impl ExecutorBuilder {
             replay_only: self.replay_only,
             env: self.env,
             tool_http,
+            processes: self.processes,
+            mcp,
         })
     }
 }
