@@ -57,6 +57,7 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
         .sink(Arc::new(FanOut(sinks)))
         .env(local.env_lookup())
         .prices(prices)
+        .processes(flowrun_local::LocalProcesses::new(&local.root))
         .build()
         .map_err(|e| {
             super::error(&e.to_string(), None);
@@ -100,7 +101,10 @@ fn execute(
                 guard.cancel();
             }
         });
-        executor.run(request).await
+        let result = executor.run(request).await;
+        // MCP servers' programs get to exit cleanly.
+        executor.shutdown().await;
+        result
     });
     result.map_err(|e| {
         match e {
