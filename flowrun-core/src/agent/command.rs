@@ -37,7 +37,12 @@ impl CommandTool<'_> {
                 let v = cx
                     .executor
                     .renderer()
-                    .eval_value(self.doc, &self.path.index(i), &Value::String(a.clone()), &scope)
+                    .eval_value(
+                        self.doc,
+                        &self.path.index(i),
+                        &Value::String(a.clone()),
+                        &scope,
+                    )
                     .map_err(|e| format!("the tool's template failed: {}", e.0.message))?;
                 Ok(match v {
                     Value::String(s) => s,

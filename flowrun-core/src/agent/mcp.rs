@@ -118,11 +118,16 @@ impl McpConnection {
     }
 }
 
-fn setting(value: &SettingValue, env: &EnvLookup, what: &str) -> Result<(String, bool), String> {
+/// The value of a setting, and the secret in it (to redact) when it comes from the env.
+fn setting(
+    value: &SettingValue,
+    env: &EnvLookup,
+    what: &str,
+) -> Result<(String, Option<String>), String> {
     match value {
-        SettingValue::Text(t) => Ok((t.clone(), false)),
+        SettingValue::Text(t) => Ok((t.clone(), None)),
         SettingValue::Env(e) => match env(&e.env).filter(|v| !v.is_empty()) {
-            Some(v) => Ok((format!("{}{v}", e.prefix), true)),
+            Some(v) => Ok((format!("{}{v}", e.prefix), Some(v))),
             None => Err(format!(
                 "environment variable `{}` ({what}) is not set; export it (or put it in `.env`)",
                 e.env
@@ -161,11 +166,9 @@ async fn connect(
         };
         let mut env = Vec::new();
         for (k, v) in &spec.env {
-            let (value, secret) = setting(v, via.env, &format!("`env.{k}`"))
-                .map_err(|e| fail(&secrets, e))?;
-            if secret {
-                secrets.push(value.clone());
-            }
+            let (value, secret) =
+                setting(v, via.env, &format!("`env.{k}`")).map_err(|e| fail(&secrets, e))?;
+            secrets.extend(secret);
             env.push((k.clone(), value));
         }
         let spawned = host
@@ -189,15 +192,13 @@ async fn connect(
     } else if let Some(url) = &spec.url {
         let mut headers = HashMap::new();
         for (k, v) in &spec.headers {
-            let (value, secret) = setting(v, via.env, &format!("header `{k}`"))
-                .map_err(|e| fail(&secrets, e))?;
+            let (value, secret) =
+                setting(v, via.env, &format!("header `{k}`")).map_err(|e| fail(&secrets, e))?;
             let header_name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| fail(&secrets, format!("`{k}` is not a valid header name")))?;
             let header_value = reqwest::header::HeaderValue::from_str(&value)
                 .map_err(|_| fail(&secrets, format!("header `{k}` has an invalid value")))?;
-            if secret {
-                secrets.push(value);
-            }
+            secrets.extend(secret);
             headers.insert(header_name, header_value);
         }
         let config =
@@ -213,7 +214,9 @@ async fn connect(
         })
         .await
     } else {
-        return Err(format!("MCP server `{name}` has neither `command` nor `url`"));
+        return Err(format!(
+            "MCP server `{name}` has neither `command` nor `url`"
+        ));
     };
     let result = match started {
         Ok(r) => r,
@@ -238,7 +241,10 @@ async fn connect(
             let e = if tail.trim().is_empty() {
                 format!("cannot connect: {e}")
             } else {
-                format!("cannot connect: {e}; its standard error ends with: {}", tail.trim())
+                format!(
+                    "cannot connect: {e}; its standard error ends with: {}",
+                    tail.trim()
+                )
             };
             Err(fail(&secrets, e))
         }
@@ -341,7 +347,9 @@ fn result_text(result: &rmcp::model::CallToolResult) -> String {
                 Some(t) => parts.push(t.to_owned()),
                 None => parts.push(format!(
                     "[binary resource {}]",
-                    v.pointer("/resource/uri").and_then(Value::as_str).unwrap_or("")
+                    v.pointer("/resource/uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
                 )),
             },
             "resource_link" => parts.push(format!(

@@ -88,10 +88,18 @@ pub(super) fn check_agent(
         .iter()
         .filter(|t| t.mcp.is_none())
         .map(|t| t.name.as_str())
-        .chain(agent.tools.iter().flat_map(|t| t.tools.iter().flatten().map(String::as_str)))
+        .chain(
+            agent
+                .tools
+                .iter()
+                .flat_map(|t| t.tools.iter().flatten().map(String::as_str)),
+        )
         .collect();
     // A whole MCP server's tools are known only once it runs.
-    let open_ended = agent.tools.iter().any(|t| t.mcp.is_some() && t.tools.is_none());
+    let open_ended = agent
+        .tools
+        .iter()
+        .any(|t| t.mcp.is_some() && t.tools.is_none());
     if let Some(choice) = &agent.tool_choice
         && !["auto", "required", "none"].contains(&choice.as_str())
         && !names.contains(&choice.as_str())
@@ -238,7 +246,11 @@ fn check_tool(
                 path,
                 format!(
                     "{} tool `{}` needs `parameters`",
-                    if tool.http.is_some() { "HTTP" } else { "command" },
+                    if tool.http.is_some() {
+                        "HTTP"
+                    } else {
+                        "command"
+                    },
                     tool.name
                 ),
             )
@@ -351,14 +363,19 @@ fn check_mcp_tool(
         if names.is_empty() {
             diags.push(
                 doc.error_at(&path.key("tools"), "`tools` is empty")
-                    .with_help("list the server's tools to offer, or remove `tools` to offer them all"),
+                    .with_help(
+                        "list the server's tools to offer, or remove `tools` to offer them all",
+                    ),
             );
         }
         for (i, name) in names.iter().enumerate() {
             if !valid_tool_name(name) {
                 diags.push(
-                    doc.error_at(&path.key("tools").index(i), format!("invalid tool name `{name}`"))
-                        .with_help("use 1 to 64 letters, digits, `_` or `-` (what providers accept)"),
+                    doc.error_at(
+                        &path.key("tools").index(i),
+                        format!("invalid tool name `{name}`"),
+                    )
+                    .with_help("use 1 to 64 letters, digits, `_` or `-` (what providers accept)"),
                 );
             }
         }

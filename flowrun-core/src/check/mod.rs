@@ -61,7 +61,13 @@ fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) 
         diags.push(doc.error_at(&Path::root().key("defaults").key("model"), e));
     }
     for (name, server) in &config.mcp_servers {
-        agent::check_mcp_server(doc, &Path::root().key("mcp_servers").key(name), name, server, diags);
+        agent::check_mcp_server(
+            doc,
+            &Path::root().key("mcp_servers").key(name),
+            name,
+            server,
+            diags,
+        );
     }
 }
 

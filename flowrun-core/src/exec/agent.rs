@@ -293,50 +293,54 @@ impl Executor {
                 description: spec.description.clone().or(declared).unwrap_or_default(),
                 parameters,
             };
-            let tool: Box<dyn Tool + 'a> =
-                match (&spec.prompt, &spec.flow, &spec.http, &spec.command) {
-                    (Some(p), None, None, None) => Box::new(ProjectTool {
-                        def,
-                        target: format!("prompt/{p}"),
-                    }),
-                    (None, Some(f), None, None) => Box::new(ProjectTool {
-                        def,
-                        target: format!("flow/{f}"),
-                    }),
-                    (None, None, Some(http), None) => Box::new(HttpTool {
-                        def,
-                        spec: http,
-                        doc: &site.flow.doc,
-                        path: path.key("http"),
-                    }),
-                    (None, None, None, Some(argv)) => {
-                        if self.process_host().is_none() {
-                            return Err(format!(
-                                "command tool `{}` cannot run here: this executor runs no local programs (the server never runs command tools)",
-                                spec.name
-                            ));
-                        }
-                        if !self.project.config.allow_command_tools {
-                            return Err(format!(
-                                "command tool `{}`: command tools are off; add `allow_command_tools: true` to flowrun.yaml",
-                                spec.name
-                            ));
-                        }
-                        Box::new(CommandTool {
-                            def,
-                            argv,
-                            doc: &site.flow.doc,
-                            path: path.key("command"),
-                            timeout: spec.timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT).0,
-                        })
-                    }
-                    _ => {
+            let tool: Box<dyn Tool + 'a> = match (
+                &spec.prompt,
+                &spec.flow,
+                &spec.http,
+                &spec.command,
+            ) {
+                (Some(p), None, None, None) => Box::new(ProjectTool {
+                    def,
+                    target: format!("prompt/{p}"),
+                }),
+                (None, Some(f), None, None) => Box::new(ProjectTool {
+                    def,
+                    target: format!("flow/{f}"),
+                }),
+                (None, None, Some(http), None) => Box::new(HttpTool {
+                    def,
+                    spec: http,
+                    doc: &site.flow.doc,
+                    path: path.key("http"),
+                }),
+                (None, None, None, Some(argv)) => {
+                    if self.process_host().is_none() {
                         return Err(format!(
-                            "tool `{}` must have exactly one of `prompt`, `flow`, `http`, `command` and `mcp`",
+                            "command tool `{}` cannot run here: this executor runs no local programs (the server never runs command tools)",
                             spec.name
                         ));
                     }
-                };
+                    if !self.project.config.allow_command_tools {
+                        return Err(format!(
+                            "command tool `{}`: command tools are off; add `allow_command_tools: true` to flowrun.yaml",
+                            spec.name
+                        ));
+                    }
+                    Box::new(CommandTool {
+                        def,
+                        argv,
+                        doc: &site.flow.doc,
+                        path: path.key("command"),
+                        timeout: spec.timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT).0,
+                    })
+                }
+                _ => {
+                    return Err(format!(
+                        "tool `{}` must have exactly one of `prompt`, `flow`, `http`, `command` and `mcp`",
+                        spec.name
+                    ));
+                }
+            };
             out.push(Offered {
                 tool,
                 validator: Some(validator),
@@ -386,11 +390,11 @@ impl Executor {
                         None => {
                             let all: Vec<String> =
                                 listed.iter().map(|t| t.name.to_string()).collect();
-                            let hint = crate::diag::did_you_mean(
-                                name,
-                                all.iter().map(String::as_str),
-                            )
-                            .unwrap_or_else(|| format!("its tools are: {}", all.join(", ")));
+                            let hint =
+                                crate::diag::did_you_mean(name, all.iter().map(String::as_str))
+                                    .unwrap_or_else(|| {
+                                        format!("its tools are: {}", all.join(", "))
+                                    });
                             return Err(format!(
                                 "MCP server `{server}` has no tool `{name}`; {hint}"
                             ));
