@@ -254,7 +254,7 @@ mod tests {
             .unwrap();
         let mut line = [0u8; 1];
         // Nothing on stdout: the read ends when the program is killed.
-        let read = tokio::spawn(async move { p.stdout.read(&mut line).await.map(|n| n) });
+        let read = tokio::spawn(async move { p.stdout.read(&mut line).await });
         p.handle.shutdown(Duration::from_millis(50)).await;
         assert_eq!(read.await.unwrap().unwrap(), 0);
         assert_eq!(p.handle.stderr_tail(), "starting\n");
