@@ -37,6 +37,7 @@ mod chat;
 mod config;
 mod faults;
 mod handler;
+pub mod mcp;
 mod openai;
 mod record;
 mod reply;

@@ -111,7 +111,8 @@ pub fn build_executor_sharing(
     let mut builder = Executor::builder(Arc::new(project))
         .env(local.env_lookup())
         .prices(prices)
-        .replay_only(setup.replay_only);
+        .replay_only(setup.replay_only)
+        .processes(crate::LocalProcesses::new(&local.root));
     if let Some(client) = client {
         builder = builder.http_client(client);
     }

@@ -6,11 +6,13 @@
 
 pub mod baseline;
 pub mod executors;
+pub mod process;
 pub mod project_dir;
 pub mod remotes;
 pub mod report;
 pub mod store;
 pub mod testing;
 
+pub use process::LocalProcesses;
 pub use project_dir::{LoadError, LocalProject, find_root};
 pub use store::{Store, StoreError};

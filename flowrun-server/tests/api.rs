@@ -54,6 +54,7 @@ on_both!(
     promote_and_rollback_change_what_an_env_runs,
     a_run_survives_a_crash_and_its_finished_step_is_not_called_again,
     sync_takes_any_key_checks_records_and_scopes_deployments,
+    bundles_that_would_run_local_programs_are_refused,
 );
 
 async fn sync_takes_any_key_checks_records_and_scopes_deployments(db: TestDb) {
@@ -409,4 +410,39 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
     );
     assert_eq!(fake.requests_for_model("m2").len(), 2);
     server.shutdown().await;
+}
+
+/// Command tools and stdio MCP servers run programs on the machine: the server refuses the
+/// bundle, naming each, even when the project allows command tools.
+async fn bundles_that_would_run_local_programs_are_refused(db: TestDb) {
+    let h = harness(db).await;
+    let admin = h.client("*", Role::Admin).await;
+    let mut files = bundle(&h.fake, "A");
+    files[0].text.push_str(
+        "allow_command_tools: true\nmcp_servers:\n  files: { command: [npx, files-server] }\n  search: { url: \"https://mcp.example.com/mcp\" }\n",
+    );
+    files.push(BundleFile {
+        path: "flows/agent.yaml".into(),
+        text: "steps:\n  - id: act\n    agent:\n      instructions: a\n      tools:\n        - name: shell\n          parameters: { type: object }\n          command: [sh, -c, \"cat\"]\n    with: { text: hi }\n".into(),
+    });
+    let e = admin
+        .upload_bundle(&files)
+        .await
+        .expect_err("a bundle with local programs");
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert_eq!(e.code(), Some("local_programs"), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("MCP server `files` runs a local program"),
+        "{message}"
+    );
+    assert!(message.contains("`shell` is a command tool"), "{message}");
+    assert!(
+        !message.contains("`search`"),
+        "an HTTP MCP server is fine: {message}"
+    );
+    assert!(
+        admin.bundles().await.expect("list").is_empty(),
+        "nothing stored"
+    );
 }

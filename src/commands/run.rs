@@ -63,6 +63,7 @@ fn try_run(start: &Path, args: RunArgs) -> Result<Exit, Exit> {
         .ledger(store.clone())
         .env(local.env_lookup())
         .prices(prices)
+        .processes(flowrun_local::LocalProcesses::new(&local.root))
         .build()
         .map_err(|e| {
             super::error(&e.to_string(), None);
@@ -110,7 +111,10 @@ fn execute(
                 guard.cancel();
             }
         });
-        executor.run(request).await
+        let result = executor.run(request).await;
+        // MCP servers' programs get to exit cleanly.
+        executor.shutdown().await;
+        result
     });
     result.map_err(|e| {
         match e {

@@ -205,7 +205,7 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             judge: Some(&judge),
             command: Some(&commands),
         };
-        run_tests(
+        let results = run_tests(
             &executor,
             &cases,
             &options,
@@ -213,7 +213,10 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             &|r| progress.tick(r),
             &cancel,
         )
-        .await
+        .await;
+        // MCP servers' programs get to exit cleanly.
+        executor.shutdown().await;
+        results
     });
     progress.finish();
     let mut suite = SuiteReport::new(

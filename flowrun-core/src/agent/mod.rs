@@ -1,11 +1,14 @@
 //! Agents: what an agent step records (turns, tool results, why it stopped) and the tools it
 //! can call.
 //!
-//! The loop itself is in `exec/agent.rs`; it sees tools only through the [`Tool`] trait, so
-//! new kinds (MCP servers, local commands) are new implementations of it plus a variant of
-//! [`crate::spec::ToolSpec`], nothing else.
+//! The loop itself is in `exec/agent.rs`; it sees tools only through the [`Tool`] trait:
+//! prompt and flow tools (`project.rs`), HTTP tools (`http.rs`), the tools of MCP servers
+//! (`mcp.rs`) and local commands (`command.rs`, through the injected [`ProcessHost`]).
 
+mod command;
 mod http;
+pub mod mcp;
+pub mod process;
 mod project;
 mod tool;
 
@@ -15,7 +18,10 @@ use serde_json::{Value, json};
 use crate::cost::Cost;
 use crate::provider::{Message, Usage};
 
+pub use command::CommandTool;
 pub use http::HttpTool;
+pub use mcp::{McpServers, McpTool};
+pub use process::{ProcessHandle, ProcessHost, ProcessOutput, ProcessSpec, SpawnedProcess};
 pub use project::ProjectTool;
 pub use tool::{Tool, ToolContext, ToolOutcome};
 

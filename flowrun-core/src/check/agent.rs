@@ -1,5 +1,7 @@
 //! Checks of agent steps: the instructions prompt, the model, every tool (name, exactly one
-//! target that exists, a valid parameters schema, HTTP templates), limits and `tool_choice`.
+//! target that exists, a valid parameters schema, HTTP and command templates, MCP servers that
+//! are declared, command tools only when allowed), limits and `tool_choice`; and the
+//! `mcp_servers` of `flowrun.yaml`.
 
 use std::collections::HashSet;
 
@@ -8,6 +10,7 @@ use crate::models::resolve_chain;
 use crate::project::Project;
 use crate::render::template_variables;
 use crate::spec::agent::{AgentSpec, HeaderValue, ToolSpec};
+use crate::spec::config::{McpServerSpec, SettingValue};
 use crate::yaml::{Document, Path};
 
 /// Every problem of the agent at `path` (the step's `agent` key).
@@ -80,10 +83,27 @@ pub(super) fn check_agent(
             format!("invalid JSON Schema: {e}"),
         ));
     }
-    let names: Vec<&str> = agent.tools.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = agent
+        .tools
+        .iter()
+        .filter(|t| t.mcp.is_none())
+        .map(|t| t.name.as_str())
+        .chain(
+            agent
+                .tools
+                .iter()
+                .flat_map(|t| t.tools.iter().flatten().map(String::as_str)),
+        )
+        .collect();
+    // A whole MCP server's tools are known only once it runs.
+    let open_ended = agent
+        .tools
+        .iter()
+        .any(|t| t.mcp.is_some() && t.tools.is_none());
     if let Some(choice) = &agent.tool_choice
         && !["auto", "required", "none"].contains(&choice.as_str())
         && !names.contains(&choice.as_str())
+        && !open_ended
     {
         let options = ["auto", "required", "none"]
             .into_iter()
@@ -104,7 +124,7 @@ pub(super) fn check_agent(
     let mut seen = HashSet::new();
     for (i, tool) in agent.tools.iter().enumerate() {
         let tpath = path.key("tools").index(i);
-        if !seen.insert(tool.name.as_str()) {
+        if tool.mcp.is_none() && !seen.insert(tool.name.as_str()) {
             diags.push(
                 doc.error_at(
                     &tpath.key("name"),
@@ -112,6 +132,21 @@ pub(super) fn check_agent(
                 )
                 .with_help("give each tool of an agent its own name"),
             );
+        }
+        for (j, name) in tool.tools.iter().flatten().enumerate() {
+            if !seen.insert(name.as_str()) {
+                diags.push(
+                    doc.error_at(
+                        &tpath.key("tools").index(j),
+                        format!("duplicate tool name `{name}`"),
+                    )
+                    .with_help("an agent offers each tool once; remove one of them"),
+                );
+            }
+        }
+        if tool.mcp.is_some() {
+            check_mcp_tool(project, doc, &tpath, tool, diags);
+            continue;
         }
         check_tool(project, doc, &tpath, tool, diags);
     }
@@ -124,13 +159,12 @@ fn check_tool(
     tool: &ToolSpec,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let valid_name = !tool.name.is_empty()
-        && tool.name.len() <= 64
-        && tool
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid_name {
+    if tool.name.is_empty() {
+        diags.push(
+            doc.error_at(path, "this tool needs a `name`")
+                .with_help("the model calls it by its name: letters, digits, `_` or `-`"),
+        );
+    } else if !valid_tool_name(&tool.name) {
         diags.push(
             doc.error_at(
                 &path.key("name"),
@@ -139,22 +173,37 @@ fn check_tool(
             .with_help("use 1 to 64 letters, digits, `_` or `-` (what providers accept)"),
         );
     }
-    let targets = [
-        tool.prompt.is_some(),
-        tool.flow.is_some(),
-        tool.http.is_some(),
-    ];
-    if targets.iter().filter(|t| **t).count() != 1 {
+    if tool.targets().len() != 1 {
         diags.push(
             doc.error_at(
                 path,
                 format!(
-                    "tool `{}` must have exactly one of `prompt`, `flow` and `http`",
+                    "tool `{}` must have exactly one of `prompt`, `flow`, `http`, `command` and `mcp`",
                     tool.name
                 ),
             )
-            .with_help("add `flow: <name>`, `prompt: <name>` or `http: { url: ... }`"),
+            .with_help("add `flow: <name>`, `prompt: <name>`, `http: { url: ... }`, `command: [program, ...]` or `mcp: <server>`"),
         );
+    }
+    if tool.tools.is_some() {
+        diags.push(
+            doc.error_at(&path.key("tools"), "`tools` selects tools of an MCP server")
+                .with_help("use it with `mcp: <server>`, or remove it"),
+        );
+    }
+    if tool.timeout.is_some() && tool.command.is_none() {
+        let help = if tool.http.is_some() {
+            "an HTTP tool's timeout is `http.timeout`"
+        } else {
+            "`timeout` applies to `command` and `mcp` tools; a prompt's or flow's own settings limit it"
+        };
+        diags.push(
+            doc.error_at(&path.key("timeout"), "`timeout` is not used by this tool")
+                .with_help(help),
+        );
+    }
+    if let Some(argv) = &tool.command {
+        check_command_tool(project, doc, &path.key("command"), argv, diags);
     }
     if let Some(p) = &tool.prompt
         && !project.prompts.contains_key(p)
@@ -192,10 +241,18 @@ fn check_tool(
                 );
             }
         }
-        None if tool.http.is_some() => diags.push(
+        None if tool.http.is_some() || tool.command.is_some() => diags.push(
             doc.error_at(
                 path,
-                format!("HTTP tool `{}` needs `parameters`", tool.name),
+                format!(
+                    "{} tool `{}` needs `parameters`",
+                    if tool.http.is_some() {
+                        "HTTP"
+                    } else {
+                        "command"
+                    },
+                    tool.name
+                ),
             )
             .with_help(
                 "describe its arguments as a JSON Schema: `{ type: object, properties: { ... } }`",
@@ -236,6 +293,163 @@ fn check_tool(
     }
 }
 
+/// A command tool: allowed by `flowrun.yaml`, a program, templates over `args`.
+fn check_command_tool(
+    project: &Project,
+    doc: &Document,
+    path: &Path,
+    argv: &[String],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !project.config.allow_command_tools {
+        diags.push(
+            doc.error_at(path, "command tools are off in this project")
+                .with_help("they run local programs: to allow them, add `allow_command_tools: true` to `flowrun.yaml` (the server never runs them)"),
+        );
+    }
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        diags.push(
+            doc.error_at(path, "`command` needs a program")
+                .with_help("write `command: [program, arg, ...]`"),
+        );
+    }
+    for (i, arg) in argv.iter().enumerate() {
+        check_args_template(doc, &path.index(i), arg, diags);
+    }
+}
+
+/// An `mcp` entry: a declared server, and nothing that only other tools have.
+fn check_mcp_tool(
+    project: &Project,
+    doc: &Document,
+    path: &Path,
+    tool: &ToolSpec,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let server = tool.mcp.as_deref().unwrap_or_default();
+    let servers = &project.config.mcp_servers;
+    if !servers.contains_key(server) {
+        let hint = did_you_mean(server, servers.keys().map(String::as_str)).unwrap_or_else(|| {
+            format!("declare it in `flowrun.yaml`: `mcp_servers: {{ {server}: {{ command: [...] }} }}` or `{{ url: https://... }}`")
+        });
+        diags.push(
+            doc.error_at(&path.key("mcp"), format!("unknown MCP server `{server}`"))
+                .with_help(hint),
+        );
+    }
+    let others: Vec<&str> = tool.targets().into_iter().filter(|t| *t != "mcp").collect();
+    if !others.is_empty() {
+        diags.push(
+            doc.error_at(
+                path,
+                format!("`mcp` cannot be combined with `{}`", others.join("`, `")),
+            )
+            .with_help("list the MCP server and the other tool as two entries of `tools`"),
+        );
+    }
+    for (key, set) in [
+        ("name", !tool.name.is_empty()),
+        ("description", tool.description.is_some()),
+        ("parameters", tool.parameters.is_some()),
+    ] {
+        if set {
+            diags.push(
+                doc.error_at(&path.key(key), format!("an `mcp` entry has no `{key}`"))
+                    .with_help("its tools keep the name, description and parameters schema the server gives them; choose some with `tools: [a, b]`"),
+            );
+        }
+    }
+    if let Some(names) = &tool.tools {
+        if names.is_empty() {
+            diags.push(
+                doc.error_at(&path.key("tools"), "`tools` is empty")
+                    .with_help(
+                        "list the server's tools to offer, or remove `tools` to offer them all",
+                    ),
+            );
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !valid_tool_name(name) {
+                diags.push(
+                    doc.error_at(
+                        &path.key("tools").index(i),
+                        format!("invalid tool name `{name}`"),
+                    )
+                    .with_help("use 1 to 64 letters, digits, `_` or `-` (what providers accept)"),
+                );
+            }
+        }
+    }
+}
+
+/// The `mcp_servers` entry `name` of `flowrun.yaml`.
+pub(super) fn check_mcp_server(
+    doc: &Document,
+    path: &Path,
+    name: &str,
+    server: &McpServerSpec,
+    diags: &mut Vec<Diagnostic>,
+) {
+    match (&server.command, &server.url) {
+        (Some(_), Some(_)) | (None, None) => diags.push(
+            doc.error_at(
+                path,
+                format!("MCP server `{name}` needs exactly one of `command` and `url`"),
+            )
+            .with_help("`command: [program, args...]` for a local server over stdio, `url: https://.../mcp` for streamable HTTP"),
+        ),
+        (Some(argv), None) => {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                diags.push(
+                    doc.error_at(&path.key("command"), "`command` needs a program")
+                        .with_help("write `command: [program, arg, ...]`"),
+                );
+            }
+            if !server.headers.is_empty() {
+                diags.push(
+                    doc.error_at(&path.key("headers"), "`headers` are sent to a `url`")
+                        .with_help("a `command` server gets settings through `env`"),
+                );
+            }
+        }
+        (None, Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                diags.push(
+                    doc.error_at(&path.key("url"), format!("`{url}` is not an HTTP URL"))
+                        .with_help("write the endpoint like `https://example.com/mcp`"),
+                );
+            }
+            if !server.env.is_empty() {
+                diags.push(
+                    doc.error_at(&path.key("env"), "`env` is for a `command` server")
+                        .with_help("a `url` server gets settings through `headers`"),
+                );
+            }
+        }
+    }
+    for (key, values) in [("env", &server.env), ("headers", &server.headers)] {
+        for (k, v) in values {
+            if let SettingValue::Env(e) = v
+                && e.env.trim().is_empty()
+            {
+                diags.push(doc.error_at(
+                    &path.key(key).key(k),
+                    "`env` names the environment variable holding the value",
+                ));
+            }
+        }
+    }
+}
+
+/// 1 to 64 letters, digits, `_` or `-`: what providers accept as a tool's name.
+pub(crate) fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn collect_strings(value: &serde_json::Value, path: &Path, out: &mut Vec<(Path, String)>) {
     match value {
         serde_json::Value::String(s) => out.push((path.clone(), s.clone())),
@@ -253,7 +467,7 @@ fn collect_strings(value: &serde_json::Value, path: &Path, out: &mut Vec<(Path, 
     }
 }
 
-/// HTTP tool templates read only `args`.
+/// HTTP and command tool templates read only `args`.
 fn check_args_template(doc: &Document, path: &Path, template: &str, diags: &mut Vec<Diagnostic>) {
     let vars = match template_variables(template, true) {
         Ok(v) => v,
@@ -274,7 +488,7 @@ fn check_args_template(doc: &Document, path: &Path, template: &str, diags: &mut 
         let root = var.split('.').next().unwrap_or_default();
         if root != "args" {
             let hint = did_you_mean(root, ["args"]).unwrap_or_else(|| {
-                "HTTP tool templates read the call's arguments as `args.<name>`".into()
+                "tool templates read the call's arguments as `args.<name>`".into()
             });
             diags.push(
                 doc.error_in_value(path, template, root, format!("undefined variable `{root}`"))

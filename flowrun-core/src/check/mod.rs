@@ -42,6 +42,47 @@ pub fn check(project: &Project) -> Vec<Diagnostic> {
     diags
 }
 
+/// Everything in the project that would start a local program: stdio MCP servers and
+/// command tools, located. A server hosting projects for others refuses them (the first line
+/// of defence; its executors cannot start programs anyway).
+pub fn local_programs(project: &Project) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let help = "the server runs no local programs: use an MCP server over `url`, or an HTTP tool";
+    if let Some(doc) = &project.config_doc {
+        for (name, server) in &project.config.mcp_servers {
+            if server.command.is_some() {
+                let path = Path::root().key("mcp_servers").key(name).key("command");
+                diags.push(
+                    doc.error_at(&path, format!("MCP server `{name}` runs a local program"))
+                        .with_help(help),
+                );
+            }
+        }
+    }
+    for flow in project.flows.values() {
+        for (i, step) in flow.spec.steps.iter().enumerate() {
+            let Some(agent) = &step.agent else { continue };
+            for (j, tool) in agent.tools.iter().enumerate() {
+                if tool.command.is_some() {
+                    let path = Path::root()
+                        .key("steps")
+                        .index(i)
+                        .key("agent")
+                        .key("tools")
+                        .index(j)
+                        .key("command");
+                    diags.push(
+                        flow.doc
+                            .error_at(&path, format!("`{}` is a command tool", tool.name))
+                            .with_help(help),
+                    );
+                }
+            }
+        }
+    }
+    diags
+}
+
 fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) {
     let config = &project.config;
     let models = Path::root().key("models");
@@ -59,6 +100,15 @@ fn check_config(project: &Project, doc: &Document, diags: &mut Vec<Diagnostic>) 
         && let Err(e) = resolve_chain(config, m)
     {
         diags.push(doc.error_at(&Path::root().key("defaults").key("model"), e));
+    }
+    for (name, server) in &config.mcp_servers {
+        agent::check_mcp_server(
+            doc,
+            &Path::root().key("mcp_servers").key(name),
+            name,
+            server,
+            diags,
+        );
     }
     if let Some(budget) = &config.budget {
         check_budget(doc, budget, diags);

@@ -17,9 +17,10 @@ use serde_json::{Map, Value};
 
 use super::call::Caller;
 use super::{Executor, RunCtx, StepFailure, fail};
+use crate::agent::mcp::offered_name;
 use crate::agent::{
-    AgentStop, AgentTurn, HttpTool, ProjectTool, Tool, ToolContext, ToolOutcome, ToolResult,
-    Transcript,
+    AgentStop, AgentTurn, CommandTool, HttpTool, McpTool, ProjectTool, Tool, ToolContext,
+    ToolOutcome, ToolResult, Transcript,
 };
 use crate::cost::Cost;
 use crate::event::{RunEvent, RunStatus, StepRecord, StepStart, now_ms};
@@ -30,7 +31,7 @@ use crate::provider::{
 };
 use crate::retry::RetryPolicy;
 use crate::spec::AgentSpec;
-use crate::spec::agent::inputs_schema;
+use crate::spec::agent::{DEFAULT_TOOL_TIMEOUT, inputs_schema};
 use crate::yaml::Path;
 
 /// Where an agent step is: its flow, its position, its spec and its instructions prompt.
@@ -165,7 +166,7 @@ impl Executor {
             Ok(c) => c,
             Err(e) => return (AgentStop::Failed, Err(fail(e))),
         };
-        let offered = match self.offered_tools(site) {
+        let offered = match self.offered_tools(site).await {
             Ok(o) => o,
             Err(e) => return (AgentStop::Failed, Err(fail(e))),
         };
@@ -257,11 +258,16 @@ impl Executor {
         }
     }
 
-    /// The step's tools, built from their specs, with their argument validators.
-    fn offered_tools<'a>(&'a self, site: &Site<'a>) -> Result<Vec<Offered<'a>>, String> {
-        let mut out = Vec::new();
+    /// The step's tools, built from their specs, with their argument validators; MCP
+    /// servers are connected to (once per executor) for their tools.
+    async fn offered_tools<'a>(&'a self, site: &Site<'a>) -> Result<Vec<Offered<'a>>, String> {
+        let mut out: Vec<Offered<'a>> = Vec::new();
         for (i, spec) in site.agent.tools.iter().enumerate() {
             let path = site.step_path.key("agent").key("tools").index(i);
+            if let Some(server) = &spec.mcp {
+                out.extend(self.mcp_tools(server, spec).await?);
+                continue;
+            }
             let (declared, inputs) = if let Some(p) = &spec.prompt {
                 let prompt = self.project.prompts.get(p);
                 let prompt =
@@ -287,24 +293,50 @@ impl Executor {
                 description: spec.description.clone().or(declared).unwrap_or_default(),
                 parameters,
             };
-            let tool: Box<dyn Tool + 'a> = match (&spec.prompt, &spec.flow, &spec.http) {
-                (Some(p), None, None) => Box::new(ProjectTool {
+            let tool: Box<dyn Tool + 'a> = match (
+                &spec.prompt,
+                &spec.flow,
+                &spec.http,
+                &spec.command,
+            ) {
+                (Some(p), None, None, None) => Box::new(ProjectTool {
                     def,
                     target: format!("prompt/{p}"),
                 }),
-                (None, Some(f), None) => Box::new(ProjectTool {
+                (None, Some(f), None, None) => Box::new(ProjectTool {
                     def,
                     target: format!("flow/{f}"),
                 }),
-                (None, None, Some(http)) => Box::new(HttpTool {
+                (None, None, Some(http), None) => Box::new(HttpTool {
                     def,
                     spec: http,
                     doc: &site.flow.doc,
                     path: path.key("http"),
                 }),
+                (None, None, None, Some(argv)) => {
+                    if self.process_host().is_none() {
+                        return Err(format!(
+                            "command tool `{}` cannot run here: this executor runs no local programs (the server never runs command tools)",
+                            spec.name
+                        ));
+                    }
+                    if !self.project.config.allow_command_tools {
+                        return Err(format!(
+                            "command tool `{}`: command tools are off; add `allow_command_tools: true` to flowrun.yaml",
+                            spec.name
+                        ));
+                    }
+                    Box::new(CommandTool {
+                        def,
+                        argv,
+                        doc: &site.flow.doc,
+                        path: path.key("command"),
+                        timeout: spec.timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT).0,
+                    })
+                }
                 _ => {
                     return Err(format!(
-                        "tool `{}` must have exactly one of `prompt`, `flow` and `http`",
+                        "tool `{}` must have exactly one of `prompt`, `flow`, `http`, `command` and `mcp`",
                         spec.name
                     ));
                 }
@@ -314,7 +346,76 @@ impl Executor {
                 validator: Some(validator),
             });
         }
+        let mut seen = std::collections::HashSet::new();
+        for o in &out {
+            let name = &o.tool.def().name;
+            if !seen.insert(name.clone()) {
+                return Err(format!(
+                    "two tools of this agent are named `{name}` (an MCP server's tool and another); offer only some of the server's tools with `tools: [...]`"
+                ));
+            }
+        }
         Ok(out)
+    }
+
+    /// The tools of MCP server `server` the entry `spec` offers.
+    async fn mcp_tools(
+        &self,
+        server: &str,
+        spec: &crate::spec::ToolSpec,
+    ) -> Result<Vec<Offered<'static>>, String> {
+        let Some(server_spec) = self.project.config.mcp_servers.get(server) else {
+            return Err(format!(
+                "unknown MCP server `{server}`; declare it under `mcp_servers` in flowrun.yaml"
+            ));
+        };
+        let connector = crate::agent::mcp::Connector {
+            env: &*self.env,
+            processes: self.process_host(),
+            http: self.tool_http_client(),
+        };
+        let conn = self.mcp.connect(server, server_spec, &connector).await?;
+        let timeout = spec.timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT).0;
+        let listed = conn.tools();
+        let chosen: Vec<&rmcp::model::Tool> = match &spec.tools {
+            None => listed.iter().collect(),
+            Some(names) => {
+                let mut chosen = Vec::new();
+                for name in names {
+                    let found = listed.iter().find(|t| {
+                        t.name == name.as_str() || offered_name(&t.name) == name.as_str()
+                    });
+                    match found {
+                        Some(t) => chosen.push(t),
+                        None => {
+                            let all: Vec<String> =
+                                listed.iter().map(|t| t.name.to_string()).collect();
+                            let hint =
+                                crate::diag::did_you_mean(name, all.iter().map(String::as_str))
+                                    .unwrap_or_else(|| {
+                                        format!("its tools are: {}", all.join(", "))
+                                    });
+                            return Err(format!(
+                                "MCP server `{server}` has no tool `{name}`; {hint}"
+                            ));
+                        }
+                    }
+                }
+                chosen
+            }
+        };
+        Ok(chosen
+            .into_iter()
+            .map(|t| {
+                let tool = McpTool::new(conn.clone(), t, timeout);
+                // A schema the validator cannot compile is still offered; the server checks.
+                let validator = jsonschema::validator_for(&tool.def.parameters).ok();
+                Offered {
+                    tool: Box::new(tool),
+                    validator,
+                }
+            })
+            .collect())
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Executor;
+use crate::agent::ProcessHost;
 use crate::cache::ResponseCache;
 use crate::cost::PriceTable;
 use crate::event::{EventSink, NoSink};
@@ -55,6 +56,7 @@ pub struct ExecutorBuilder {
     cache: Option<Arc<dyn ResponseCache>>,
     replay_only: bool,
     ledger: Option<Arc<dyn SpendLedger>>,
+    processes: Option<Arc<dyn ProcessHost>>,
 }
 
 impl ExecutorBuilder {
@@ -69,6 +71,7 @@ impl ExecutorBuilder {
             cache: None,
             replay_only: false,
             ledger: None,
+            processes: None,
         }
     }
 
@@ -126,6 +129,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Lets command tools and stdio MCP servers start local programs through `host`
+    /// (default: none, and both are refused, as on the server).
+    pub fn processes(mut self, host: Arc<dyn ProcessHost>) -> Self {
+        self.processes = Some(host);
+        self
+    }
+
     pub fn build(self) -> Result<Executor, BuildError> {
         let (renderer, diags) = Renderer::new(&self.project);
         if !diags.is_empty() {
@@ -168,6 +178,7 @@ impl ExecutorBuilder {
             .prices
             .unwrap_or_else(PriceTable::shipped)
             .with_overrides(&config.pricing);
+        let mcp = crate::agent::McpServers::new(&self.project.config);
         Ok(Executor {
             provider_ids,
             project: self.project,
@@ -180,6 +191,8 @@ impl ExecutorBuilder {
             env: self.env,
             tool_http,
             ledger: self.ledger,
+            processes: self.processes,
+            mcp,
         })
     }
 }

@@ -190,6 +190,10 @@ pub struct Executor {
     tool_http: std::sync::OnceLock<reqwest::Client>,
     /// Today's spend, for `max_cost_per_day` (see [`ExecutorBuilder::ledger`]).
     ledger: Option<Arc<dyn SpendLedger>>,
+    /// Starts command tools and stdio MCP servers; `None` refuses both.
+    processes: Option<Arc<dyn crate::agent::ProcessHost>>,
+    /// Connections to the project's MCP servers, made on first use.
+    mcp: crate::agent::McpServers,
 }
 
 /// Per-run state shared by its steps.
@@ -234,6 +238,18 @@ impl Executor {
     /// An environment variable through the injected lookup.
     pub(crate) fn env_var(&self, name: &str) -> Option<String> {
         (self.env)(name)
+    }
+
+    /// What starts local programs, if this executor may.
+    pub(crate) fn process_host(&self) -> Option<&dyn crate::agent::ProcessHost> {
+        self.processes.as_deref()
+    }
+
+    /// Closes the connections to MCP servers and ends their programs (waiting briefly for
+    /// them to exit). Call it when done with the executor; dropping it instead kills the
+    /// programs without waiting. The executor stays usable: servers reconnect on next use.
+    pub async fn shutdown(&self) {
+        self.mcp.shutdown().await;
     }
 
     pub(crate) fn tool_http_client(&self) -> &reqwest::Client {

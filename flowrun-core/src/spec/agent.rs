@@ -80,11 +80,14 @@ fn default_parallel() -> u32 {
     4
 }
 
-/// One tool: exactly one of `prompt`, `flow` and `http`.
+/// One tool: exactly one of `prompt`, `flow`, `http` and `command`; or the tools of an MCP
+/// server (`mcp`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
-    /// The name the model calls it by (letters, digits, `_` and `-`).
+    /// The name the model calls it by (letters, digits, `_` and `-`). Required, except for
+    /// `mcp` entries, whose tools keep the names the server gives them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// What it does, for the model; defaults to the prompt's or flow's `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +105,41 @@ pub struct ToolSpec {
     /// Calls an HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpToolSpec>,
+    /// Offers the tools of this MCP server (a name under `mcp_servers` in `flowrun.yaml`),
+    /// each with its own name, description and parameters schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<String>,
+    /// With `mcp`: only these of the server's tools (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    /// Runs a local program: `[program, arg, ...]`, each a template over `args`; the
+    /// arguments also arrive as JSON on its standard input, and its standard output is the
+    /// result. Needs `allow_command_tools: true` in `flowrun.yaml`; never runs on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// With `command` or `mcp`: time allowed for one call (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
+
+impl ToolSpec {
+    /// Which target keys are set, for "exactly one of" checks.
+    pub fn targets(&self) -> Vec<&'static str> {
+        [
+            ("prompt", self.prompt.is_some()),
+            ("flow", self.flow.is_some()),
+            ("http", self.http.is_some()),
+            ("mcp", self.mcp.is_some()),
+            ("command", self.command.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+}
+
+/// Time allowed for one call of a command or MCP tool when the tool does not say.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP request made with the arguments; templates read them as `args.<name>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

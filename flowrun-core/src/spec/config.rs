@@ -41,6 +41,15 @@ pub struct ProjectConfig {
     /// What `flowrun sync` may push to a server.
     #[serde(default, skip_serializing_if = "SyncSpec::is_default")]
     pub sync: SyncSpec,
+    /// MCP servers (Model Context Protocol) whose tools agents may call, by name: a local
+    /// program spoken to over stdio (`command`) or a streamable HTTP endpoint (`url`).
+    /// Started on first use, once per run of `flowrun`, and stopped at its end.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub mcp_servers: IndexMap<String, McpServerSpec>,
+    /// Allows agents' `command` tools, which run local programs. Off by default; the server
+    /// never runs them whatever this says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_command_tools: bool,
 }
 
 /// `telemetry:` in `flowrun.yaml`.
@@ -93,6 +102,42 @@ pub struct BudgetSpec {
     /// reply is capped to it (sent as `max_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_call: Option<NonZeroU32>,
+}
+
+/// An MCP server: exactly one of `command` (stdio) and `url` (streamable HTTP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSpec {
+    /// A program and its arguments, started in the project root; it speaks MCP on its
+    /// standard input and output. Not available on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Environment variables added for `command`: a value, or `{ env: NAME }` to pass on a
+    /// secret from flowrun's environment.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, SettingValue>,
+    /// The endpoint of a streamable HTTP MCP server, e.g. `https://example.com/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// HTTP headers sent with every request to `url`: a value, or `{ env: NAME, prefix:
+    /// "Bearer " }` for a secret read from the environment (never logged or stored).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, SettingValue>,
+    /// Time allowed to start and connect (the MCP handshake and the tools list).
+    #[serde(default = "default_mcp_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_mcp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A setting's value: literal text, or an environment variable's (secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Env(super::agent::EnvHeader),
 }
 
 /// Which wire protocol a provider speaks.

@@ -39,7 +39,7 @@ pub struct EnvList {
     responses(
         (status = 201, description = "Stored", body = Uploaded),
         (status = 200, description = "Already stored", body = Uploaded),
-        (status = 400, description = "The project is invalid", body = ErrorBody),
+        (status = 400, description = "The project is invalid, or would run local programs (command tools, stdio MCP servers)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not deploy", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody)
@@ -51,8 +51,17 @@ pub async fn put_bundle(
 ) -> Result<(StatusCode, Json<Uploaded>), AppError> {
     who.require_role(Role::Deploy)?;
     let canonical = Canonical::new(body.files)?;
-    if let Err(diags) = flowrun_core::Project::load(canonical.sources()) {
-        return Err(AppError::bad("invalid_bundle", diags.to_string()));
+    let project = match flowrun_core::Project::load(canonical.sources()) {
+        Ok(p) => p,
+        Err(diags) => return Err(AppError::bad("invalid_bundle", diags.to_string())),
+    };
+    // Command tools and stdio MCP servers would run programs on this machine: never here.
+    let local = flowrun_core::check::local_programs(&project);
+    if !local.is_empty() {
+        return Err(AppError::bad(
+            "local_programs",
+            flowrun_core::Diagnostics(local).to_string(),
+        ));
     }
     let id = canonical.id();
     let created = shared
