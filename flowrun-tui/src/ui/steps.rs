@@ -1,7 +1,9 @@
 //! The run behind one side of the detail view, as loaded from the history: each step with
 //! its rendered messages, its output (flows), tokens, cost and latency, and every call
-//! attempt with the provider's raw response, pretty-printed and cut to a readable length.
+//! attempt with the provider's raw response, pretty-printed and cut to a readable length. An
+//! agent step also shows its transcript: each turn's reply, tool calls and their results.
 
+use flowrun_core::agent::AgentTurn;
 use flowrun_core::cost::format_usd;
 use flowrun_local::store::{CallRow, RunDetail, StepRow};
 use ratatui::style::{Color, Style};
@@ -107,6 +109,13 @@ fn step_lines(detail: &RunDetail, step: &StepRow, count: usize, lines: &mut Vec<
             lines,
         );
     }
+    for turn in detail
+        .turns
+        .iter()
+        .filter(|t| t.step_index == step.step_index)
+    {
+        turn_lines(turn, lines);
+    }
     // A one-step run's output is the case's, shown above already.
     if count > 1 {
         let output = step
@@ -133,6 +142,53 @@ fn step_lines(detail: &RunDetail, step: &StepRow, count: usize, lines: &mut Vec<
         .filter(|c| c.step_index == step.step_index)
     {
         call_lines(&detail.run.id, call, lines);
+    }
+}
+
+/// One turn of an agent step: what the model said, each tool it called with the arguments,
+/// and what went back to it.
+fn turn_lines(turn: &AgentTurn, lines: &mut Vec<Line<'_>>) {
+    lines.push(Line::from(vec![
+        Span::raw("  "),
+        Span::styled(format!("turn {}", turn.turn), bold()),
+        Span::styled(
+            format!(
+                " · {} · {} · {}→{} tok",
+                clean(&turn.model),
+                fmt_ms(turn.latency_ms),
+                turn.usage.input_tokens,
+                turn.usage.output_tokens
+            ),
+            dim(),
+        ),
+    ]));
+    if !turn.assistant.content.is_empty() {
+        labelled(
+            "assistant",
+            Style::new().fg(Color::Cyan),
+            &turn.assistant.content,
+            MESSAGE_LINES,
+            usize::MAX,
+            lines,
+        );
+    }
+    for result in &turn.tool_results {
+        labelled(
+            "tool",
+            Style::new().fg(Color::Magenta),
+            &format!("{}({})", result.name, result.arguments),
+            MESSAGE_LINES,
+            usize::MAX,
+            lines,
+        );
+        labelled(
+            if result.is_error { "error" } else { "result" },
+            if result.is_error { fail_style() } else { dim() },
+            &result.output,
+            MESSAGE_LINES,
+            usize::MAX,
+            lines,
+        );
     }
 }
 

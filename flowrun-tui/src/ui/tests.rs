@@ -760,3 +760,91 @@ fn verdict_and_wins_show_when_both_sides_are_done() {
     );
     assert!(screen.contains("draft    2/2 passed  100%"), "{screen}");
 }
+
+/// An agent turn of the draft's reply step: it looked the order up, then answered.
+fn agent_turns(run_id: &str) -> Vec<flowrun_core::agent::AgentTurn> {
+    use flowrun_core::agent::{AgentTurn, ToolResult};
+    use flowrun_core::provider::{Message, ToolCall};
+    let turn = |n: u32, assistant: Message, tool_results: Vec<ToolResult>| AgentTurn {
+        run_id: run_id.into(),
+        step_index: 1,
+        turn: n,
+        model: "openai/gpt-4o".into(),
+        assistant,
+        tool_results,
+        feedback: Vec::new(),
+        usage: Usage {
+            input_tokens: 120,
+            output_tokens: 14,
+            ..Usage::default()
+        },
+        cost: Cost::default(),
+        started_at_ms: 0,
+        latency_ms: 310,
+    };
+    let call = ToolCall {
+        id: "call_1".into(),
+        name: "lookup_order".into(),
+        arguments: json!({ "order_id": "A-17" }),
+    };
+    vec![
+        turn(
+            1,
+            Message::assistant_calls("Looking it up.", vec![call]),
+            vec![ToolResult {
+                call_id: "call_1".into(),
+                name: "lookup_order".into(),
+                arguments: json!({ "order_id": "A-17" }),
+                output: "Order A-17: two lamps, shipped Monday.".into(),
+                is_error: false,
+                latency_ms: 80,
+                run_id: None,
+                cost: None,
+            }],
+        ),
+        turn(
+            2,
+            Message::assistant_calls("Your lamps shipped on Monday.", Vec::new()),
+            Vec::new(),
+        ),
+    ]
+}
+
+#[test]
+fn detail_view_with_an_agent_transcript() {
+    let mut app = mixed();
+    let effects = update(&mut app, Action::Open);
+    let case = app.current().map(|r| r.id.clone()).unwrap();
+    for effect in effects {
+        let Effect::LoadDetail { side, run_id } = effect else {
+            panic!("{effect:?}");
+        };
+        let mut detail = flow_run(&case, side == Side::Baseline);
+        if side == Side::Draft {
+            detail.turns = agent_turns(&run_id);
+        }
+        update(
+            &mut app,
+            Action::DetailLoaded {
+                side,
+                run_id,
+                detail: Ok(detail),
+            },
+        );
+    }
+    let whole = whole_detail(&app, 80);
+    for needle in [
+        "turn 1 · openai/gpt-4o · 310ms · 120→14 tok",
+        r#"lookup_order({"order_id":"A-17"})"#,
+        "Order A-17: two lamps, shipped Monday.",
+        "turn 2",
+        "Your lamps shipped on Monday.",
+    ] {
+        assert!(whole.contains(needle), "`{needle}` missing:\n{whole}");
+    }
+    let lines: Vec<&str> = whole.lines().collect();
+    let top = lines.iter().position(|l| l.starts_with('┌')).unwrap();
+    let first_turn = lines.iter().position(|l| l.contains("turn 1")).unwrap();
+    app.detail_scroll = u16::try_from(first_turn - top - 2).unwrap();
+    insta::assert_snapshot!(draw(&app, 80, 24).backend());
+}
