@@ -71,6 +71,21 @@ impl Principal {
         self.require(&self.env.clone(), need)
     }
 
+    /// The environment a read is scoped to: the one asked for (which the key must be able to
+    /// read), else the key's own, or every one (`None`) for a `*` key.
+    pub fn read_scope(&self, asked: Option<&String>) -> Result<Option<String>, AppError> {
+        let env = match asked {
+            Some(e) => Some(e.clone()),
+            None if self.env == "*" => None,
+            None => Some(self.env.clone()),
+        };
+        match &env {
+            Some(e) => self.require(e, Role::Run)?,
+            None => self.require_role(Role::Run)?,
+        }
+        Ok(env)
+    }
+
     pub fn sees_env(&self, env: &str) -> bool {
         self.env == "*" || self.env == env
     }

@@ -294,15 +294,7 @@ pub async fn list(
     Query(query): Query<HashMap<String, String>>,
     who: Principal,
 ) -> Result<Json<RunList>, AppError> {
-    let env = match query.get("env") {
-        Some(e) => Some(e.clone()),
-        None if who.env == "*" => None,
-        None => Some(who.env.clone()),
-    };
-    match &env {
-        Some(e) => who.require(e, Role::Run)?,
-        None => who.require_role(Role::Run)?,
-    }
+    let env = who.read_scope(query.get("env"))?;
     let status = match query.get("status") {
         None => None,
         Some(s) => Some(RunState::parse(s).ok_or_else(|| {

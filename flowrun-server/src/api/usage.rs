@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::{AppError, ErrorBody};
 use crate::state::Shared;
 use crate::store::UsageStep;
@@ -97,15 +97,7 @@ pub async fn usage(
     Query(query): Query<HashMap<String, String>>,
     who: Principal,
 ) -> Result<Json<UsageView>, AppError> {
-    let env = match query.get("env") {
-        Some(e) => Some(e.clone()),
-        None if who.env == "*" => None,
-        None => Some(who.env.clone()),
-    };
-    match &env {
-        Some(e) => who.require(e, Role::Run)?,
-        None => who.require_role(Role::Run)?,
-    }
+    let env = who.read_scope(query.get("env"))?;
     let since_ms = match query.get("since") {
         None => None,
         Some(s) => Some(
