@@ -68,9 +68,9 @@ pub fn build_executor(
 }
 
 /// One HTTP client for every executor built with it, made the first time a project with a
-/// provider over HTTP needs it. Making a client loads the system's TLS roots, tens of
-/// milliseconds each; executors built together (a draft, its judge, a baseline) or again and
-/// again (`flowrun dev` on every edit) share one instead. Clones share the client.
+/// provider over HTTP needs it. Executors built together (a draft, its judge, a baseline) or
+/// again and again (`flowrun dev` on every edit) share its connections and the system's TLS
+/// roots it reads once, on its first HTTPS handshake. Clones share the client.
 #[derive(Debug, Clone, Default)]
 pub struct SharedHttp(Arc<OnceLock<Option<reqwest::Client>>>);
 

@@ -135,12 +135,24 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         return Err(Exit::Usage);
     }
     let local = super::load_project(start)?;
-    // The case runs and their judges share one HTTP client. Making it loads the system's TLS
-    // roots (tens of milliseconds), so it is made on another thread while the cases load and
-    // the history opens.
+    // The case runs and their judges share one HTTP client. It, the price table (850 KB of
+    // JSON) and the history (created on first use) are made on other threads while the cases
+    // load.
     let http = SharedHttp::default();
-    let (cases, store, setup) = std::thread::scope(|scope| {
+    let state_dir = local.db_path().parent().map(Path::to_path_buf);
+    let fresh = state_dir.as_ref().is_some_and(|dir| !dir.exists());
+    let loaded = std::thread::scope(|scope| {
         scope.spawn(|| http.prepare(&local.project));
+        scope.spawn(|| local.prices().ok());
+        let opening = scope.spawn(|| -> Result<_, Exit> {
+            let store = Arc::new(super::open_store(&local)?);
+            // Many cases run at once: their history and cache writes go to a writer thread,
+            // in batches, rather than holding up the async workers. Should it not start, they
+            // are written inline as usual.
+            let _ = store.write_behind();
+            let setup = cache_setup(args, &store)?;
+            Ok((store, setup))
+        });
         let selection = Selection {
             names: args.names.clone(),
             filter: args.filter.clone(),
@@ -149,7 +161,9 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         let cases = load_cases(&local, &selection).map_err(|diags| {
             eprint!("{}", diag_render::render_all(&diags, style::color_stderr()));
             Exit::Usage
-        })?;
+        });
+        let opened = opening.join().unwrap_or(Err(Exit::Failure));
+        let cases = cases?;
         if cases.is_empty() {
             super::error(
                 "no test cases to run",
@@ -157,14 +171,19 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             );
             return Err(Exit::Usage);
         }
-        let store = Arc::new(super::open_store(&local)?);
-        // Many cases run at once: their history and cache writes go to a writer thread, in
-        // batches, rather than holding up the async workers. Should it not start, they are
-        // written inline as usual.
-        let _ = store.write_behind();
-        let setup = cache_setup(args, &store)?;
+        let (store, setup) = opened?;
         Ok((cases, store, setup))
-    })?;
+    });
+    let (cases, store, setup) = match loaded {
+        Ok(loaded) => loaded,
+        Err(exit) => {
+            // Nothing ran: a history this command created is not left behind.
+            if let (true, Some(dir)) = (fresh, &state_dir) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(exit);
+        }
+    };
     let executor = Arc::new(build_executor_sharing(
         &local,
         local.project.clone(),

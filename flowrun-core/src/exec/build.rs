@@ -34,11 +34,13 @@ pub enum BuildError {
     Http(String),
 }
 
-/// The HTTP client an executor makes for its providers when not given one. Making one loads
-/// the system's TLS roots (tens of milliseconds): executors built together can share one
-/// through [`ExecutorBuilder::http_client`].
+/// The HTTP client an executor makes for its providers when not given one: rustls, with the
+/// system's roots read on its first HTTPS handshake ([`super::tls`]). Executors built together
+/// can share one through [`ExecutorBuilder::http_client`].
 pub fn http_client() -> Result<reqwest::Client, BuildError> {
+    let tls = super::tls::client_config().map_err(|e| BuildError::Http(e.to_string()))?;
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .connect_timeout(std::time::Duration::from_secs(10))
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .build()

@@ -6,6 +6,7 @@ mod budget;
 mod build;
 mod call;
 mod structured;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
