@@ -12,7 +12,7 @@ use flowrun_core::event::StepRecord;
 use flowrun_core::Executor;
 use flowrun_core::event::FanOut;
 use flowrun_otel::SinkOptions;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Canonical;
@@ -37,7 +37,7 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// Whether a webhook secret is configured (else submissions naming a webhook are refused).
     pub webhooks: bool,
-    executors: Mutex<HashMap<String, Arc<Executor>>>,
+    executors: Mutex<HashMap<String, Arc<OnceCell<Arc<Executor>>>>>,
     http: Mutex<Option<reqwest::Client>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     /// The runs executing in this process.
@@ -98,17 +98,41 @@ impl Shared {
     }
 
     /// The executor of a bundle, built once (providers read their keys from the server's
-    /// environment).
+    /// environment). Callers asking while it is built wait for that one build, which runs on a
+    /// blocking thread (loading a project and TLS roots takes a while), so the async threads
+    /// keep serving and the callers' leases keep being renewed.
     pub async fn executor(&self, bundle_id: &str) -> Result<Arc<Executor>, AppError> {
-        if let Some(e) = lock(&self.executors).get(bundle_id) {
-            return Ok(e.clone());
+        let cell = lock(&self.executors)
+            .entry(bundle_id.to_string())
+            .or_default()
+            .clone();
+        let built = cell
+            .get_or_try_init(|| self.build_executor(bundle_id))
+            .await;
+        if built.is_err() {
+            let mut map = lock(&self.executors);
+            if map.get(bundle_id).is_some_and(|c| c.get().is_none()) {
+                map.remove(bundle_id);
+            }
         }
+        built.cloned()
+    }
+
+    async fn build_executor(&self, bundle_id: &str) -> Result<Arc<Executor>, AppError> {
         let json = self
             .store
             .bundle(bundle_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no bundle `{bundle_id}`")))?;
-        let canonical: Canonical = serde_json::from_str(&json)
+        let this = self.clone();
+        let id = bundle_id.to_string();
+        tokio::task::spawn_blocking(move || this.build_executor_now(&id, &json))
+            .await
+            .map_err(|e| AppError::Internal(format!("bundle {bundle_id}: {e}")))?
+    }
+
+    fn build_executor_now(&self, bundle_id: &str, json: &str) -> Result<Arc<Executor>, AppError> {
+        let canonical: Canonical = serde_json::from_str(json)
             .map_err(|e| AppError::Internal(format!("bundle {bundle_id}: {e}")))?;
         let project = flowrun_core::Project::load(canonical.sources()).map_err(|e| {
             AppError::Internal(format!("stored bundle {bundle_id} is invalid: {e}"))
@@ -140,9 +164,7 @@ impl Shared {
             .sink(Arc::new(FanOut(sinks)))
             .build()
             .map_err(|e| AppError::Internal(format!("bundle {bundle_id}: {e}")))?;
-        let executor = Arc::new(executor);
-        lock(&self.executors).insert(bundle_id.to_string(), executor.clone());
-        Ok(executor)
+        Ok(Arc::new(executor))
     }
 
     /// The notifier a long poll of `run_id` waits on.

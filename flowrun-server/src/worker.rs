@@ -170,7 +170,9 @@ async fn execute(
     }
 }
 
-/// The run's end, or `None` when it was interrupted by shutdown or lost its lease.
+/// The run's end, or `None` when it was interrupted by shutdown or lost its lease. The lease
+/// is renewed every third of its length from the claim on, while the executor is built and
+/// the committed steps are read as well as while the run executes.
 async fn execute_inner(
     shared: &Shared,
     owner: &str,
@@ -178,6 +180,36 @@ async fn execute_inner(
     run: &RunRow,
     cancel: &CancellationToken,
     hard_stop: &CancellationToken,
+) -> Option<RunResult> {
+    let mut fut = pin!(run_to_end(shared, run, cancel));
+    let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
+    // The claim was the first heartbeat.
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            result = &mut fut => return result,
+            _ = beat.tick() => {
+                match shared.store.heartbeat(&run.id, owner, lease_until(cfg)).await {
+                    Ok(Some(true)) => cancel.cancel(),
+                    Ok(Some(false)) => {}
+                    Ok(None) => {
+                        tracing::warn!(run_id = run.id, "lease lost; stopping the run here");
+                        shared.running.lose(&run.id);
+                        return None;
+                    }
+                    Err(e) => tracing::warn!(run_id = run.id, error = %e, "heartbeat failed"),
+                }
+            }
+            _ = hard_stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Executes the run from its first unfinished step; `None` when its state cannot be read.
+async fn run_to_end(
+    shared: &Shared,
+    run: &RunRow,
+    cancel: &CancellationToken,
 ) -> Option<RunResult> {
     if run.cancel_requested {
         return Some(ended(RunState::Cancelled, "cancelled"));
@@ -225,27 +257,7 @@ async fn execute_inner(
         .with_run_id(run.id.clone())
         .resuming(completed)
         .resuming_turns(turns);
-    let mut fut = pin!(executor.run(request));
-    let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
-    beat.tick().await;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut fut => break outcome,
-            _ = beat.tick() => {
-                match shared.store.heartbeat(&run.id, owner, lease_until(cfg)).await {
-                    Ok(Some(true)) => cancel.cancel(),
-                    Ok(Some(false)) => {}
-                    Ok(None) => {
-                        tracing::warn!(run_id = run.id, "lease lost; stopping the run here");
-                        shared.running.lose(&run.id);
-                        return None;
-                    }
-                    Err(e) => tracing::warn!(run_id = run.id, error = %e, "heartbeat failed"),
-                }
-            }
-            _ = hard_stop.cancelled() => return None,
-        }
-    };
+    let outcome = executor.run(request).await;
     if let Ok(o) = &outcome
         && o.status == RunStatus::BudgetExceeded
     {

@@ -334,7 +334,11 @@ pub trait ServerStore: Send + Sync + 'static {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<RunRow>, StoreError> {
-        Ok(self.claim_batch(owner, now, lease_until, 1).await?.pop())
+        Ok(self
+            .claim_batch(owner, now, lease_until, 1)
+            .await?
+            .into_iter()
+            .next())
     }
     /// Atomically takes up to `limit` of the oldest queued runs, oldest first, leasing each to
     /// `owner` until `lease_until`, counting an attempt on each.

@@ -591,18 +591,26 @@ impl ServerStore for PostgresStore {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<RunRow>, StoreError> {
-        // Concurrent claimers skip the rows another is taking instead of waiting for them.
+        // Concurrent claimers skip the rows another is taking instead of waiting for them. The
+        // CTE picks the rows once (a subquery under `IN` may run again per row).
+        let cols = RUN_COLS
+            .split(',')
+            .map(|c| format!("runs.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = self
             .query(
                 &format!(
-                    "UPDATE runs SET status = 'running', lease_owner = $1,
+                    "WITH picked AS (
+                       SELECT id FROM runs WHERE status = 'queued'
+                       ORDER BY created_at, id LIMIT $4
+                       FOR UPDATE SKIP LOCKED)
+                     UPDATE runs SET status = 'running', lease_owner = $1,
                        lease_expires_at = $2, attempts = attempts + 1,
                        started_at = COALESCE(started_at, $3)
-                     WHERE id IN (SELECT id FROM runs WHERE status = 'queued'
-                                  ORDER BY created_at, id LIMIT $4
-                                  FOR UPDATE SKIP LOCKED)
-                       AND status = 'queued'
-                     RETURNING {RUN_COLS}"
+                     FROM picked
+                     WHERE runs.id = picked.id AND runs.status = 'queued'
+                     RETURNING {cols}"
                 ),
                 &[&owner, &lease_until, &now, &i64::from(limit)],
             )

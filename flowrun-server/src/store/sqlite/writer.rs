@@ -29,6 +29,9 @@ const STATEMENTS: usize = 64;
 
 /// A write waiting for the writer thread.
 trait Op: Send {
+    /// Whether the caller still waits for the answer (one that stopped waiting, as a task
+    /// aborted in a simulated crash, gets nothing written).
+    fn wanted(&self) -> bool;
     /// Runs the write; false when it failed (its savepoint is rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the batch is committed (`Err`: it was not).
@@ -46,6 +49,10 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
+    fn wanted(&self) -> bool {
+        !self.reply.is_closed()
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(f) = self.f.take() else {
             return false;
@@ -183,6 +190,9 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Op>]) -> Result<(), Stri
     let step = |sql: &str| conn.execute_batch(sql).map_err(|e| e.to_string());
     step("BEGIN IMMEDIATE")?;
     let ran = batch.iter_mut().try_for_each(|op| {
+        if !op.wanted() {
+            return Ok(());
+        }
         step("SAVEPOINT op")?;
         if !op.run(conn) {
             step("ROLLBACK TO op")?;
