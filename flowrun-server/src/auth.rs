@@ -136,8 +136,7 @@ impl FromRequestParts<Shared> for Principal {
             .filter(|s| !s.is_empty())
             .ok_or(AppError::Unauthorized)?;
         let key = state
-            .store
-            .key_by_hash(&hash_secret(secret))
+            .key(&hash_secret(secret))
             .await?
             .ok_or(AppError::Unauthorized)?;
         let role = Role::parse(&key.role).ok_or(AppError::Unauthorized)?;

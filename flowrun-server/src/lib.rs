@@ -69,7 +69,7 @@ pub struct Server {
     hard_stop: CancellationToken,
     grace: Duration,
     http: JoinHandle<()>,
-    workers: Vec<JoinHandle<()>>,
+    workers: JoinHandle<()>,
     reclaimer: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     /// Forwards the store's events (other replicas' changes) to the workers and long polls.
@@ -77,13 +77,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves on `listener`; first re-queues runs a crashed process left leased.
+    /// Serves on `listener`; first re-queues the runs a crashed process left running, where
+    /// the store can tell ([`ServerStore::recover_abandoned`]).
     pub async fn start(
         listener: TcpListener,
         store: Arc<dyn ServerStore>,
         config: ServerConfig,
     ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
+        match store
+            .recover_abandoned(flowrun_core::event::now_ms(), config.max_attempts)
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(
+                    runs = ids.len(),
+                    "re-queued the runs a previous process left"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
         let stop = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let shared = Shared::new(
@@ -110,6 +124,7 @@ impl Server {
             })
         };
         let wcfg = WorkerConfig {
+            workers: config.workers.max(1),
             lease: config.lease,
             poll: config.poll,
             max_attempts: config.max_attempts,
@@ -122,17 +137,13 @@ impl Server {
             config.webhook.clone(),
             stop.clone(),
         ));
-        let workers = (0..config.workers.max(1))
-            .map(|i| {
-                tokio::spawn(worker::work(
-                    shared.clone(),
-                    format!("{instance}/{i}"),
-                    wcfg.clone(),
-                    stop.clone(),
-                    hard_stop.clone(),
-                ))
-            })
-            .collect();
+        let workers = tokio::spawn(worker::work(
+            shared.clone(),
+            instance,
+            wcfg,
+            stop.clone(),
+            hard_stop.clone(),
+        ));
         Ok(Server {
             addr,
             stop,
@@ -160,9 +171,7 @@ impl Server {
             tokio::time::sleep(grace).await;
             hard_stop.cancel();
         });
-        for w in self.workers {
-            let _ = w.await;
-        }
+        let _ = self.workers.await;
         timer.abort();
         let _ = self.reclaimer.await;
         // A delivery cut short here is retried when its lease expires.
@@ -188,9 +197,7 @@ impl Server {
         if let Some(events) = self.events {
             events.abort();
         }
-        for w in self.workers {
-            w.abort();
-        }
+        self.workers.abort();
     }
 
     /// Waits until the HTTP server ends (after [`Server::shutdown`] from another task, or an

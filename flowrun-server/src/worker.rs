@@ -1,6 +1,7 @@
-//! Workers: claim queued runs under a lease, heartbeat it, execute with the bundle's executor
-//! (resuming from the steps a crashed attempt committed) and commit the end. A reclaimer
-//! re-queues runs whose lease expired.
+//! Workers: a claimer takes queued runs under a lease, as many per claim as there are idle
+//! workers, and each runs in its own task: it heartbeats the lease, executes with the bundle's
+//! executor (resuming from the steps a crashed attempt committed) and commits the end with the
+//! run's last step. A reclaimer re-queues runs whose lease expired.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use flowrun_core::spend::{SpendLedger, SpendQuery};
 use flowrun_core::{RunRequest, RunStatus};
 use serde_json::to_value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
@@ -17,6 +20,8 @@ use crate::store::{RunResult, RunRow, RunState, ServerStore};
 /// How workers lease and poll.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// How many runs execute at once.
+    pub workers: usize,
     /// How long a claimed run is held without a heartbeat.
     pub lease: Duration,
     /// How often an idle worker looks for queued runs (it is also woken on submit).
@@ -33,19 +38,56 @@ fn lease_until(cfg: &WorkerConfig) -> i64 {
     now() + cfg.lease.as_millis() as i64
 }
 
-/// Claims and executes runs until `stop`; a run still executing when `hard_stop` fires is
-/// given back to the queue.
+/// Claims and executes runs until `stop`, at most `cfg.workers` at once; returns when the runs
+/// in flight have ended. A run still executing when `hard_stop` fires is given back to the
+/// queue.
+///
+/// Each claim leases its runs to an owner of its own (`{instance}/{claim number}`), so two
+/// executions of one run in this process (after its lease expired) never share an owner.
 pub async fn work(
     shared: Shared,
-    owner: String,
+    instance: String,
     cfg: WorkerConfig,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) {
+    let idle = Arc::new(Semaphore::new(cfg.workers.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut claims = 0u64;
     while !stop.is_cancelled() {
-        match shared.store.claim(&owner, now(), lease_until(&cfg)).await {
-            Ok(Some(run)) => execute(&shared, &owner, &cfg, run, &hard_stop).await,
-            Ok(None) => {
+        let first = tokio::select! {
+            permit = idle.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = idle.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        claims += 1;
+        let owner = format!("{instance}/{claims}");
+        let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+        match shared
+            .store
+            .claim_batch(&owner, now(), lease_until(&cfg), limit)
+            .await
+        {
+            Ok(runs) if !runs.is_empty() => {
+                for (run, permit) in runs.into_iter().zip(permits) {
+                    tasks.spawn(execute(
+                        shared.clone(),
+                        owner.clone(),
+                        cfg.clone(),
+                        run,
+                        hard_stop.clone(),
+                        permit,
+                    ));
+                }
+            }
+            Ok(_) => {
+                drop(permits);
                 tokio::select! {
                     _ = shared.queued.notified() => {}
                     _ = tokio::time::sleep(cfg.poll) => {}
@@ -53,31 +95,47 @@ pub async fn work(
                 }
             }
             Err(e) => {
-                tracing::warn!(worker = owner, error = %e, "cannot claim a run");
+                drop(permits);
+                tracing::warn!(owner, error = %e, "cannot claim runs");
                 tokio::select! {
                     _ = tokio::time::sleep(cfg.poll) => {}
                     _ = stop.cancelled() => {}
                 }
             }
         }
+        while tasks.try_join_next().is_some() {}
     }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn execute(
-    shared: &Shared,
-    owner: &str,
-    cfg: &WorkerConfig,
+    shared: Shared,
+    owner: String,
+    cfg: WorkerConfig,
     run: RunRow,
-    hard_stop: &CancellationToken,
+    hard_stop: CancellationToken,
+    _idle: OwnedSemaphorePermit,
 ) {
     let cancel = CancellationToken::new();
-    shared.track(&run.id, cancel.clone());
-    let result = execute_inner(shared, owner, cfg, &run, &cancel, hard_stop).await;
-    shared.untrack(&run.id);
+    shared.running.track(&run.id, &owner, cancel.clone());
+    let result = execute_inner(&shared, &owner, &cfg, &run, &cancel, &hard_stop).await;
+    let left = shared.running.untrack(&run.id);
+    if left.lost {
+        tracing::warn!(
+            run_id = run.id,
+            "lease lost before the run ended; another worker owns it"
+        );
+        return;
+    }
+    let owner = owner.as_str();
     match result {
         Some(result) => {
             let ended_at = now();
-            match shared.store.finish(&run.id, owner, &result, ended_at).await {
+            match shared
+                .store
+                .finish(&run.id, owner, &result, left.pending.as_ref(), ended_at)
+                .await
+            {
                 Ok(true) => {
                     let seconds = (ended_at - run.created_at) as f64 / 1000.0;
                     shared.metrics.run_ended(result.status, seconds);
@@ -99,6 +157,12 @@ async fn execute(
             shared.wake(&run.id);
         }
         None => {
+            // Interrupted: keep what the last step paid for, then give the run back.
+            if let Some(step) = &left.pending
+                && let Err(e) = shared.store.record_step(&run.id, owner, step).await
+            {
+                tracing::error!(run_id = run.id, error = %e, "cannot commit a finished step");
+            }
             if let Err(e) = shared.store.release(&run.id, owner).await {
                 tracing::error!(run_id = run.id, error = %e, "cannot release a run's lease");
             }
@@ -106,7 +170,9 @@ async fn execute(
     }
 }
 
-/// The run's end, or `None` when it was interrupted by shutdown or lost its lease.
+/// The run's end, or `None` when it was interrupted by shutdown or lost its lease. The lease
+/// is renewed every third of its length from the claim on, while the executor is built and
+/// the committed steps are read as well as while the run executes.
 async fn execute_inner(
     shared: &Shared,
     owner: &str,
@@ -114,6 +180,36 @@ async fn execute_inner(
     run: &RunRow,
     cancel: &CancellationToken,
     hard_stop: &CancellationToken,
+) -> Option<RunResult> {
+    let mut fut = pin!(run_to_end(shared, run, cancel));
+    let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
+    // The claim was the first heartbeat.
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            result = &mut fut => return result,
+            _ = beat.tick() => {
+                match shared.store.heartbeat(&run.id, owner, lease_until(cfg)).await {
+                    Ok(Some(true)) => cancel.cancel(),
+                    Ok(Some(false)) => {}
+                    Ok(None) => {
+                        tracing::warn!(run_id = run.id, "lease lost; stopping the run here");
+                        shared.running.lose(&run.id);
+                        return None;
+                    }
+                    Err(e) => tracing::warn!(run_id = run.id, error = %e, "heartbeat failed"),
+                }
+            }
+            _ = hard_stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Executes the run from its first unfinished step; `None` when its state cannot be read.
+async fn run_to_end(
+    shared: &Shared,
+    run: &RunRow,
+    cancel: &CancellationToken,
 ) -> Option<RunResult> {
     if run.cancel_requested {
         return Some(ended(RunState::Cancelled, "cancelled"));
@@ -135,12 +231,17 @@ async fn execute_inner(
             return None;
         }
     };
-    let turns = match shared.store.turns(&run.id).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(run_id = run.id, error = %e, "cannot read the run's agent turns");
-            return None;
+    // Only agent steps commit turns.
+    let turns = if has_agents(executor.project()) {
+        match shared.store.turns(&run.id).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(run_id = run.id, error = %e, "cannot read the run's agent turns");
+                return None;
+            }
         }
+    } else {
+        Vec::new()
     };
     let ledger = Arc::new(EnvLedger {
         store: shared.store.clone(),
@@ -156,26 +257,7 @@ async fn execute_inner(
         .with_run_id(run.id.clone())
         .resuming(completed)
         .resuming_turns(turns);
-    let mut fut = pin!(executor.run(request));
-    let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
-    beat.tick().await;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut fut => break outcome,
-            _ = beat.tick() => {
-                match shared.store.heartbeat(&run.id, owner, lease_until(cfg)).await {
-                    Ok(Some(true)) => cancel.cancel(),
-                    Ok(Some(false)) => {}
-                    Ok(None) => {
-                        tracing::warn!(run_id = run.id, "lease lost; stopping the run here");
-                        return None;
-                    }
-                    Err(e) => tracing::warn!(run_id = run.id, error = %e, "heartbeat failed"),
-                }
-            }
-            _ = hard_stop.cancelled() => return None,
-        }
-    };
+    let outcome = executor.run(request).await;
     if let Ok(o) = &outcome
         && o.status == RunStatus::BudgetExceeded
     {
@@ -200,6 +282,14 @@ async fn execute_inner(
         },
         Err(e) => ended(RunState::Failed, &e.to_string()),
     })
+}
+
+/// Whether any flow of the project has an agent step.
+fn has_agents(project: &flowrun_core::Project) -> bool {
+    project
+        .flows
+        .values()
+        .any(|f| f.spec.steps.iter().any(|s| s.agent.is_some()))
 }
 
 /// Today's spend of one environment, from the store, for `max_cost_per_day`.

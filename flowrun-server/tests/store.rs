@@ -29,6 +29,11 @@ on_both!(
     expired_leases_are_requeued_failed_or_cancelled,
     cancelling_depends_on_where_the_run_is,
     a_step_committed_again_replaces_the_earlier_one,
+    a_step_is_committed_only_under_its_lease,
+    the_last_step_commits_with_the_end_of_the_run,
+    claim_batch_takes_the_oldest_runs_up_to_its_limit,
+    concurrent_batch_claimers_never_take_the_same_run,
+    abandoned_runs_are_recovered_where_the_store_can_tell,
     keys_are_found_by_hash_and_unique,
     concurrent_claimers_never_take_the_same_run,
     racing_submits_with_one_key_make_one_run,
@@ -80,7 +85,7 @@ async fn ending_a_run_queues_its_webhook_once_and_a_lease_keeps_others_off(db: T
         usage: None,
         cost: None,
     };
-    assert!(s.finish(id, "w1", &failed, 20).await.unwrap());
+    assert!(s.finish(id, "w1", &failed, None, 20).await.unwrap());
     let got = s.claim_deliveries("d1", 20, 60, 10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
@@ -426,9 +431,9 @@ async fn a_lease_is_held_extended_and_ended_only_by_its_owner(db: TestDb) {
     assert_eq!(s.heartbeat("r1", "w2", 200).await.unwrap(), None);
     assert_eq!(s.heartbeat("r1", "w1", 200).await.unwrap(), Some(false));
     assert!(s.reclaim_expired(150, 5).await.unwrap().is_empty());
-    assert!(!s.finish("r1", "w2", &done("x"), 160).await.unwrap());
-    assert!(s.finish("r1", "w1", &done("x"), 160).await.unwrap());
-    assert!(!s.finish("r1", "w1", &done("y"), 170).await.unwrap());
+    assert!(!s.finish("r1", "w2", &done("x"), None, 160).await.unwrap());
+    assert!(s.finish("r1", "w1", &done("x"), None, 160).await.unwrap());
+    assert!(!s.finish("r1", "w1", &done("y"), None, 170).await.unwrap());
     let run = s.run("r1").await.unwrap().unwrap();
     assert_eq!(run.status, RunState::Succeeded);
     assert_eq!(run.output, Some(json!("x")));
@@ -537,7 +542,11 @@ async fn cancelling_depends_on_where_the_run_is(db: TestDb) {
     );
     assert_eq!(s.heartbeat("running", "w1", 200).await.unwrap(), Some(true));
     assert!(s.cancel("nope", 5).await.unwrap().is_none());
-    assert!(s.finish("running", "w1", &done("x"), 6).await.unwrap());
+    assert!(
+        s.finish("running", "w1", &done("x"), None, 6)
+            .await
+            .unwrap()
+    );
     let ended = s.cancel("running", 7).await.unwrap().unwrap();
     assert_eq!(ended.status, RunState::Succeeded);
     assert!(s.claim("w1", 10, 100).await.unwrap().is_none());
@@ -546,11 +555,14 @@ async fn cancelling_depends_on_where_the_run_is(db: TestDb) {
 async fn a_step_committed_again_replaces_the_earlier_one(db: TestDb) {
     let s = with_bundle(&db).await;
     s.submit(new_run("r1", "prod", None, 1)).await.unwrap();
-    s.record_step("r1", &step("r1", 1, "second")).await.unwrap();
-    s.record_step("r1", &step("r1", 0, "first")).await.unwrap();
-    s.record_step("r1", &step("r1", 1, "second again"))
-        .await
-        .unwrap();
+    s.claim("w1", 0, 100).await.unwrap().unwrap();
+    for (index, output) in [(1, "second"), (0, "first"), (1, "second again")] {
+        assert!(
+            s.record_step("r1", "w1", &step("r1", index, output))
+                .await
+                .unwrap()
+        );
+    }
     let steps = s.steps("r1").await.unwrap();
     let got: Vec<(u32, Option<serde_json::Value>)> = steps
         .iter()
@@ -561,6 +573,200 @@ async fn a_step_committed_again_replaces_the_earlier_one(db: TestDb) {
         [(0, Some(json!("first"))), (1, Some(json!("second again")))]
     );
     assert!(s.steps("nope").await.unwrap().is_empty());
+}
+
+fn ids(runs: Vec<flowrun_server::store::RunRow>) -> Vec<String> {
+    runs.into_iter().map(|r| r.id).collect()
+}
+
+fn outputs(steps: &[StepRecord]) -> Vec<(u32, Option<serde_json::Value>)> {
+    steps
+        .iter()
+        .map(|s| (s.step_index, s.output.clone()))
+        .collect()
+}
+
+async fn a_step_is_committed_only_under_its_lease(db: TestDb) {
+    let s = with_bundle(&db).await;
+    s.submit(new_run("r1", "prod", None, 1)).await.unwrap();
+    // Queued: nobody holds it.
+    assert!(
+        !s.record_step("r1", "w1", &step("r1", 0, "a"))
+            .await
+            .unwrap()
+    );
+    s.claim("w1", 10, 100).await.unwrap().unwrap();
+    assert!(
+        !s.record_step("r1", "w2", &step("r1", 0, "b"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_step("r1", "w1", &step("r1", 0, "c"))
+            .await
+            .unwrap()
+    );
+    // The lease expires and another worker takes the run: the first one's steps are refused.
+    s.reclaim_expired(200, 5).await.unwrap();
+    s.claim("w2", 210, 300).await.unwrap().unwrap();
+    assert!(
+        !s.record_step("r1", "w1", &step("r1", 1, "late"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_step("r1", "w2", &step("r1", 1, "d"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        outputs(&s.steps("r1").await.unwrap()),
+        [(0, Some(json!("c"))), (1, Some(json!("d")))]
+    );
+    assert!(
+        !s.record_step("nope", "w1", &step("nope", 0, "x"))
+            .await
+            .unwrap()
+    );
+}
+
+async fn the_last_step_commits_with_the_end_of_the_run(db: TestDb) {
+    let s = with_bundle(&db).await;
+    s.submit(new_run("r1", "prod", None, 1)).await.unwrap();
+    s.claim("w1", 10, 100).await.unwrap().unwrap();
+    assert!(
+        s.record_step("r1", "w1", &step("r1", 0, "a"))
+            .await
+            .unwrap()
+    );
+    // Not the owner: neither the end nor the step is written.
+    let last = step("r1", 1, "b");
+    assert!(
+        !s.finish("r1", "w2", &done("b"), Some(&last), 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(outputs(&s.steps("r1").await.unwrap()).len(), 1);
+    assert!(
+        s.finish("r1", "w1", &done("b"), Some(&last), 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        outputs(&s.steps("r1").await.unwrap()),
+        [(0, Some(json!("a"))), (1, Some(json!("b")))]
+    );
+    let run = s.run("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.finished_at),
+        (RunState::Succeeded, Some(20))
+    );
+    // A last step replacing one committed by an earlier attempt.
+    s.submit(new_run("r2", "prod", None, 2)).await.unwrap();
+    s.claim("w1", 30, 100).await.unwrap().unwrap();
+    assert!(
+        s.record_step("r2", "w1", &step("r2", 0, "old"))
+            .await
+            .unwrap()
+    );
+    let again = step("r2", 0, "new");
+    assert!(
+        s.finish("r2", "w1", &done("new"), Some(&again), 40)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        outputs(&s.steps("r2").await.unwrap()),
+        [(0, Some(json!("new")))]
+    );
+}
+
+async fn claim_batch_takes_the_oldest_runs_up_to_its_limit(db: TestDb) {
+    let s = with_bundle(&db).await;
+    for (id, at) in [("c", 5), ("a", 7), ("B", 7), ("z", 1), ("y", 9)] {
+        s.submit(new_run(id, "prod", None, at)).await.unwrap();
+    }
+    let first = s.claim_batch("w1", 10, 100, 3).await.unwrap();
+    assert_eq!(ids(first.clone()), ["z", "c", "B"]);
+    assert!(
+        first
+            .iter()
+            .all(|r| (r.status, r.attempts, r.started_at) == (RunState::Running, 1, Some(10)))
+    );
+    // Each claimed run is held by the claim's owner.
+    assert_eq!(s.heartbeat("c", "w1", 150).await.unwrap(), Some(false));
+    let rest = s.claim_batch("w2", 20, 100, 10).await.unwrap();
+    assert_eq!(ids(rest), ["a", "y"]);
+    assert!(s.claim_batch("w3", 30, 100, 10).await.unwrap().is_empty());
+}
+
+async fn concurrent_batch_claimers_never_take_the_same_run(db: TestDb) {
+    let s = with_bundle(&db).await;
+    for i in 0..90 {
+        s.submit(new_run(&format!("r{i:03}"), "prod", None, i))
+            .await
+            .unwrap();
+    }
+    let claimers = (0..6).map(|w| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_batch(&format!("w{w}"), 0, 100, 4).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|r| r.id));
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (90, 90));
+}
+
+async fn abandoned_runs_are_recovered_where_the_store_can_tell(db: TestDb) {
+    let s = with_bundle(&db).await;
+    for (id, at) in [("tired", 1), ("held", 2), ("stop", 3), ("queued", 4)] {
+        let mut run = new_run(id, "prod", None, at);
+        run.webhook_url = Some(HOOK.into());
+        s.submit(run).await.unwrap();
+    }
+    // "tired" was claimed twice; every lease is still live at 50.
+    assert_eq!(s.claim("w0", 0, 1).await.unwrap().unwrap().id, "tired");
+    s.reclaim_expired(5, 10).await.unwrap();
+    for _ in 0..3 {
+        s.claim("w1", 10, 1_000).await.unwrap().unwrap();
+    }
+    s.cancel("stop", 20).await.unwrap();
+    let got = s.recover_abandoned(50, 2).await.unwrap();
+    let status = async |id: &str| s.run(id).await.unwrap().unwrap().status;
+    match db.backend() {
+        Backend::Sqlite => {
+            let got: HashSet<String> = got.into_iter().collect();
+            let want: HashSet<String> = ["held", "tired", "stop"].map(String::from).into();
+            assert_eq!(got, want);
+            assert_eq!(status("held").await, RunState::Queued);
+            assert_eq!(status("tired").await, RunState::Failed);
+            assert_eq!(status("stop").await, RunState::Cancelled);
+            // The ended ones queue their webhooks; the re-queued one keeps its attempt count.
+            let hooks = s.claim_deliveries("d", 50, 100, 10).await.unwrap();
+            let mut ended: Vec<String> = hooks.into_iter().map(|d| d.run.id).collect();
+            ended.sort();
+            assert_eq!(ended, ["stop", "tired"]);
+            let again = s.claim("w2", 60, 100).await.unwrap().unwrap();
+            assert_eq!((again.id.as_str(), again.attempts), ("held", 2));
+        }
+        // Other replicas may hold them: only lease expiry frees them.
+        Backend::Postgres => {
+            assert!(got.is_empty());
+            assert_eq!(status("held").await, RunState::Running);
+        }
+    }
+    assert_eq!(status("queued").await, RunState::Queued);
 }
 
 async fn keys_are_found_by_hash_and_unique(db: TestDb) {
@@ -662,7 +868,7 @@ async fn postgres_tells_other_stores_what_changed() {
     a.claim("w1", 0, 100).await.unwrap().unwrap();
     a.cancel("r1", 1).await.unwrap();
     next_event(&mut events, &StoreEvent::CancelRequested("r1".into())).await;
-    a.finish("r1", "w1", &done("x"), 2).await.unwrap();
+    a.finish("r1", "w1", &done("x"), None, 2).await.unwrap();
     next_event(&mut events, &StoreEvent::Ended("r1".into())).await;
     a.submit(new_run("r2", "prod", None, 3)).await.unwrap();
     a.cancel("r2", 4).await.unwrap();

@@ -233,7 +233,9 @@ pub async fn rollback(
 ) -> Result<Json<EnvInfo>, AppError> {
     check_env_name(&env)?;
     who.require(&env, Role::Deploy)?;
-    match shared.store.rollback(&env).await? {
+    let rolled_back = shared.store.rollback(&env).await?;
+    shared.forget_deployed(&env);
+    match rolled_back {
         Ok(info) => Ok(Json(info)),
         Err(RollbackError::NoDeployment) => Err(AppError::NotFound(format!(
             "environment `{env}` has no deployment"
@@ -251,7 +253,9 @@ async fn point(
     bundle_id: &str,
     action: &str,
 ) -> Result<Json<EnvInfo>, AppError> {
-    if !shared.store.deploy(env, bundle_id, action).await? {
+    let deployed = shared.store.deploy(env, bundle_id, action).await?;
+    shared.forget_deployed(env);
+    if !deployed {
         return Err(AppError::NotFound(format!("no bundle `{bundle_id}`")));
     }
     let info = shared

@@ -99,12 +99,11 @@ pub async fn submit(
             Some(webhook::check_url(text)?)
         }
     };
-    let deployed = shared
-        .store
-        .env(&env)
+    let bundle_id = shared
+        .deployed_bundle(&env)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("environment `{env}` has no deployment")))?;
-    let executor = shared.executor(&deployed.bundle_id).await?;
+    let executor = shared.executor(&bundle_id).await?;
     let project = executor.project();
     let (kind, name) = project
         .resolve_target(&flow)
@@ -131,7 +130,7 @@ pub async fn submit(
             id: flowrun_core::new_id(),
             env: env.clone(),
             flow: flow.clone(),
-            bundle_id: deployed.bundle_id,
+            bundle_id,
             input: Value::Object(given),
             idempotency_key: key.map(str::to_string),
             webhook_url: webhook_url.clone(),

@@ -37,6 +37,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("database task failed: {0}")]
     Task(String),
+    /// A write ran, but the transaction it was batched in did not commit.
+    #[error("cannot commit to the server database: {0}")]
+    Commit(String),
     /// `url` has its password redacted.
     #[error("invalid database URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
@@ -323,13 +326,29 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Cancels a queued run now; asks a running one to stop. `None`: no such run.
     async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError>;
 
-    /// Atomically takes the oldest queued run, leasing it to `owner` until `lease_until`.
+    /// Atomically takes the oldest queued run, leasing it to `owner` until `lease_until` (the
+    /// claim counts as the lease's first heartbeat).
     async fn claim(
         &self,
         owner: &str,
         now: i64,
         lease_until: i64,
-    ) -> Result<Option<RunRow>, StoreError>;
+    ) -> Result<Option<RunRow>, StoreError> {
+        Ok(self
+            .claim_batch(owner, now, lease_until, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Atomically takes up to `limit` of the oldest queued runs, oldest first, leasing each to
+    /// `owner` until `lease_until`, counting an attempt on each.
+    async fn claim_batch(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError>;
     /// Extends a lease. `None`: the lease is lost; else whether a cancel was requested.
     async fn heartbeat(
         &self,
@@ -343,14 +362,24 @@ pub trait ServerStore: Send + Sync + 'static {
     /// The committed agent turns of a run, by step and turn.
     async fn turns(&self, run_id: &str) -> Result<Vec<AgentTurn>, StoreError>;
     /// Commits one finished step (replacing one from an earlier attempt; the commit time kept,
-    /// `steps.created_at`, stays the first one, so a step committed twice can be told).
-    async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError>;
-    /// Ends a run the owner holds; false when it no longer holds it.
+    /// `steps.created_at`, stays the first one, so a step committed twice can be told), only
+    /// while `owner` holds the run's lease. False: the lease is lost and nothing was written;
+    /// the caller must stop the run.
+    async fn record_step(
+        &self,
+        run_id: &str,
+        owner: &str,
+        step: &StepRecord,
+    ) -> Result<bool, StoreError>;
+    /// Ends a run the owner holds, committing `last_step` (the run's last finished step, not
+    /// yet recorded) in the same transaction; false when it no longer holds it (nothing is
+    /// written then).
     async fn finish(
         &self,
         id: &str,
         owner: &str,
         result: &RunResult,
+        last_step: Option<&StepRecord>,
         now: i64,
     ) -> Result<bool, StoreError>;
     /// Gives a held run back to the queue (shutting down), not counting the attempt.
@@ -359,6 +388,17 @@ pub trait ServerStore: Send + Sync + 'static {
     /// `max_attempts` times. Returns the ids of runs re-queued or ended.
     async fn reclaim_expired(&self, now: i64, max_attempts: u32)
     -> Result<Vec<String>, StoreError>;
+    /// At start, before any claim: re-queues (or fails or cancels, as
+    /// [`ServerStore::reclaim_expired`] does) the runs a previous process left running without
+    /// waiting for their leases to expire. Only a store with one process per database (SQLite)
+    /// can know nobody else holds them; others do nothing and rely on lease expiry.
+    async fn recover_abandoned(
+        &self,
+        _now: i64,
+        _max_attempts: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// The steps committed at or after `since_ms`, in runs of `env` (every env with `None`),
     /// for `GET /v1/usage`.

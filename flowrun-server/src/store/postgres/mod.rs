@@ -584,29 +584,41 @@ impl ServerStore for PostgresStore {
         Ok(row)
     }
 
-    async fn claim(
+    async fn claim_batch(
         &self,
         owner: &str,
         now: i64,
         lease_until: i64,
-    ) -> Result<Option<RunRow>, StoreError> {
-        // Concurrent claimers skip the row another is taking instead of waiting for it.
-        let row = self
-            .query_opt(
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        // Concurrent claimers skip the rows another is taking instead of waiting for them. The
+        // CTE picks the rows once (a subquery under `IN` may run again per row).
+        let cols = RUN_COLS
+            .split(',')
+            .map(|c| format!("runs.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = self
+            .query(
                 &format!(
-                    "UPDATE runs SET status = 'running', lease_owner = $1,
+                    "WITH picked AS (
+                       SELECT id FROM runs WHERE status = 'queued'
+                       ORDER BY created_at, id LIMIT $4
+                       FOR UPDATE SKIP LOCKED)
+                     UPDATE runs SET status = 'running', lease_owner = $1,
                        lease_expires_at = $2, attempts = attempts + 1,
                        started_at = COALESCE(started_at, $3)
-                     WHERE id = (SELECT id FROM runs WHERE status = 'queued'
-                                 ORDER BY created_at, id LIMIT 1
-                                 FOR UPDATE SKIP LOCKED)
-                       AND status = 'queued'
-                     RETURNING {RUN_COLS}"
+                     FROM picked
+                     WHERE runs.id = picked.id AND runs.status = 'queued'
+                     RETURNING {cols}"
                 ),
-                &[&owner, &lease_until, &now],
+                &[&owner, &lease_until, &now, &i64::from(limit)],
             )
             .await?;
-        row.as_ref().map(run_row).transpose()
+        let mut runs = rows.iter().map(run_row).collect::<Result<Vec<_>, _>>()?;
+        // RETURNING gives no order.
+        runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(runs)
     }
 
     async fn heartbeat(
@@ -659,23 +671,34 @@ impl ServerStore for PostgresStore {
             .collect()
     }
 
-    async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError> {
+    async fn record_step(
+        &self,
+        run_id: &str,
+        owner: &str,
+        step: &StepRecord,
+    ) -> Result<bool, StoreError> {
         let record = serde_json::to_string(step)?;
-        self.execute(
-            "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
+        // FOR SHARE: a reclaim racing this waits, or this sees the run no longer held.
+        let n = self
+            .execute(
+                "WITH held AS (
+                   SELECT id FROM runs WHERE id = $1 AND lease_owner = $6 AND status = 'running'
+                   FOR SHARE)
+                 INSERT INTO steps (run_id, step_index, step_id, record, created_at)
+                 SELECT id, $2, $3, $4, $5 FROM held
                  ON CONFLICT (run_id, step_index) DO UPDATE SET step_id = EXCLUDED.step_id,
                    record = EXCLUDED.record",
-            &[
-                &run_id,
-                &i64::from(step.step_index),
-                &step.step_id,
-                &record,
-                &flowrun_core::event::now_ms(),
-            ],
-        )
-        .await?;
-        Ok(())
+                &[
+                    &run_id,
+                    &i64::from(step.step_index),
+                    &step.step_id,
+                    &record,
+                    &flowrun_core::event::now_ms(),
+                    &owner,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn finish(
@@ -683,8 +706,12 @@ impl ServerStore for PostgresStore {
         id: &str,
         owner: &str,
         result: &RunResult,
+        last_step: Option<&StepRecord>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let step_record = last_step.map(serde_json::to_string).transpose()?;
+        let step_index = last_step.map(|s| i64::from(s.step_index));
+        let step_id = last_step.map(|s| s.step_id.as_str());
         let rows = self
             .query(
                 "WITH ended AS (
@@ -695,7 +722,13 @@ impl ServerStore for PostgresStore {
                  delivery AS (
                    INSERT INTO webhook_deliveries (run_id, status, next_attempt_at, created_at)
                    SELECT id, 'pending', $8, $8 FROM ended WHERE webhook_url IS NOT NULL
-                   ON CONFLICT (run_id) DO NOTHING)
+                   ON CONFLICT (run_id) DO NOTHING),
+                 step AS (
+                   INSERT INTO steps (run_id, step_index, step_id, record, created_at)
+                   SELECT id, $10::BIGINT, $11::TEXT, $12::TEXT, $13::BIGINT FROM ended
+                   WHERE $12::TEXT IS NOT NULL
+                   ON CONFLICT (run_id, step_index) DO UPDATE SET step_id = EXCLUDED.step_id,
+                     record = EXCLUDED.record)
                  SELECT pg_notify($9, id) FROM ended",
                 &[
                     &id,
@@ -707,6 +740,10 @@ impl ServerStore for PostgresStore {
                     &to_text(result.cost.as_ref()),
                     &now,
                     &listen::ENDED,
+                    &step_index,
+                    &step_id,
+                    &step_record,
+                    &flowrun_core::event::now_ms(),
                 ],
             )
             .await?;

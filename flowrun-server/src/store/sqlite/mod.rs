@@ -1,14 +1,17 @@
-//! [`ServerStore`] on embedded SQLite: one connection in WAL mode with a busy timeout, used
-//! from `spawn_blocking` so no query blocks the async workers.
+//! [`ServerStore`] on embedded SQLite, for one `flowrun serve` process per database file.
+//! Writes go to one writer thread that commits whatever is pending in one transaction (group
+//! commit, see [`writer`]); reads go to a small pool of read-only connections beside it (WAL).
+
+mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flowrun_core::agent::AgentTurn;
 use flowrun_core::event::StepRecord;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
 use super::{
@@ -17,10 +20,10 @@ use super::{
     SyncedRecord, UsageStep, record_hash,
 };
 
-/// The SQLite server store.
+/// The SQLite server store. Cheap to clone; the threads stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conns: Arc<writer::Connections>,
 }
 
 const RUN_COLS: &str = "id, env, flow, bundle_id, input, status, output, error, usage, cost, \
@@ -36,12 +39,12 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         })?;
-        Self::setup(conn)
+        Self::setup(conn, Some(path))
     }
 
-    /// An in-memory store, for tests.
+    /// An in-memory store, for tests (reads go through the writer).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::setup(Connection::open_in_memory()?, None)
     }
 
     /// The connection settings of the store (WAL, `synchronous`, busy timeout, foreign keys);
@@ -54,25 +57,27 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn setup(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn setup(mut conn: Connection, path: Option<&Path>) -> Result<SqliteStore, StoreError> {
         Self::tune(&conn)?;
         super::schema::migrations().to_latest(&mut conn)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conns: Arc::new(writer::Connections::start(conn, path)?),
         })
     }
 
-    async fn call<T: Send + 'static>(
+    /// A write, committed (with the others pending) before it answers.
+    async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        self.conns.write(f).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.conns.read(f).await
     }
 }
 
@@ -107,37 +112,31 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
 /// Queues the webhook delivery of run `id`, which has just ended, if it has a URL (inside the
 /// transaction that ended it).
 fn enqueue_delivery(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO webhook_deliveries (run_id, status, next_attempt_at, created_at)
          SELECT id, 'pending', ?2, ?2 FROM runs WHERE id = ?1 AND webhook_url IS NOT NULL
          ON CONFLICT(run_id) DO NOTHING",
-        params![id, now],
-    )?;
+    )?
+    .execute(params![id, now])?;
     Ok(())
 }
 
 fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
-            [id],
-            run_row,
-        )
+        .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))?
+        .query_row([id], run_row)
         .optional()?)
 }
 
 fn get_env(conn: &Connection, env: &str) -> Result<Option<EnvInfo>, StoreError> {
     let Some((bundle_id, updated_at)) = conn
-        .query_row(
-            "SELECT bundle_id, updated_at FROM environments WHERE name = ?1",
-            [env],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-        )
+        .prepare_cached("SELECT bundle_id, updated_at FROM environments WHERE name = ?1")?
+        .query_row([env], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
         .optional()?
     else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT bundle_id FROM env_history WHERE env = ?1 AND rolled_back = 0
          ORDER BY seq DESC LIMIT -1 OFFSET 1",
     )?;
@@ -156,10 +155,84 @@ fn to_text(v: Option<&Value>) -> Option<String> {
     v.map(Value::to_string)
 }
 
+/// Whether `owner` holds the lease of the running run `id`.
+fn holds_lease(c: &Connection, id: &str, owner: &str) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM runs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+    )?
+    .exists(params![id, owner])?)
+}
+
+/// Upserts a finished step, keeping the first commit time.
+fn insert_step(
+    c: &Connection,
+    run_id: &str,
+    index: u32,
+    step_id: &str,
+    record: &str,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (run_id, step_index)
+         DO UPDATE SET step_id = excluded.step_id, record = excluded.record",
+    )?
+    .execute(params![
+        run_id,
+        index,
+        step_id,
+        record,
+        flowrun_core::event::now_ms()
+    ])?;
+    Ok(())
+}
+
+/// Ends or re-queues the running runs whose lease expired before `expired_before`: cancelled
+/// when a cancel was asked, failed after `max_attempts` claims, else queued again.
+fn requeue_running(
+    c: &Connection,
+    expired_before: i64,
+    now: i64,
+    max_attempts: u32,
+) -> Result<Vec<String>, StoreError> {
+    let collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>, StoreError> {
+        let mut stmt = c.prepare_cached(sql)?;
+        let got = stmt
+            .query_map(p, |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(got)
+    };
+    let mut ids = collect(
+        "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2,
+           lease_owner = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND lease_expires_at < ?1 AND cancel_requested = 1
+         RETURNING id",
+        &[&expired_before, &now],
+    )?;
+    ids.extend(collect(
+        "UPDATE runs SET status = 'failed', finished_at = ?2,
+           error = 'the run was abandoned by its worker ' || attempts || ' times; giving up',
+           lease_owner = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= ?3
+         RETURNING id",
+        &[&expired_before, &now, &max_attempts],
+    )?);
+    for id in &ids {
+        enqueue_delivery(c, id, now)?;
+    }
+    ids.extend(collect(
+        "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND lease_expires_at < ?1
+         RETURNING id",
+        &[&expired_before],
+    )?);
+    Ok(ids)
+}
+
 #[async_trait]
 impl ServerStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.read(|c| Ok(c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?))
             .await
     }
 
@@ -170,12 +243,18 @@ impl ServerStore for SqliteStore {
         count: usize,
     ) -> Result<bool, StoreError> {
         let (id, files_json) = (id.to_string(), files_json.to_string());
-        self.call(move |c| {
-            let n = c.execute(
-                "INSERT OR IGNORE INTO bundles (id, files, file_count, created_at)
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO bundles (id, files, file_count, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![id, files_json, count as i64, flowrun_core::event::now_ms()],
-            )?;
+                )?
+                .execute(params![
+                    id,
+                    files_json,
+                    count as i64,
+                    flowrun_core::event::now_ms()
+                ])?;
             Ok(n == 1)
         })
         .await
@@ -183,20 +262,17 @@ impl ServerStore for SqliteStore {
 
     async fn bundle(&self, id: &str) -> Result<Option<String>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| {
-            Ok(
-                c.query_row("SELECT files FROM bundles WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT files FROM bundles WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?)
         })
         .await
     }
 
     async fn bundles(&self) -> Result<Vec<BundleInfo>, StoreError> {
-        self.call(|c| {
-            let mut stmt = c.prepare(
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
                 "SELECT id, file_count, created_at FROM bundles ORDER BY created_at DESC, id",
             )?;
             let rows = stmt
@@ -215,10 +291,8 @@ impl ServerStore for SqliteStore {
 
     async fn deploy(&self, env: &str, bundle_id: &str, action: &str) -> Result<bool, StoreError> {
         let (env, bundle_id, action) = (env.to_string(), bundle_id.to_string(), action.to_string());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists: bool = tx
-                .query_row("SELECT 1 FROM bundles WHERE id = ?1", [&bundle_id], |_| {
+        self.write(move |c| {
+            let exists: bool = c.prepare_cached("SELECT 1 FROM bundles WHERE id = ?1")?.query_row( [&bundle_id], |_| {
                     Ok(())
                 })
                 .optional()?
@@ -227,26 +301,19 @@ impl ServerStore for SqliteStore {
                 return Ok(false);
             }
             let now = flowrun_core::event::now_ms();
-            tx.execute(
-                "INSERT INTO env_history (env, bundle_id, action, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![env, bundle_id, action, now],
-            )?;
-            tx.execute(
-                "INSERT INTO environments (name, bundle_id, updated_at) VALUES (?1, ?2, ?3)
+            c.prepare_cached("INSERT INTO env_history (env, bundle_id, action, created_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![env, bundle_id, action, now])?;
+            c.prepare_cached("INSERT INTO environments (name, bundle_id, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET bundle_id = excluded.bundle_id,
-                 updated_at = excluded.updated_at",
-                params![env, bundle_id, now],
-            )?;
-            tx.commit()?;
+                 updated_at = excluded.updated_at")?.execute(params![env, bundle_id, now])?;
             Ok(true)
         })
         .await
     }
 
     async fn envs(&self) -> Result<Vec<EnvInfo>, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             let names = c
-                .prepare("SELECT name FROM environments ORDER BY name")?
+                .prepare_cached("SELECT name FROM environments ORDER BY name")?
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::new();
@@ -260,15 +327,14 @@ impl ServerStore for SqliteStore {
 
     async fn env(&self, env: &str) -> Result<Option<EnvInfo>, StoreError> {
         let env = env.to_string();
-        self.call(move |c| get_env(c, &env)).await
+        self.read(move |c| get_env(c, &env)).await
     }
 
     async fn rollback(&self, env: &str) -> Result<Result<EnvInfo, RollbackError>, StoreError> {
         let env = env.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let live = tx
-                .prepare(
+        self.write(move |c| {
+            let live = c
+                .prepare_cached(
                     "SELECT seq, bundle_id FROM env_history WHERE env = ?1 AND rolled_back = 0
                      ORDER BY seq DESC LIMIT 2",
                 )?
@@ -281,35 +347,28 @@ impl ServerStore for SqliteStore {
                 [_] => return Ok(Err(RollbackError::NoPrevious)),
                 [(current, _), (_, previous), ..] => {
                     let now = flowrun_core::event::now_ms();
-                    tx.execute(
-                        "UPDATE env_history SET rolled_back = 1 WHERE seq = ?1",
-                        [current],
-                    )?;
-                    tx.execute(
+                    c.prepare_cached("UPDATE env_history SET rolled_back = 1 WHERE seq = ?1")?
+                        .execute([current])?;
+                    c.prepare_cached(
                         "UPDATE environments SET bundle_id = ?2, updated_at = ?3 WHERE name = ?1",
-                        params![env, previous, now],
-                    )?;
+                    )?
+                    .execute(params![env, previous, now])?;
                 }
             }
-            let info = get_env(&tx, &env)?;
-            tx.commit()?;
+            let info = get_env(c, &env)?;
             Ok(info.ok_or(RollbackError::NoDeployment))
         })
         .await
     }
 
     async fn submit(&self, run: NewRun) -> Result<Submitted, StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |c| {
             if let Some(key) = &run.idempotency_key {
-                let existing = tx
-                    .query_row(
-                        &format!(
-                            "SELECT {RUN_COLS} FROM runs WHERE env = ?1 AND idempotency_key = ?2"
-                        ),
-                        params![run.env, key],
-                        run_row,
-                    )
+                let existing = c
+                    .prepare_cached(&format!(
+                        "SELECT {RUN_COLS} FROM runs WHERE env = ?1 AND idempotency_key = ?2"
+                    ))?
+                    .query_row(params![run.env, key], run_row)
                     .optional()?;
                 if let Some(existing) = existing {
                     return Ok(Submitted {
@@ -318,24 +377,23 @@ impl ServerStore for SqliteStore {
                     });
                 }
             }
-            tx.execute(
+            c.prepare_cached(
                 "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
                    created_at, webhook_url)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
-                params![
-                    run.id,
-                    run.env,
-                    run.flow,
-                    run.bundle_id,
-                    run.input.to_string(),
-                    run.idempotency_key,
-                    run.created_at,
-                    run.webhook_url
-                ],
-            )?;
-            let row = get_run(&tx, &run.id)?
+            )?
+            .execute(params![
+                run.id,
+                run.env,
+                run.flow,
+                run.bundle_id,
+                run.input.to_string(),
+                run.idempotency_key,
+                run.created_at,
+                run.webhook_url
+            ])?;
+            let row = get_run(c, &run.id)?
                 .ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
-            tx.commit()?;
             Ok(Submitted {
                 run: row,
                 created: true,
@@ -346,13 +404,13 @@ impl ServerStore for SqliteStore {
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| get_run(c, &id)).await
+        self.read(move |c| get_run(c, &id)).await
     }
 
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
         let filter = filter.clone();
-        self.call(move |c| {
-            let mut stmt = c.prepare(&format!(
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT {RUN_COLS} FROM runs
                  WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR flow = ?2)
                    AND (?3 IS NULL OR status = ?3)
@@ -376,9 +434,9 @@ impl ServerStore for SqliteStore {
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let run_id = run_id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             let texts = c
-                .prepare("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?
+                .prepare_cached("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?
                 .query_map([run_id], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             texts
@@ -395,7 +453,7 @@ impl ServerStore for SqliteStore {
         since_ms: i64,
     ) -> Result<Vec<UsageStep>, StoreError> {
         let env = env.map(str::to_string);
-        self.call(move |c| {
+        self.read(move |c| {
             let rows = c
                 .prepare_cached(
                     "SELECT r.env, r.flow, r.bundle_id, s.created_at, s.record
@@ -440,7 +498,7 @@ impl ServerStore for SqliteStore {
             flow.map(str::to_string),
             exclude_run.to_string(),
         );
-        self.call(move |c| {
+        self.read(move |c| {
             let usd: Option<f64> = c
                 .prepare_cached(
                     "SELECT SUM(json_extract(s.record, '$.cost.usd'))
@@ -456,53 +514,50 @@ impl ServerStore for SqliteStore {
 
     async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let ended = tx.execute(
-                "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2
+        self.write(move |c| {
+            let ended = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?2
                  WHERE id = ?1 AND status = 'queued'",
-                params![id, now],
-            )?;
+                )?
+                .execute(params![id, now])?;
             if ended == 1 {
-                enqueue_delivery(&tx, &id, now)?;
+                enqueue_delivery(c, &id, now)?;
             }
-            tx.execute(
+            c.prepare_cached(
                 "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'",
-                [&id],
-            )?;
-            let row = get_run(&tx, &id)?;
-            tx.commit()?;
+            )?
+            .execute([&id])?;
+            let row = get_run(c, &id)?;
             Ok(row)
         })
         .await
     }
 
-    async fn claim(
+    async fn claim_batch(
         &self,
         owner: &str,
         now: i64,
         lease_until: i64,
-    ) -> Result<Option<RunRow>, StoreError> {
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
         let owner = owner.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row = tx
-                .query_row(
-                    &format!(
-                        "UPDATE runs SET status = 'running', lease_owner = ?1,
-                           lease_expires_at = ?2, attempts = attempts + 1,
-                           started_at = COALESCE(started_at, ?3)
-                         WHERE id = (SELECT id FROM runs WHERE status = 'queued'
-                                     ORDER BY created_at, id LIMIT 1)
-                           AND status = 'queued'
-                         RETURNING {RUN_COLS}"
-                    ),
-                    params![owner, lease_until, now],
-                    run_row,
-                )
-                .optional()?;
-            tx.commit()?;
-            Ok(row)
+        self.write(move |c| {
+            let mut rows = c
+                .prepare_cached(&format!(
+                    "UPDATE runs SET status = 'running', lease_owner = ?1,
+                       lease_expires_at = ?2, attempts = attempts + 1,
+                       started_at = COALESCE(started_at, ?3)
+                     WHERE id IN (SELECT id FROM runs WHERE status = 'queued'
+                                  ORDER BY created_at, id LIMIT ?4)
+                       AND status = 'queued'
+                     RETURNING {RUN_COLS}"
+                ))?
+                .query_map(params![owner, lease_until, now, limit], run_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            // RETURNING gives no order.
+            rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(rows)
         })
         .await
     }
@@ -514,14 +569,15 @@ impl ServerStore for SqliteStore {
         lease_until: i64,
     ) -> Result<Option<bool>, StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
-        self.call(move |c| {
-            Ok(c.query_row(
+        self.write(move |c| {
+            Ok(c.prepare_cached(
                 "UPDATE runs SET lease_expires_at = ?3
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
                  RETURNING cancel_requested",
-                params![id, owner, lease_until],
-                |r| Ok(r.get::<_, i64>(0)? != 0),
-            )
+            )?
+            .query_row(params![id, owner, lease_until], |r| {
+                Ok(r.get::<_, i64>(0)? != 0)
+            })
             .optional()?)
         })
         .await
@@ -530,13 +586,19 @@ impl ServerStore for SqliteStore {
     async fn record_turn(&self, turn: &AgentTurn) -> Result<(), StoreError> {
         let record = serde_json::to_string(turn)?;
         let (run_id, index, number) = (turn.run_id.clone(), turn.step_index, turn.turn);
-        self.call(move |c| {
-            c.execute(
+        self.write(move |c| {
+            c.prepare_cached(
                 "INSERT INTO agent_turns (run_id, step_index, turn, record, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (run_id, step_index, turn) DO UPDATE SET record = excluded.record",
-                params![run_id, index, number, record, flowrun_core::event::now_ms()],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                index,
+                number,
+                record,
+                flowrun_core::event::now_ms()
+            ])?;
             Ok(())
         })
         .await
@@ -544,9 +606,9 @@ impl ServerStore for SqliteStore {
 
     async fn turns(&self, run_id: &str) -> Result<Vec<AgentTurn>, StoreError> {
         let run_id = run_id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             let texts = c
-                .prepare(
+                .prepare_cached(
                     "SELECT record FROM agent_turns WHERE run_id = ?1 ORDER BY step_index, turn",
                 )?
                 .query_map([run_id], |r| r.get::<_, String>(0))?
@@ -559,25 +621,21 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn record_step(&self, run_id: &str, step: &StepRecord) -> Result<(), StoreError> {
-        let run_id = run_id.to_string();
+    async fn record_step(
+        &self,
+        run_id: &str,
+        owner: &str,
+        step: &StepRecord,
+    ) -> Result<bool, StoreError> {
+        let (run_id, owner) = (run_id.to_string(), owner.to_string());
         let record = serde_json::to_string(step)?;
         let (index, step_id) = (step.step_index, step.step_id.clone());
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO steps (run_id, step_index, step_id, record, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (run_id, step_index)
-                 DO UPDATE SET step_id = excluded.step_id, record = excluded.record",
-                params![
-                    run_id,
-                    index,
-                    step_id,
-                    record,
-                    flowrun_core::event::now_ms()
-                ],
-            )?;
-            Ok(())
+        self.write(move |c| {
+            if !holds_lease(c, &run_id, &owner)? {
+                return Ok(false);
+            }
+            insert_step(c, &run_id, index, &step_id, &record)?;
+            Ok(true)
         })
         .await
     }
@@ -587,16 +645,23 @@ impl ServerStore for SqliteStore {
         id: &str,
         owner: &str,
         result: &RunResult,
+        last_step: Option<&StepRecord>,
         now: i64,
     ) -> Result<bool, StoreError> {
         let (id, owner, result) = (id.to_string(), owner.to_string(), result.clone());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE runs SET status = ?3, output = ?4, error = ?5, usage = ?6, cost = ?7,
-                   finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![
+        let last_step = last_step
+            .map(|s| {
+                Ok::<_, StoreError>((s.step_index, s.step_id.clone(), serde_json::to_string(s)?))
+            })
+            .transpose()?;
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE runs SET status = ?3, output = ?4, error = ?5, usage = ?6, cost = ?7,
+                       finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                )?
+                .execute(params![
                     id,
                     owner,
                     result.status.as_str(),
@@ -605,26 +670,28 @@ impl ServerStore for SqliteStore {
                     to_text(result.usage.as_ref()),
                     to_text(result.cost.as_ref()),
                     now
-                ],
-            )?;
-            if n == 1 {
-                enqueue_delivery(&tx, &id, now)?;
+                ])?;
+            if n != 1 {
+                return Ok(false);
             }
-            tx.commit()?;
-            Ok(n == 1)
+            if let Some((index, step_id, record)) = &last_step {
+                insert_step(c, &id, *index, step_id, record)?;
+            }
+            enqueue_delivery(c, &id, now)?;
+            Ok(true)
         })
         .await
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
-        self.call(move |c| {
-            c.execute(
+        self.write(move |c| {
+            c.prepare_cached(
                 "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                    attempts = MAX(attempts - 1, 0)
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![id, owner],
-            )?;
+            )?
+            .execute(params![id, owner])?;
             Ok(())
         })
         .await
@@ -635,48 +702,24 @@ impl ServerStore for SqliteStore {
         now: i64,
         max_attempts: u32,
     ) -> Result<Vec<String>, StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let collect = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>, StoreError> {
-                let mut stmt = tx.prepare(sql)?;
-                let got = stmt
-                    .query_map(p, |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(got)
-            };
-            let mut ids = collect(
-                "UPDATE runs SET status = 'cancelled', error = 'cancelled', finished_at = ?1,
-                   lease_owner = NULL, lease_expires_at = NULL
-                 WHERE status = 'running' AND lease_expires_at < ?1 AND cancel_requested = 1
-                 RETURNING id",
-                &[&now],
-            )?;
-            ids.extend(collect(
-                "UPDATE runs SET status = 'failed', finished_at = ?1,
-                   error = 'the run was abandoned by its worker ' || attempts || ' times; giving up',
-                   lease_owner = NULL, lease_expires_at = NULL
-                 WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= ?2
-                 RETURNING id",
-                &[&now, &max_attempts],
-            )?);
-            for id in &ids {
-                enqueue_delivery(&tx, id, now)?;
-            }
-            ids.extend(collect(
-                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
-                 WHERE status = 'running' AND lease_expires_at < ?1
-                 RETURNING id",
-                &[&now],
-            )?);
-            tx.commit()?;
-            Ok(ids)
-        })
-        .await
+        self.write(move |c| requeue_running(c, now, now, max_attempts))
+            .await
+    }
+
+    async fn recover_abandoned(
+        &self,
+        now: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        // One process per database file: every run still `running` was this file's previous
+        // process's, whatever its lease says.
+        self.write(move |c| requeue_running(c, i64::MAX, now, max_attempts))
+            .await
     }
 
     async fn run_counts(&self) -> Result<Vec<(RunState, u64)>, StoreError> {
-        self.call(|c| {
-            let mut stmt = c.prepare("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -696,10 +739,9 @@ impl ServerStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
         let owner = owner.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = tx
-                .prepare(
+        self.write(move |c| {
+            let claimed = c
+                .prepare_cached(
                     "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2,
                        attempts = attempts + 1
                      WHERE run_id IN (
@@ -715,7 +757,7 @@ impl ServerStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(claimed.len());
             for (run_id, attempts) in claimed {
-                let Some(run) = get_run(&tx, &run_id)? else {
+                let Some(run) = get_run(c, &run_id)? else {
                     continue;
                 };
                 let Some(url) = run.webhook_url.clone() else {
@@ -723,7 +765,6 @@ impl ServerStore for SqliteStore {
                 };
                 out.push(Delivery { url, attempts, run });
             }
-            tx.commit()?;
             Ok(out)
         })
         .await
@@ -737,19 +778,20 @@ impl ServerStore for SqliteStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         let (run_id, owner, outcome) = (run_id.to_string(), owner.to_string(), outcome.clone());
-        self.call(move |c| {
+        self.write(move |c| {
             let (status, next, error, delivered) = match &outcome {
                 DeliveryOutcome::Delivered => ("delivered", None, None, Some(now)),
                 DeliveryOutcome::Retry { at, error } => ("pending", Some(*at), Some(error), None),
                 DeliveryOutcome::Failed { error } => ("failed", None, Some(error), None),
             };
-            let n = c.execute(
-                "UPDATE webhook_deliveries SET status = ?3,
+            let n = c
+                .prepare_cached(
+                    "UPDATE webhook_deliveries SET status = ?3,
                    next_attempt_at = COALESCE(?4, next_attempt_at), last_error = ?5,
                    delivered_at = ?6, lease_owner = NULL, lease_expires_at = NULL
                  WHERE run_id = ?1 AND lease_owner = ?2 AND status = 'pending'",
-                params![run_id, owner, status, next, error, delivered],
-            )?;
+                )?
+                .execute(params![run_id, owner, status, next, error, delivered])?;
             Ok(n == 1)
         })
         .await
@@ -757,11 +799,8 @@ impl ServerStore for SqliteStore {
 
     async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         let key = key.clone();
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO api_keys (id, hash, env, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.id, key.hash, key.env, key.role, key.created_at],
-            )?;
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO api_keys (id, hash, env, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![key.id, key.hash, key.env, key.role, key.created_at])?;
             Ok(())
         })
         .await
@@ -781,11 +820,10 @@ impl ServerStore for SqliteStore {
             })
             .collect();
         let key_id = key_id.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |c| {
             let mut changed = 0;
             {
-                let mut stmt = tx.prepare_cached(
+                let mut stmt = c.prepare_cached(
                     "INSERT INTO synced_records (kind, id, hash, record, pushed_by, pushed_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (kind, id) DO UPDATE SET hash = excluded.hash,
@@ -797,7 +835,6 @@ impl ServerStore for SqliteStore {
                     changed += stmt.execute(params![kind, id, hash, record, key_id, now])? as u64;
                 }
             }
-            tx.commit()?;
             Ok(changed)
         })
         .await
@@ -809,7 +846,7 @@ impl ServerStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<SyncedRecord>, StoreError> {
         let kind = kind.map(str::to_string);
-        self.call(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT kind, id, record, pushed_by, pushed_at FROM synced_records
                  WHERE ?1 IS NULL OR kind = ?1
@@ -842,7 +879,7 @@ impl ServerStore for SqliteStore {
     }
 
     async fn deployments(&self, after: i64, limit: u32) -> Result<Vec<Deployment>, StoreError> {
-        self.call(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, env, bundle_id, action, rolled_back, created_at FROM env_history
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -866,20 +903,19 @@ impl ServerStore for SqliteStore {
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let hash = hash.to_string();
-        self.call(move |c| {
-            Ok(c.query_row(
+        self.read(move |c| {
+            Ok(c.prepare_cached(
                 "SELECT id, hash, env, role, created_at FROM api_keys WHERE hash = ?1",
-                [hash],
-                |r| {
-                    Ok(KeyRow {
-                        id: r.get(0)?,
-                        hash: r.get(1)?,
-                        env: r.get(2)?,
-                        role: r.get(3)?,
-                        created_at: r.get(4)?,
-                    })
-                },
-            )
+            )?
+            .query_row([hash], |r| {
+                Ok(KeyRow {
+                    id: r.get(0)?,
+                    hash: r.get(1)?,
+                    env: r.get(2)?,
+                    role: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })
             .optional()?)
         })
         .await
@@ -934,8 +970,8 @@ mod tests {
             usage: None,
             cost: None,
         };
-        assert!(!s.finish(&id, "w1", &done, 350).await.unwrap());
-        assert!(s.finish(&id, "w2", &done, 350).await.unwrap());
+        assert!(!s.finish(&id, "w1", &done, None, 350).await.unwrap());
+        assert!(s.finish(&id, "w2", &done, None, 350).await.unwrap());
         assert_eq!(
             s.run(&id).await.unwrap().unwrap().status,
             RunState::Succeeded
@@ -962,19 +998,23 @@ mod tests {
             cached: false,
             agent: None,
         };
-        let committed_at = |s: &SqliteStore| {
-            let conn = s.conn.lock().unwrap();
-            conn.query_row("SELECT created_at FROM steps", [], |r| r.get::<_, i64>(0))
-                .unwrap()
+        let committed_at = async |s: &SqliteStore| {
+            s.read(|c| {
+                Ok(c.prepare_cached("SELECT created_at FROM steps")?
+                    .query_row([], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap()
         };
-        s.record_step(&id, &step("first")).await.unwrap();
-        let first = committed_at(&s);
+        s.claim("w1", 0, 100).await.unwrap().unwrap();
+        assert!(s.record_step(&id, "w1", &step("first")).await.unwrap());
+        let first = committed_at(&s).await;
         std::thread::sleep(Duration::from_millis(5));
-        s.record_step(&id, &step("second")).await.unwrap();
+        assert!(s.record_step(&id, "w1", &step("second")).await.unwrap());
         let steps = s.steps(&id).await.unwrap();
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].output, Some(json!("second")));
-        assert_eq!(committed_at(&s), first);
+        assert_eq!(committed_at(&s).await, first);
     }
 
     #[tokio::test]
