@@ -207,7 +207,7 @@ struct Serving {
 
 impl Serving {
     /// Starts the server on a free loopback port and waits for its address.
-    async fn start(db: &Db, log: &Path) -> Serving {
+    async fn start(db: &Db, lease: &str, log: &Path) -> Serving {
         let bin = assert_cmd::cargo::cargo_bin("flowrun");
         let log = File::options()
             .create(true)
@@ -215,7 +215,7 @@ impl Serving {
             .open(log)
             .expect("log file");
         let mut child = Command::new(bin)
-            .args(["serve", "--addr", "127.0.0.1:0", "--lease", "1s"])
+            .args(["serve", "--addr", "127.0.0.1:0", "--lease", lease])
             .args(["--max-attempts", "50", "--workers", &WORKERS.to_string()])
             .args(db.args())
             .stdout(Stdio::piped())
@@ -327,6 +327,13 @@ async fn soak(db: Db, replicas: Replicas, dir: &Path, fake: &FakeLlm, p: &TestPr
     // first three quarters of the 3 × runs calls.
     let interval = (9 * runs / 4 / kills).max(1);
     let log = dir.join("serve.log");
+    // A short lease rescues a killed process's runs quickly. Beside a live replica a lease
+    // must also outlast the heartbeats a starved process misses on a loaded machine: when it
+    // expires under a live worker, the other replica runs the same steps at the same time.
+    let lease = match replicas {
+        Replicas::One => "1s",
+        Replicas::OneSteady => "3s",
+    };
 
     let key = p
         .flowrun()
@@ -340,10 +347,10 @@ async fn soak(db: Db, replicas: Replicas, dir: &Path, fake: &FakeLlm, p: &TestPr
         .trim()
         .to_string();
 
-    let mut serving = Serving::start(&db, &log).await;
+    let mut serving = Serving::start(&db, lease, &log).await;
     let steady = match replicas {
         Replicas::One => None,
-        Replicas::OneSteady => Some(Serving::start(&db, &dir.join("steady.log")).await),
+        Replicas::OneSteady => Some(Serving::start(&db, lease, &dir.join("steady.log")).await),
     };
     let deploy = p
         .flowrun()
@@ -410,7 +417,7 @@ async fn soak(db: Db, replicas: Replicas, dir: &Path, fake: &FakeLlm, p: &TestPr
         }
         kill_log.push((submitted.load(Ordering::Relaxed), fake.request_count()));
         serving.kill_9();
-        serving = Serving::start(&db, &log).await;
+        serving = Serving::start(&db, lease, &log).await;
         calls_at_start = fake.request_count();
         clients_tx.send_replace(client_for(&serving.url));
     }
