@@ -250,32 +250,32 @@ async fn enqueue_delivery(c: &impl GenericClient, id: &str, now: i64) -> Result<
 }
 
 async fn get_run(c: &impl GenericClient, id: &str) -> Result<Option<RunRow>, StoreError> {
-    c.query_opt(
-        &format!("SELECT {RUN_COLS} FROM runs WHERE id = $1"),
-        &[&id],
-    )
-    .await?
-    .as_ref()
-    .map(run_row)
-    .transpose()
+    // Prepared once per connection: a statement given as text costs a round trip to prepare.
+    let stmt = c
+        .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = $1"))
+        .await?;
+    c.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(run_row)
+        .transpose()
 }
 
 async fn get_env(c: &impl GenericClient, env: &str) -> Result<Option<EnvInfo>, StoreError> {
-    let Some(row) = c
-        .query_opt(
-            "SELECT bundle_id, updated_at FROM environments WHERE name = $1",
-            &[&env],
-        )
-        .await?
-    else {
+    let current = c
+        .prepare_cached("SELECT bundle_id, updated_at FROM environments WHERE name = $1")
+        .await?;
+    let Some(row) = c.query_opt(&current, &[&env]).await? else {
         return Ok(None);
     };
     let previous = c
-        .query(
+        .prepare_cached(
             "SELECT bundle_id FROM env_history WHERE env = $1 AND NOT rolled_back
              ORDER BY seq DESC OFFSET 1",
-            &[&env],
         )
+        .await?;
+    let previous = c
+        .query(&previous, &[&env])
         .await?
         .iter()
         .map(|r| r.try_get(0))
