@@ -8,8 +8,10 @@
 //!    then every run awaited; submitted/s, and completed runs/s from the first submission to
 //!    the last run's `finished_at`.
 //! 3. **The database alone**: single-row `INSERT` transactions in a loop for
-//!    `--commit-seconds`, on a new file beside the server's with the store's own settings
-//!    ([`SqliteStore::tune`]); printed beside the completions as a ratio.
+//!    `--commit-seconds`, with the store's own durability settings; printed beside the
+//!    completions as a ratio. SQLite: on a new file beside the server's, tuned by
+//!    [`SqliteStore::tune`]. PostgreSQL: in the bench's database, on one connection and then on
+//!    as many as the store's pool holds (what pgbench does with a one-`INSERT` script).
 //!
 //! Every run must succeed with the right output, or the bench fails instead of reporting.
 //!
@@ -17,9 +19,16 @@
 //! cargo bench -p flowrun-server --bench server
 //! cargo bench -p flowrun-server --bench server -- --rate 100 --seconds 10 --runs 5000 \
 //!     --workers 8 --steps 1 --database-url sqlite:/tmp/bench.db
+//! cargo bench -p flowrun-server --bench server -- \
+//!     --database-url postgres://postgres@127.0.0.1:5432/test
 //! ```
 //!
-//! `--database-url`: `sqlite:PATH` or a path (default: a file in a new temp dir).
+//! `--database-url`: `sqlite:PATH` or a path (default: a file in a new temp dir), or a
+//! PostgreSQL server (`postgres://…`) whose user may create databases: the bench makes a
+//! database of its own there and drops it at the end.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +37,7 @@ use std::time::{Duration, Instant};
 use flowrun_client::{BundleFile, Client, RunStatus};
 use flowrun_fakellm::{FakeConfig, FakeLlm};
 use flowrun_server::auth::{Role, create_key};
-use flowrun_server::store::{ServerStore, SqliteStore};
+use flowrun_server::store::{PostgresStore, ServerStore, SqliteStore};
 use flowrun_server::{Server, ServerConfig};
 use futures::StreamExt;
 use serde_json::json;
@@ -80,15 +89,21 @@ fn opts() -> Result<Opts, String> {
 /// The database under test.
 enum Db {
     Sqlite(PathBuf),
+    /// A database made for this bench (dropped with it), and the store's pool size.
+    Postgres {
+        db: common::TestDb,
+        connections: usize,
+    },
 }
 
 impl Db {
-    fn parse(url: Option<&str>, tmp: &Path) -> Result<Db, String> {
+    async fn parse(url: Option<&str>, tmp: &Path, connections: usize) -> Result<Db, String> {
         match url {
             None => Ok(Db::Sqlite(tmp.join("server.db"))),
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                Err("this bench does not drive PostgreSQL yet".into())
-            }
+            Some(u) if flowrun_server::store::is_postgres_url(u) => Ok(Db::Postgres {
+                db: common::TestDb::postgres_on(u).await,
+                connections,
+            }),
             Some(u) => {
                 let path = u
                     .strip_prefix("sqlite://")
@@ -99,54 +114,147 @@ impl Db {
         }
     }
 
-    fn open(&self) -> Arc<dyn ServerStore> {
+    async fn open(&self) -> Arc<dyn ServerStore> {
         match self {
             Db::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open the store")),
+            Db::Postgres { db, connections } => Arc::new(
+                PostgresStore::connect(pg_url(db), *connections)
+                    .await
+                    .expect("open the store"),
+            ),
         }
     }
 
-    fn describe(&self) -> String {
+    async fn describe(&self) -> String {
         match self {
             Db::Sqlite(path) => format!("SQLite {} (WAL, synchronous=NORMAL)", path.display()),
-        }
-    }
-
-    /// Single-row INSERT transactions per second, with the store's settings, on a fresh
-    /// database beside the store's.
-    fn commits_per_second(&self, seconds: f64) -> f64 {
-        match self {
-            Db::Sqlite(path) => {
-                let probe = path.with_extension("commit-probe.db");
-                let _ = std::fs::remove_file(&probe);
-                let mut conn = rusqlite::Connection::open(&probe).expect("open probe");
-                SqliteStore::tune(&conn).expect("tune");
-                conn.execute_batch(
-                    "CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT NOT NULL, at INTEGER NOT NULL)",
+            Db::Postgres { db, connections } => {
+                let c = pg_connect(pg_url(db)).await;
+                let mut settings = Vec::new();
+                for name in [
+                    "server_version",
+                    "synchronous_commit",
+                    "fsync",
+                    "commit_delay",
+                ] {
+                    let row = c.query_one(&format!("SHOW {name}"), &[]).await;
+                    let value: String = row.expect("show").get(0);
+                    settings.push(format!("{name}={value}"));
+                }
+                format!(
+                    "PostgreSQL, a new database on {} ({}); a pool of {connections} connections",
+                    flowrun_server::store::redact_url(pg_url(db)),
+                    settings.join(", ")
                 )
-                .expect("create");
-                let started = Instant::now();
-                let mut n = 0u64;
-                while started.elapsed().as_secs_f64() < seconds {
-                    let tx = conn
-                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                        .expect("begin");
-                    tx.execute(
-                        "INSERT INTO t (id, body, at) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![flowrun_core::new_id(), "{\"n\":\"12345\"}", n as i64],
-                    )
-                    .expect("insert");
-                    tx.commit().expect("commit");
-                    n += 1;
-                }
-                let rate = n as f64 / started.elapsed().as_secs_f64();
-                drop(conn);
-                for ext in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{ext}", probe.display()));
-                }
-                rate
             }
         }
     }
+
+    /// Single-row INSERT transactions per second with the store's settings: on SQLite on one
+    /// connection (one writer is all SQLite has), on PostgreSQL on one and on as many
+    /// connections as the store's pool.
+    async fn commits_per_second(&self, seconds: f64) -> Vec<(usize, f64)> {
+        match self {
+            Db::Sqlite(path) => vec![(1, sqlite_commits_per_second(path, seconds))],
+            Db::Postgres { db, connections } => {
+                let url = pg_url(db);
+                pg_connect(url)
+                    .await
+                    .batch_execute(
+                        "CREATE TABLE commit_probe \
+                         (id TEXT PRIMARY KEY, body TEXT NOT NULL, at BIGINT NOT NULL)",
+                    )
+                    .await
+                    .expect("create");
+                let mut out = Vec::new();
+                for n in [1, *connections] {
+                    out.push((n, pg_commits_per_second(url, n, seconds).await));
+                }
+                out
+            }
+        }
+    }
+}
+
+fn pg_url(db: &common::TestDb) -> &str {
+    db.postgres_url().expect("a PostgreSQL database")
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// `INSERT`s of one row, each its own transaction (autocommit), from `connections` connections
+/// at once for `seconds`; commits per second in all.
+async fn pg_commits_per_second(url: &str, connections: usize, seconds: f64) -> f64 {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(pg_connect(url).await);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                let insert = c
+                    .prepare("INSERT INTO commit_probe (id, body, at) VALUES ($1, $2, $3)")
+                    .await
+                    .expect("prepare");
+                let mut n = 0u64;
+                while started.elapsed().as_secs_f64() < seconds {
+                    c.execute(
+                        &insert,
+                        &[&flowrun_core::new_id(), &"{\"n\":\"12345\"}", &(n as i64)],
+                    )
+                    .await
+                    .expect("insert");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("join");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Single-row INSERT transactions per second on a new file beside the store's, tuned like it.
+fn sqlite_commits_per_second(path: &Path, seconds: f64) -> f64 {
+    let probe = path.with_extension("commit-probe.db");
+    let _ = std::fs::remove_file(&probe);
+    let mut conn = rusqlite::Connection::open(&probe).expect("open probe");
+    SqliteStore::tune(&conn).expect("tune");
+    conn.execute_batch(
+        "CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT NOT NULL, at INTEGER NOT NULL)",
+    )
+    .expect("create");
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        tx.execute(
+            "INSERT INTO t (id, body, at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![flowrun_core::new_id(), "{\"n\":\"12345\"}", n as i64],
+        )
+        .expect("insert");
+        tx.commit().expect("commit");
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", probe.display()));
+    }
+    rate
 }
 
 fn bundle(fake: &FakeLlm, steps: usize) -> Vec<BundleFile> {
@@ -218,7 +326,9 @@ async fn await_all(client: &Client, ids: Vec<(usize, String)>, steps: usize) -> 
 
 async fn bench(o: Opts) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = match Db::parse(o.database_url.as_deref(), tmp.path()) {
+    // As `flowrun serve` sizes its pool: a connection per worker, 8 for the API and the rest.
+    let connections = o.workers + 8;
+    let db = match Db::parse(o.database_url.as_deref(), tmp.path(), connections).await {
         Ok(db) => db,
         Err(e) => {
             eprintln!("error: {e}");
@@ -226,7 +336,7 @@ async fn bench(o: Opts) {
         }
     };
     let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
-    let store = db.open();
+    let store = db.open().await;
     let (_, token) = create_key(&*store, "*", Role::Admin).await.expect("key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -244,7 +354,7 @@ async fn bench(o: Opts) {
     client.deploy("prod", &up.id).await.expect("deploy");
     println!(
         "database: {}; {} worker(s); {}-step flow; fake LLM at zero latency",
-        db.describe(),
+        db.describe().await,
         o.workers,
         o.steps
     );
@@ -343,15 +453,27 @@ async fn bench(o: Opts) {
     server.shutdown().await;
     fake.shutdown().await;
 
-    // 3. The database alone.
-    let commits = db.commits_per_second(o.commit_seconds);
-    let ratio = completions / commits;
-    println!(
-        "database alone: {commits:.0} single-row commits/s; completions / commits = {ratio:.3} \
-         (1/{:.1}; target at least 1/3: {})",
-        1.0 / ratio,
-        if ratio >= 1.0 / 3.0 { "met" } else { "MISSED" }
-    );
+    drop(client);
+
+    // 3. The database alone; the target holds against its best rate.
+    let rates = db.commits_per_second(o.commit_seconds).await;
+    let best = rates.iter().map(|&(_, r)| r).fold(0.0, f64::max);
+    for (connections, commits) in rates {
+        let ratio = completions / commits;
+        let target = if commits < best {
+            String::new()
+        } else if ratio >= 1.0 / 3.0 {
+            "; target at least 1/3: met".into()
+        } else {
+            "; target at least 1/3: MISSED".into()
+        };
+        println!(
+            "database alone, {connections} connection(s): {commits:.0} single-row commits/s; \
+             completions / commits = {ratio:.3} (1/{:.1}{target})",
+            1.0 / ratio
+        );
+    }
+    drop(db);
 }
 
 fn main() {

@@ -4,7 +4,9 @@
 //! the fake LLM must see no call of a step after that step was committed: only a call in
 //! flight when the process died may be repeated.
 //!
-//! The database is a parameter ([`Db`]) so the same soak runs on PostgreSQL.
+//! The same soak runs on SQLite and on PostgreSQL (`FLOWRUN_TEST_POSTGRES_URL`, a fresh
+//! database per test): with one server process, and with two replicas on one database of which
+//! one is killed again and again while the other keeps going.
 //! `FLOWRUN_SOAK_RUNS` and `FLOWRUN_SOAK_KILLS` make it larger (see BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +25,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::harness::TestProject;
+use crate::pg::PgDb;
 
 /// Runs executed at once by each server process.
 const WORKERS: usize = 8;
@@ -33,6 +36,17 @@ const DEADLINE: Duration = Duration::from_secs(120);
 pub enum Db {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database made for the test.
+    Postgres(PgDb),
+}
+
+/// How many `flowrun serve` processes share the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replicas {
+    /// One, killed and restarted.
+    One,
+    /// One killed and restarted, and one that is never killed.
+    OneSteady,
 }
 
 /// A step as committed in the database.
@@ -49,22 +63,49 @@ impl Db {
     fn args(&self) -> Vec<String> {
         match self {
             Db::Sqlite(path) => vec!["--db".into(), path.display().to_string()],
+            Db::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
         }
     }
 
     /// How many runs the database holds.
-    fn run_count(&self) -> usize {
+    async fn run_count(&self) -> usize {
         match self {
             Db::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).expect("open db");
                 conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))
                     .expect("count") as usize
             }
+            Db::Postgres(db) => {
+                let row = db
+                    .connect()
+                    .await
+                    .query_one("SELECT COUNT(*) FROM runs", &[])
+                    .await
+                    .expect("count");
+                row.get::<_, i64>(0) as usize
+            }
         }
     }
 
+    /// How many runs are held under a lease that has not expired (PostgreSQL only).
+    async fn live_leases(&self) -> usize {
+        let Db::Postgres(db) = self else {
+            return 0;
+        };
+        let row = db
+            .connect()
+            .await
+            .query_one(
+                "SELECT COUNT(*) FROM runs WHERE status = 'running' AND lease_expires_at > $1",
+                &[&now_ms()],
+            )
+            .await
+            .expect("count");
+        row.get::<_, i64>(0) as usize
+    }
+
     /// Every committed step with its commit time.
-    fn committed_steps(&self) -> Vec<Committed> {
+    async fn committed_steps(&self) -> Vec<Committed> {
         match self {
             Db::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).expect("open db");
@@ -82,8 +123,27 @@ impl Db {
                 .collect::<Result<_, _>>()
                 .expect("rows")
             }
+            Db::Postgres(db) => db
+                .connect()
+                .await
+                .query("SELECT run_id, step_index, created_at FROM steps", &[])
+                .await
+                .expect("steps")
+                .iter()
+                .map(|r| Committed {
+                    run_id: r.get(0),
+                    step_index: u32::try_from(r.get::<_, i64>(1)).expect("step index"),
+                    committed_at_ms: r.get(2),
+                })
+                .collect(),
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `a`, `b`, `c` each echo their text with a letter in front; `chain` runs them in turn, so
@@ -147,7 +207,7 @@ struct Serving {
 
 impl Serving {
     /// Starts the server on a free loopback port and waits for its address.
-    async fn start(db: &Db, log: &Path) -> Serving {
+    async fn start(db: &Db, lease: &str, log: &Path) -> Serving {
         let bin = assert_cmd::cargo::cargo_bin("flowrun");
         let log = File::options()
             .create(true)
@@ -155,7 +215,7 @@ impl Serving {
             .open(log)
             .expect("log file");
         let mut child = Command::new(bin)
-            .args(["serve", "--addr", "127.0.0.1:0", "--lease", "1s"])
+            .args(["serve", "--addr", "127.0.0.1:0", "--lease", lease])
             .args(["--max-attempts", "50", "--workers", &WORKERS.to_string()])
             .args(db.args())
             .stdout(Stdio::piped())
@@ -259,7 +319,7 @@ async fn wait(
 }
 
 /// The soak on one database.
-async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
+async fn soak(db: Db, replicas: Replicas, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     let runs = env_usize("FLOWRUN_SOAK_RUNS", 1000);
     let kills = env_usize("FLOWRUN_SOAK_KILLS", 4).max(1);
     let deadline = DEADLINE + Duration::from_millis(50 * runs as u64);
@@ -267,6 +327,13 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     // first three quarters of the 3 × runs calls.
     let interval = (9 * runs / 4 / kills).max(1);
     let log = dir.join("serve.log");
+    // A short lease rescues a killed process's runs quickly. Beside a live replica a lease
+    // must also outlast the heartbeats a starved process misses on a loaded machine: when it
+    // expires under a live worker, the other replica runs the same steps at the same time.
+    let lease = match replicas {
+        Replicas::One => "1s",
+        Replicas::OneSteady => "3s",
+    };
 
     let key = p
         .flowrun()
@@ -280,7 +347,11 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
         .trim()
         .to_string();
 
-    let mut serving = Serving::start(&db, &log).await;
+    let mut serving = Serving::start(&db, lease, &log).await;
+    let steady = match replicas {
+        Replicas::One => None,
+        Replicas::OneSteady => Some(Serving::start(&db, lease, &dir.join("steady.log")).await),
+    };
     let deploy = p
         .flowrun()
         .args(["deploy", "--env", "prod", "--remote", &serving.url])
@@ -291,14 +362,20 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
 
     let client_for = |url: &str| Client::new(url, Some(token.clone())).expect("client");
     let (clients_tx, clients) = watch::channel(client_for(&serving.url));
+    // Runs are submitted to each replica in turn; the steady one's client never changes.
+    let mut targets = vec![clients.clone()];
+    targets.extend(
+        steady
+            .as_ref()
+            .map(|s| watch::channel(client_for(&s.url)).1),
+    );
     let submitted = Arc::new(AtomicUsize::new(0));
     let submitter = {
-        let clients = clients.clone();
         let submitted = submitted.clone();
         tokio::spawn(async move {
             futures::stream::iter(0..runs)
                 .map(|n| {
-                    let clients = clients.clone();
+                    let clients = targets[n % targets.len()].clone();
                     let submitted = submitted.clone();
                     async move {
                         let id = submit(&clients, n, deadline).await;
@@ -323,7 +400,10 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
             let due = if k == 0 {
                 submitted.load(Ordering::Relaxed) >= runs / 4
             } else {
+                // With a steady replica beside it, the one to kill must hold runs too: more
+                // live leases than the steady one's workers can hold.
                 calls >= calls_at_start + interval
+                    && (steady.is_none() || db.live_leases().await > WORKERS)
             };
             if due {
                 break;
@@ -337,7 +417,7 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
         }
         kill_log.push((submitted.load(Ordering::Relaxed), fake.request_count()));
         serving.kill_9();
-        serving = Serving::start(&db, &log).await;
+        serving = Serving::start(&db, lease, &log).await;
         calls_at_start = fake.request_count();
         clients_tx.send_replace(client_for(&serving.url));
     }
@@ -386,7 +466,7 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     }
     assert_eq!(by_input.len(), runs);
     // Resubmissions after a kill returned the committed run rather than a second one.
-    assert_eq!(db.run_count(), runs, "runs in the database");
+    assert_eq!(db.run_count().await, runs, "runs in the database");
     assert!(
         reclaimed > 0,
         "no run was interrupted by a kill, so the test proved nothing"
@@ -395,6 +475,7 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
     // No call of a step after its commit; only calls in flight at a kill repeat.
     let committed: HashMap<(String, u32), i64> = db
         .committed_steps()
+        .await
         .into_iter()
         .map(|c| ((c.run_id, c.step_index), c.committed_at_ms))
         .collect();
@@ -436,11 +517,11 @@ async fn soak(db: Db, dir: &Path, fake: &FakeLlm, p: &TestProject) {
         kills * WORKERS
     );
     eprintln!(
-        "{runs} runs, {kills} kills: {reclaimed} runs resumed after a kill, {repeated} in-flight \
-         calls repeated, {} LLM calls in all",
+        "{replicas:?}: {runs} runs, {kills} kills: {reclaimed} runs resumed after a kill, \
+         {repeated} in-flight calls repeated, {} LLM calls in all",
         fake.request_count()
     );
-    drop(serving);
+    drop((serving, steady));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,9 +531,32 @@ async fn runs_survive_kill_9_on_sqlite() {
     let dir = tempfile::tempdir().expect("tmp");
     soak(
         Db::Sqlite(dir.path().join("server.db")),
+        Replicas::One,
         dir.path(),
         &fake,
         &p,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_kill_9_on_postgres() {
+    let Some(db) = PgDb::new("runs_survive_kill_9_on_postgres").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let p = project(&fake);
+    let dir = tempfile::tempdir().expect("tmp");
+    soak(Db::Postgres(db), Replicas::One, dir.path(), &fake, &p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_kill_9_of_one_of_two_replicas_on_postgres() {
+    let Some(db) = PgDb::new("runs_survive_kill_9_of_one_of_two_replicas_on_postgres").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let p = project(&fake);
+    let dir = tempfile::tempdir().expect("tmp");
+    soak(Db::Postgres(db), Replicas::OneSteady, dir.path(), &fake, &p).await;
 }

@@ -14,6 +14,7 @@ mod embed;
 mod eval_cmd;
 mod init;
 mod otel;
+mod pg;
 mod providers;
 mod remote;
 mod run;

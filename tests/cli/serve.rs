@@ -13,6 +13,7 @@ use flowrun_fakellm::{FakeConfig, FakeLlm};
 use serde_json::json;
 
 use crate::harness::TestProject;
+use crate::pg::PgDb;
 
 /// Kills the server when the test ends, even on a panic.
 pub struct Serving(Child);
@@ -234,52 +235,6 @@ async fn spawn_serve(args: &[&str]) -> (Serving, String) {
     (serving, url)
 }
 
-/// A PostgreSQL database of its own for one test, dropped at the end.
-struct PgDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    async fn new(test: &str) -> Option<PgDb> {
-        let Some(admin) = std::env::var("FLOWRUN_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            eprintln!("SKIPPED: {test}: FLOWRUN_TEST_POSTGRES_URL not set");
-            return None;
-        };
-        let name = format!(
-            "flowrun_cli_{}_{}",
-            std::process::id(),
-            flowrun_core::new_id().replace('-', "")
-        );
-        Self::exec(&admin, &format!("CREATE DATABASE {name}")).await;
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Some(PgDb { admin, name, url })
-    }
-
-    async fn exec(url: &str, sql: &str) {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to FLOWRUN_TEST_POSTGRES_URL");
-        let driver = tokio::spawn(conn);
-        client.batch_execute(sql).await.expect(sql);
-        drop(client);
-        let _ = driver.await;
-    }
-
-    async fn drop_db(self) {
-        Self::exec(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        )
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_share_one_postgres_database() {
     let Some(db) = PgDb::new("two_serve_processes_share_one_postgres_database").await else {
@@ -325,7 +280,6 @@ async fn two_serve_processes_share_one_postgres_database() {
         assert_eq!(run.output, Some(json!(format!("echo: Hello {name}"))));
     }
     drop((serving_a, serving_b));
-    db.drop_db().await;
 }
 
 #[test]

@@ -74,33 +74,38 @@ impl TestDb {
                 let path = dir.path().join("server.db");
                 Kind::Sqlite { _dir: dir, path }
             }
-            Backend::Postgres => {
-                let admin_url = postgres_url(test)?;
-                let name = format!(
-                    "flowrun_t_{}_{}_{}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::Relaxed),
-                    rand::random::<u32>()
-                );
-                let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect to FLOWRUN_TEST_POSTGRES_URL");
-                let driver = tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create the test database");
-                drop(client);
-                let _ = driver.await;
-                let url = with_database(&admin_url, &name);
-                Kind::Postgres {
-                    admin_url,
-                    name,
-                    url,
-                }
-            }
+            Backend::Postgres => return Some(TestDb::postgres_on(&postgres_url(test)?).await),
         };
         Some(TestDb { kind })
+    }
+
+    /// A fresh database on the PostgreSQL server `admin_url` names (its user may create
+    /// databases), dropped with the returned value.
+    pub async fn postgres_on(admin_url: &str) -> TestDb {
+        let name = format!(
+            "flowrun_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the PostgreSQL server");
+        let driver = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        drop(client);
+        let _ = driver.await;
+        let url = with_database(admin_url, &name);
+        TestDb {
+            kind: Kind::Postgres {
+                admin_url: admin_url.to_string(),
+                name,
+                url,
+            },
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -1,7 +1,8 @@
 //! [`ServerStore`] on PostgreSQL, shared by several `flowrun serve` replicas: a connection
 //! pool (deadpool-postgres over tokio-postgres), migrations applied at start under an advisory
-//! lock, claims with `FOR UPDATE SKIP LOCKED`, and NOTIFY on every change another replica should
-//! hear about (see [`listen`]). Semantics match [`super::SqliteStore`] method for method; where
+//! lock, claims with `FOR UPDATE SKIP LOCKED`, and NOTIFY, after commit, of every change another
+//! replica should hear about (see [`listen`]). Claims and heartbeats commit without waiting for
+//! the WAL flush (`synchronous_commit = off`); every other write waits for it. Semantics match [`super::SqliteStore`] method for method; where
 //! SQLite serializes through one writer, this store takes row or advisory locks instead.
 
 mod listen;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use listen::{Note, Notifier};
 pub use redact::redact_url;
 
 use super::{
@@ -34,6 +36,7 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: MakeTlsConnector,
+    notifier: Notifier,
 }
 
 const RUN_COLS: &str = "id, env, flow, bundle_id, input, status, output, error, usage, cost, \
@@ -110,7 +113,13 @@ impl PostgresStore {
             .max_size(max_connections.max(1))
             .build()
             .map_err(|e| failed(e.to_string()))?;
-        Ok(PostgresStore { pool, config, tls })
+        let notifier = Notifier::start(config.clone(), tls.clone());
+        Ok(PostgresStore {
+            pool,
+            config,
+            tls,
+            notifier,
+        })
     }
 
     /// One statement on a pooled connection, prepared once per connection.
@@ -138,6 +147,41 @@ impl PostgresStore {
         let c = self.client().await?;
         let stmt = c.prepare_cached(sql).await?;
         Ok(c.execute(&stmt, params).await?)
+    }
+
+    /// One statement in a transaction whose commit does not wait for the WAL to reach the disk
+    /// (`synchronous_commit = off`), for claims and heartbeats only. Losing one when the
+    /// database server crashes is harmless: the lease expires and the run is claimed again,
+    /// and any later durable commit (a step, an end) flushes it first. Pipelined: one round
+    /// trip for `BEGIN`, the statement and `COMMIT`.
+    async fn query_opt_async_commit(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(self.query_async_commit(sql, params).await?.into_iter().next())
+    }
+
+    /// [`Self::query_opt_async_commit`] for a statement returning any number of rows.
+    async fn query_async_commit(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await?;
+        // All three requests are queued on the first poll, so the transaction always ends
+        // (with a rollback if the statement failed), even if this future is dropped.
+        let (begin, rows, commit) = futures::future::join3(
+            c.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            c.query(&stmt, params),
+            c.batch_execute("COMMIT"),
+        )
+        .await;
+        begin?;
+        let rows = rows?;
+        commit?;
+        Ok(rows)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -215,32 +259,32 @@ async fn enqueue_delivery(c: &impl GenericClient, id: &str, now: i64) -> Result<
 }
 
 async fn get_run(c: &impl GenericClient, id: &str) -> Result<Option<RunRow>, StoreError> {
-    c.query_opt(
-        &format!("SELECT {RUN_COLS} FROM runs WHERE id = $1"),
-        &[&id],
-    )
-    .await?
-    .as_ref()
-    .map(run_row)
-    .transpose()
+    // Prepared once per connection: a statement given as text costs a round trip to prepare.
+    let stmt = c
+        .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = $1"))
+        .await?;
+    c.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(run_row)
+        .transpose()
 }
 
 async fn get_env(c: &impl GenericClient, env: &str) -> Result<Option<EnvInfo>, StoreError> {
-    let Some(row) = c
-        .query_opt(
-            "SELECT bundle_id, updated_at FROM environments WHERE name = $1",
-            &[&env],
-        )
-        .await?
-    else {
+    let current = c
+        .prepare_cached("SELECT bundle_id, updated_at FROM environments WHERE name = $1")
+        .await?;
+    let Some(row) = c.query_opt(&current, &[&env]).await? else {
         return Ok(None);
     };
     let previous = c
-        .query(
+        .prepare_cached(
             "SELECT bundle_id FROM env_history WHERE env = $1 AND NOT rolled_back
              ORDER BY seq DESC OFFSET 1",
-            &[&env],
         )
+        .await?;
+    let previous = c
+        .query(&previous, &[&env])
         .await?
         .iter()
         .map(|r| r.try_get(0))
@@ -260,12 +304,6 @@ async fn lock_env(c: &impl GenericClient, env: &str) -> Result<(), StoreError> {
         &[&env],
     )
     .await?;
-    Ok(())
-}
-
-async fn notify(c: &impl GenericClient, channel: &str, payload: &str) -> Result<(), StoreError> {
-    let stmt = c.prepare_cached("SELECT pg_notify($1, $2)").await?;
-    c.execute(&stmt, &[&channel, &payload]).await?;
     Ok(())
 }
 
@@ -415,23 +453,19 @@ impl ServerStore for PostgresStore {
     }
 
     async fn submit(&self, run: NewRun) -> Result<Submitted, StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        // A concurrent submit with the same key waits here for the other to commit, then
-        // inserts nothing; the existing run is read below.
-        let insert = tx
-            .prepare_cached(&format!(
-                "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
+        // One statement, its own transaction: one round trip. A concurrent submit with the
+        // same key waits here for the other to commit, then inserts nothing; the existing run
+        // is read below by a statement that sees that commit.
+        let inserted = self
+            .query_opt(
+                &format!(
+                    "INSERT INTO runs (id, env, flow, bundle_id, input, status, idempotency_key,
                        created_at, webhook_url)
                      VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)
                      ON CONFLICT (env, idempotency_key) WHERE idempotency_key IS NOT NULL
                      DO NOTHING
                      RETURNING {RUN_COLS}"
-            ))
-            .await?;
-        let inserted = tx
-            .query_opt(
-                &insert,
+                ),
                 &[
                     &run.id,
                     &run.env,
@@ -445,21 +479,21 @@ impl ServerStore for PostgresStore {
             )
             .await?;
         if let Some(row) = inserted {
-            let row = run_row(&row)?;
-            notify(&tx, listen::QUEUED, "").await?;
-            tx.commit().await?;
+            self.notifier.send(Note::Queued(1));
             return Ok(Submitted {
-                run: row,
+                run: run_row(&row)?,
                 created: true,
             });
         }
-        let existing = tx
-            .query_one(
+        let existing = self
+            .query_opt(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE env = $1 AND idempotency_key = $2"),
                 &[&run.env, &run.idempotency_key],
             )
-            .await?;
-        tx.commit().await?;
+            .await?
+            .ok_or_else(|| {
+                StoreError::Postgres("the run with this idempotency key vanished".into())
+            })?;
         Ok(Submitted {
             run: run_row(&existing)?,
             created: false,
@@ -574,13 +608,15 @@ impl ServerStore for PostgresStore {
             .await?;
         if ended == 1 {
             enqueue_delivery(&tx, id, now).await?;
-            notify(&tx, listen::ENDED, id).await?;
-        }
-        if asked == 1 {
-            notify(&tx, listen::CANCEL, id).await?;
         }
         let row = get_run(&tx, id).await?;
         tx.commit().await?;
+        if ended == 1 {
+            self.notifier.send(Note::Ended(id.to_string()));
+        }
+        if asked == 1 {
+            self.notifier.send(Note::Cancel(id.to_string()));
+        }
         Ok(row)
     }
 
@@ -599,7 +635,7 @@ impl ServerStore for PostgresStore {
             .collect::<Vec<_>>()
             .join(", ");
         let rows = self
-            .query(
+            .query_async_commit(
                 &format!(
                     "WITH picked AS (
                        SELECT id FROM runs WHERE status = 'queued'
@@ -628,7 +664,7 @@ impl ServerStore for PostgresStore {
         lease_until: i64,
     ) -> Result<Option<bool>, StoreError> {
         let row = self
-            .query_opt(
+            .query_opt_async_commit(
                 "UPDATE runs SET lease_expires_at = $3
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'
                  RETURNING cancel_requested",
@@ -725,11 +761,11 @@ impl ServerStore for PostgresStore {
                    ON CONFLICT (run_id) DO NOTHING),
                  step AS (
                    INSERT INTO steps (run_id, step_index, step_id, record, created_at)
-                   SELECT id, $10::BIGINT, $11::TEXT, $12::TEXT, $13::BIGINT FROM ended
-                   WHERE $12::TEXT IS NOT NULL
+                   SELECT id, $9::BIGINT, $10::TEXT, $11::TEXT, $12::BIGINT FROM ended
+                   WHERE $11::TEXT IS NOT NULL
                    ON CONFLICT (run_id, step_index) DO UPDATE SET step_id = EXCLUDED.step_id,
                      record = EXCLUDED.record)
-                 SELECT pg_notify($9, id) FROM ended",
+                 SELECT id FROM ended",
                 &[
                     &id,
                     &owner,
@@ -739,7 +775,6 @@ impl ServerStore for PostgresStore {
                     &to_text(result.usage.as_ref()),
                     &to_text(result.cost.as_ref()),
                     &now,
-                    &listen::ENDED,
                     &step_index,
                     &step_id,
                     &step_record,
@@ -747,20 +782,25 @@ impl ServerStore for PostgresStore {
                 ],
             )
             .await?;
-        Ok(rows.len() == 1)
+        let ended = rows.len() == 1;
+        if ended {
+            self.notifier.send(Note::Ended(id.to_string()));
+        }
+        Ok(ended)
     }
 
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        self.query(
-            "WITH released AS (
-                   UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
-                     attempts = GREATEST(attempts - 1, 0)
-                   WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-                   RETURNING id)
-                 SELECT pg_notify($3, '') FROM released",
-            &[&id, &owner, &listen::QUEUED],
-        )
-        .await?;
+        let released = self
+            .execute(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                   attempts = GREATEST(attempts - 1, 0)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[&id, &owner],
+            )
+            .await?;
+        if released == 1 {
+            self.notifier.send(Note::Queued(1));
+        }
         Ok(())
     }
 
@@ -804,13 +844,16 @@ impl ServerStore for PostgresStore {
         out.extend(ids(&failed)?);
         for id in &out {
             enqueue_delivery(&tx, id, now).await?;
-            notify(&tx, listen::ENDED, id).await?;
         }
-        if !requeued.is_empty() {
-            notify(&tx, listen::QUEUED, "").await?;
-        }
+        let ended = out.len();
         out.extend(ids(&requeued)?);
         tx.commit().await?;
+        for id in &out[..ended] {
+            self.notifier.send(Note::Ended(id.clone()));
+        }
+        if !requeued.is_empty() {
+            self.notifier.send(Note::Queued(requeued.len()));
+        }
         Ok(out)
     }
 
