@@ -250,25 +250,27 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("flowrun-dev-reload".into())
         .spawn(move || {
-            let shared = (&store, &http, observer.as_ref());
-            reloader(local, cases, &selection, shared, &tx);
+            reloader(
+                local,
+                cases,
+                &selection,
+                &store,
+                &http,
+                observer.as_ref(),
+                &tx,
+            )
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// The store, HTTP client and telemetry sink every draft is built on.
-type Wiring<'a> = (
-    &'a Arc<Store>,
-    &'a SharedHttp,
-    Option<&'a Arc<dyn EventSink>>,
-);
-
 fn reloader(
     local: Arc<LocalProject>,
     cases: Vec<TestCase>,
     selection: &Selection,
-    (store, http, observer): Wiring<'_>,
+    store: &Arc<Store>,
+    http: &SharedHttp,
+    observer: Option<&Arc<dyn EventSink>>,
     tx: &UnboundedSender<Msg>,
 ) {
     let root = local.root.clone();

@@ -459,7 +459,7 @@ impl Session {
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                baseline_executor(&local, &reference, &store, (&http, observer))
+                baseline_executor(&local, &reference, &store, &http, observer)
             }));
             let msg = match loaded {
                 Ok(Ok((label, executor, runs))) => Msg::BaselineLoaded {
@@ -594,7 +594,8 @@ fn baseline_executor(
     local: &LocalProject,
     reference: &str,
     store: &Arc<Store>,
-    (http, observer): (&SharedHttp, Option<Arc<dyn EventSink>>),
+    http: &SharedHttp,
+    observer: Option<Arc<dyn EventSink>>,
 ) -> Result<(String, Executor, Arc<Store>), String> {
     let one_line = |text: String| {
         text.lines()

@@ -98,6 +98,19 @@ impl Tmux {
         self.run(&["has-session", "-t", "dev"]).status.success()
     }
 
+    /// Presses `q` and waits (up to [`DEADLINE`]) for the session to end.
+    fn quit(&self) {
+        self.keys(&["q"]);
+        let start = Instant::now();
+        while self.alive() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the session did not end after `q`"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls the screen until `done` holds; panics with the last screen after [`DEADLINE`].
     fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
@@ -259,15 +272,7 @@ async fn shows_both_sides_follows_edits_and_restores_the_terminal() {
         .count();
     assert_eq!(brief, 2, "one request per draft case; {}", stderr());
 
-    tmux.keys(&["q"]);
-    let start = Instant::now();
-    while tmux.alive() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the session did not end after `q`"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.quit();
     let exit = std::fs::read_to_string(&exit_file).expect("the exit status was written");
     assert_eq!(exit.trim(), "0", "{}", stderr());
     assert!(!stderr().contains("panicked"), "{}", stderr());
@@ -302,15 +307,7 @@ async fn exports_each_run_over_otlp() {
     tmux.wait_for("both sides' results", |s| {
         s.contains("draft 2/2 passed") && s.contains("baseline 2/2 passed")
     });
-    tmux.keys(&["q"]);
-    let start = Instant::now();
-    while tmux.alive() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the session did not end after `q`"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.quit();
     let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
     let exit = std::fs::read_to_string(&exit_file).expect("the exit status was written");
     assert_eq!(exit.trim(), "0", "{stderr}");
