@@ -205,7 +205,12 @@ async fn drive(
 /// of 10 ms (Linux's `USER_HZ`); `None` elsewhere. On a loaded machine CPU per run varies far
 /// less than wall-clock throughput, so it is what compares two variants.
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu("/proc/self/stat")
+}
+
+/// The user + system time in a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -253,6 +258,45 @@ fn verify_store(path: &Path, expected: usize) {
             "the store holds {n} {what}, expected {expected}"
         );
     }
+}
+
+/// The OTLP receiver, on a thread of its own so that its CPU time (a collector's work, not
+/// flowrun's) can be told apart.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    spans: Arc<AtomicUsize>,
+    /// `/proc/self/task/<tid>/stat` of its thread.
+    stat: Option<String>,
+}
+
+impl Receiver {
+    fn cpu(&self) -> Option<Duration> {
+        stat_cpu(self.stat.as_deref()?)
+    }
+}
+
+/// Starts [`otlp_receiver`] on a one-thread runtime of its own.
+fn start_receiver() -> Receiver {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("otlp-receiver".into())
+        .spawn(move || {
+            // `/proc/thread-self` links to `<pid>/task/<tid>`.
+            let stat = std::fs::read_link("/proc/thread-self")
+                .ok()
+                .map(|p| format!("/proc/{}/stat", p.display()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("receiver runtime");
+            runtime.block_on(async move {
+                let (addr, spans) = otlp_receiver().await;
+                tx.send(Receiver { addr, spans, stat }).expect("send");
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("receiver thread");
+    rx.recv().expect("the receiver starts")
 }
 
 /// An OTLP/HTTP receiver on loopback that decodes each request and counts its spans.
@@ -307,7 +351,7 @@ fn main() {
             .await
             .expect("fake LLM server");
         let project = project(&fake.openai_base_url());
-        let (receiver, spans) = otlp_receiver().await;
+        let receiver = start_receiver();
         for v in VARIANTS {
             if !opts.only.is_empty() && !opts.only.iter().any(|o| o == v.letter) {
                 continue;
@@ -324,7 +368,7 @@ fn main() {
                 let config = flowrun_otel::OtelConfig {
                     protocol: flowrun_otel::Protocol::HttpProtobuf,
                     service_name: "flowrun-bench".into(),
-                    endpoint: Some(format!("http://{receiver}/v1/traces")),
+                    endpoint: Some(format!("http://{}/v1/traces", receiver.addr)),
                 };
                 Arc::new(flowrun_otel::Exporter::new(&config).expect("OTLP exporter"))
             });
@@ -344,10 +388,15 @@ fn main() {
             drive(&exec, v.target, 0, opts.warmup, opts.concurrency).await;
             fake.clear_requests();
             let cpu_before = cpu_time();
+            let receiver_before = receiver.cpu();
             let (wall, mut latencies) =
                 drive(&exec, v.target, opts.warmup, opts.calls, opts.concurrency).await;
             let cpu = cpu_time()
                 .zip(cpu_before)
+                .map(|(after, before)| after.saturating_sub(before));
+            let receiver_cpu = receiver
+                .cpu()
+                .zip(receiver_before)
                 .map(|(after, before)| after.saturating_sub(before));
             let requests = fake.request_count();
             fake.clear_requests();
@@ -367,13 +416,20 @@ fn main() {
                 wall.as_secs_f64(),
             );
             assert_eq!(latencies.len(), opts.calls);
+            if let (true, Some(cpu), Some(receiver)) = (v.otel, cpu, receiver_cpu) {
+                println!(
+                    "    CPU {:.0} µs per run without the OTLP receiver's ({:.0} µs)",
+                    cpu.saturating_sub(receiver).as_secs_f64() * 1e6 / opts.calls as f64,
+                    receiver.as_secs_f64() * 1e6 / opts.calls as f64,
+                );
+            }
             if let Some(otel) = otel {
                 let flushed = {
                     let otel = otel.clone();
                     tokio::task::spawn_blocking(move || otel.shutdown())
                 };
                 flushed.await.expect("flush");
-                let got = spans.swap(0, Ordering::SeqCst);
+                let got = receiver.spans.swap(0, Ordering::SeqCst);
                 let expected = 3 * (opts.warmup + opts.calls);
                 println!(
                     "    spans received: {got} of {expected} (the batch processor drops spans when its queue is full)"

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use flowrun_core::cache::ResponseCache;
 use flowrun_core::cassette::Cassette;
+use flowrun_core::event::{EventSink, FanOut};
 use flowrun_core::exec::BuildError;
 use flowrun_core::project::CONFIG_FILE;
 use flowrun_core::spec::ProviderKind;
@@ -64,7 +65,7 @@ pub fn build_executor(
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
 ) -> Result<Executor, SetupError> {
-    build_executor_sharing(local, project, setup, sink, &SharedHttp::default())
+    build_executor_sharing(local, project, setup, sink, &SharedHttp::default(), None)
 }
 
 /// One HTTP client for every executor built with it, made the first time a project with a
@@ -98,13 +99,15 @@ impl SharedHttp {
     }
 }
 
-/// [`build_executor`] with the providers on `http`'s client.
+/// [`build_executor`] with the providers on `http`'s client, and every run event also sent
+/// to `observer` when given (the OpenTelemetry export).
 pub fn build_executor_sharing(
     local: &LocalProject,
     project: Project,
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
     http: &SharedHttp,
+    observer: Option<Arc<dyn EventSink>>,
 ) -> Result<Executor, SetupError> {
     let prices = local.prices()?;
     let client = http.for_project(&project);
@@ -119,8 +122,14 @@ pub fn build_executor_sharing(
     if let Some(cache) = &setup.cache {
         builder = builder.cache(cache.clone());
     }
-    if let Some(store) = sink {
-        builder = builder.sink(store.clone()).ledger(store);
+    match (sink, observer) {
+        (Some(store), Some(observer)) => {
+            let both: Vec<Arc<dyn EventSink>> = vec![store.clone(), observer];
+            builder = builder.sink(Arc::new(FanOut(both))).ledger(store);
+        }
+        (Some(store), None) => builder = builder.sink(store.clone()).ledger(store),
+        (None, Some(observer)) => builder = builder.sink(observer),
+        (None, None) => {}
     }
     Ok(builder.build()?)
 }

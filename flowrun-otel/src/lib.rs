@@ -5,17 +5,23 @@
 //! executor's sinks when [`Exporter::from_env`] finds `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
 mod config;
+mod intern;
 mod runtime;
+mod session;
 mod sink;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 
 pub use config::{OtelConfig, OtelError, Protocol};
+pub use session::Session;
 pub use sink::{OtelSink, SinkOptions};
 
 /// The tracer provider with its exporter, shared by every sink of a process. Dropping it (or
@@ -23,16 +29,29 @@ pub use sink::{OtelSink, SinkOptions};
 pub struct Exporter {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    labels: Arc<Labels>,
+    shared: Arc<Shared>,
 }
 
-/// Per-run attributes the caller knows and the events do not carry (the server's environment).
+/// What every sink of an exporter shares.
 #[derive(Default)]
-pub(crate) struct Labels(Mutex<HashMap<String, Vec<(&'static str, String)>>>);
+pub(crate) struct Shared {
+    /// Per-run attributes the caller knows and the events do not carry (the server's
+    /// environment), by run id.
+    runs: Mutex<HashMap<String, Vec<(&'static str, String)>>>,
+    /// Whether `runs` may hold anything: the CLI never labels, and its sinks then skip the
+    /// lock on every run.
+    any: AtomicBool,
+    /// Span names and attribute values that repeat.
+    pub(crate) strings: intern::Interned,
+}
 
-impl Labels {
+impl Shared {
+    /// The labels of a run that is starting.
     pub(crate) fn take(&self, run_id: &str) -> Vec<(&'static str, String)> {
-        lock(&self.0).remove(run_id).unwrap_or_default()
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        lock(&self.runs).remove(run_id).unwrap_or_default()
     }
 }
 
@@ -64,29 +83,68 @@ impl Exporter {
                 env!("CARGO_PKG_VERSION"),
             ))
             .build();
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch_config(|k| std::env::var_os(k).is_some()))
+            .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(processor)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("flowrun");
         Ok(Exporter {
             provider,
             tracer,
-            labels: Arc::default(),
+            shared: Arc::default(),
         })
     }
 
     /// A sink that turns one project's run events into spans.
     pub fn sink(&self, options: SinkOptions) -> OtelSink {
-        OtelSink::new(self.tracer.clone(), options, self.labels.clone())
+        OtelSink::new(
+            self.tracer.clone(),
+            options,
+            self.shared.clone(),
+            opentelemetry::Context::new(),
+            None,
+        )
+    }
+
+    /// Starts the span of a `flowrun test` of `cases` case runs (cases × repeats).
+    pub fn test_session(&self, cases: usize) -> Session {
+        let attributes = vec![opentelemetry::KeyValue::new(
+            "flowrun.test.cases",
+            cases as i64,
+        )];
+        Session::start(
+            self.tracer.clone(),
+            self.shared.clone(),
+            "flowrun test",
+            attributes,
+        )
+    }
+
+    /// Starts the span of a `flowrun eval` of `cases` case runs per side against `baseline`
+    /// (its label, e.g. `git:main (3f2a1b9c)`).
+    pub fn eval_session(&self, baseline: &str, cases: usize) -> Session {
+        let attributes = vec![
+            opentelemetry::KeyValue::new("flowrun.eval.baseline", baseline.to_string()),
+            opentelemetry::KeyValue::new("flowrun.eval.cases", cases as i64),
+        ];
+        Session::start(
+            self.tracer.clone(),
+            self.shared.clone(),
+            "flowrun eval",
+            attributes,
+        )
     }
 
     /// Adds an attribute (`flowrun.env`, …) to the span of a run that is about to start.
     pub fn label_run(&self, run_id: &str, key: &'static str, value: impl Into<String>) {
-        lock(&self.labels.0)
-            .entry(run_id.to_string())
+        let mut runs = lock(&self.shared.runs);
+        runs.entry(run_id.to_string())
             .or_default()
             .push((key, value.into()));
+        self.shared.any.store(true, Ordering::Release);
     }
 
     /// Sends every finished span and stops the pipeline. Blocks (up to the exporter's timeout);
@@ -96,6 +154,26 @@ impl Exporter {
             tracing::warn!(error = %e, "cannot flush OpenTelemetry spans");
         }
     }
+}
+
+/// Spans the batch processor holds before it drops new ones (the SDK's default is 2,048): a
+/// run makes three or more, and a busy `flowrun test` or server makes thousands a second.
+const MAX_QUEUE_SIZE: usize = 16_384;
+/// Spans per export request (the SDK's default is 512): fewer, larger requests wake the
+/// export thread less often.
+const MAX_EXPORT_BATCH_SIZE: usize = 4_096;
+
+/// The batch processor's settings: flowrun's defaults where no `OTEL_BSP_*` variable is set
+/// (`is_set`), which the SDK reads itself.
+fn batch_config(is_set: impl Fn(&str) -> bool) -> BatchConfig {
+    let mut config = BatchConfigBuilder::default();
+    if !is_set("OTEL_BSP_MAX_QUEUE_SIZE") {
+        config = config.with_max_queue_size(MAX_QUEUE_SIZE);
+    }
+    if !is_set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
+        config = config.with_max_export_batch_size(MAX_EXPORT_BATCH_SIZE);
+    }
+    config.build()
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

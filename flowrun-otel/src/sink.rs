@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flowrun_core::event::{CallRecord, RunEnd, RunStart, StepRecord, StepStart};
 use flowrun_core::provider::Usage;
 use flowrun_core::spec::ProjectConfig;
+use flowrun_core::testing::CaseResult;
 use flowrun_core::{EventSink, RunEvent, RunStatus};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 
-use crate::{Labels, lock};
+use crate::{Shared, lock};
 
 /// What a sink adds beyond names, models, tokens and costs.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,8 @@ pub struct SinkOptions {
     pub systems: HashMap<String, String>,
     /// `flowrun.env` of every run (the server labels each run instead).
     pub env: Option<String>,
+    /// More attributes of every run span, e.g. `flowrun.eval.side` or `flowrun.role`.
+    pub labels: Vec<(&'static str, String)>,
 }
 
 impl SinkOptions {
@@ -42,119 +45,222 @@ impl SinkOptions {
                 .map(|(name, p)| (name.clone(), p.kind.as_str().to_string()))
                 .collect(),
             env: None,
+            labels: Vec::new(),
         }
+    }
+
+    /// These options with `key: value` on every run span.
+    pub fn label(mut self, key: &'static str, value: impl Into<String>) -> SinkOptions {
+        self.labels.push((key, value.into()));
+        self
     }
 }
 
 /// Builds spans from run events; one per executor, many per [`crate::Exporter`].
 pub struct OtelSink {
     tracer: SdkTracer,
-    options: SinkOptions,
-    labels: Arc<Labels>,
+    capture_content: bool,
+    /// Provider name → `gen_ai.system`, made once rather than per span.
+    systems: HashMap<String, Value>,
+    /// `flowrun.env` and the options' labels, on every run span.
+    run_attributes: Vec<KeyValue>,
+    shared: Arc<Shared>,
+    /// The parent of every run span: a [`crate::Session`]'s span, or none (a root per run).
+    parent: Context,
+    /// The session's run spans waiting for their case's result, when this sink runs cases.
+    held: Option<Arc<Held>>,
     runs: Mutex<HashMap<String, OpenRun>>,
 }
 
 struct OpenRun {
     cx: Context,
-    steps: HashMap<u32, Context>,
+    /// The open steps by index: one at a time, or a few in parallel.
+    steps: Vec<(u32, Context)>,
+}
+
+impl OpenRun {
+    fn step(&self, index: u32) -> Option<&Context> {
+        self.steps
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, cx)| cx)
+    }
+}
+
+/// Run spans that ended but stay open until their test case is scored
+/// ([`OtelSink::case_finished`]), each with its end time; the rest end with the session.
+#[derive(Default)]
+pub(crate) struct Held(Mutex<HashMap<String, (Context, SystemTime)>>);
+
+impl Held {
+    /// Ends every run span still waiting, at its own end time.
+    pub(crate) fn end_all(&self) {
+        for (_, (cx, end)) in lock(&self.0).drain() {
+            cx.span().end_with_timestamp(end);
+        }
+    }
 }
 
 impl OtelSink {
-    pub(crate) fn new(tracer: SdkTracer, options: SinkOptions, labels: Arc<Labels>) -> OtelSink {
+    pub(crate) fn new(
+        tracer: SdkTracer,
+        options: SinkOptions,
+        shared: Arc<Shared>,
+        parent: Context,
+        held: Option<Arc<Held>>,
+    ) -> OtelSink {
+        let mut run_attributes = Vec::new();
+        if let Some(env) = options.env {
+            run_attributes.push(KeyValue::new("flowrun.env", env));
+        }
+        for (k, v) in options.labels {
+            run_attributes.push(KeyValue::new(k, v));
+        }
         OtelSink {
             tracer,
-            options,
-            labels,
+            capture_content: options.capture_content,
+            systems: options
+                .systems
+                .into_iter()
+                .map(|(name, kind)| (name, Value::from(Arc::<str>::from(kind))))
+                .collect(),
+            run_attributes,
+            shared,
+            parent,
+            held,
             runs: Mutex::new(HashMap::new()),
         }
     }
 
-    fn run_started(&self, start: &RunStart) {
+    /// Adds a test case's result to the span of its run (`flowrun.test.*`), which a session's
+    /// case sink kept open for it; a case whose run never started gets a span of its own.
+    pub fn case_finished(&self, result: &CaseResult) {
         let mut attributes = vec![
+            KeyValue::new("flowrun.test.file", result.file.clone()),
+            KeyValue::new("flowrun.test.case", result.case.clone()),
+            KeyValue::new("flowrun.test.repeat", i64::from(result.repeat)),
+            KeyValue::new("flowrun.test.pass", result.pass),
+            KeyValue::new("flowrun.test.score", result.score),
+        ];
+        let held = self.held.as_ref().and_then(|held| {
+            let id = result.run_id.as_ref()?;
+            lock(&held.0).remove(id)
+        });
+        if let Some((cx, end)) = held {
+            let span = cx.span();
+            span.set_attributes(attributes);
+            span.end_with_timestamp(end);
+            return;
+        }
+        attributes.extend(self.run_attributes.iter().cloned());
+        let end = SystemTime::now();
+        let mut span = self
+            .tracer
+            .span_builder(format!("case {}", result.case))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(end - Duration::from_millis(result.latency_ms))
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &self.parent);
+        if let Some(error) = &result.error {
+            span.set_status(Status::error(error.clone()));
+        }
+        span.end_with_timestamp(end);
+    }
+
+    fn run_started(&self, start: &RunStart) {
+        let mut attributes = Vec::with_capacity(8 + self.run_attributes.len());
+        attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::new("flowrun.run_id", start.run_id.clone()),
-            KeyValue::new("flowrun.target_kind", start.target_kind.clone()),
-            KeyValue::new("flowrun.flow", start.target.clone()),
-            KeyValue::new("flowrun.version", start.version.clone()),
-        ];
-        if let Some(env) = &self.options.env {
-            attributes.push(KeyValue::new("flowrun.env", env.clone()));
-        }
-        for (k, v) in self.labels.take(&start.run_id) {
+            KeyValue::new("flowrun.target_kind", self.value(&start.target_kind)),
+            KeyValue::new("flowrun.flow", self.value(&start.target)),
+            KeyValue::new("flowrun.version", self.value(&start.version)),
+        ]);
+        attributes.extend(self.run_attributes.iter().cloned());
+        for (k, v) in self.shared.take(&start.run_id) {
             attributes.push(KeyValue::new(k, v));
         }
-        if self.options.capture_content {
+        if self.capture_content {
             attributes.push(KeyValue::new("flowrun.input", start.input.to_string()));
         }
         let span = self
             .tracer
-            .span_builder(format!("{} {}", start.target_kind, start.target))
+            .span_builder(self.name(format!("{} {}", start.target_kind, start.target)))
             .with_kind(SpanKind::Internal)
             .with_start_time(time(start.started_at_ms))
             .with_attributes(attributes)
-            .start_with_context(&self.tracer, &Context::new());
+            .start_with_context(&self.tracer, &self.parent);
         let run = OpenRun {
-            cx: Context::new().with_span(span),
-            steps: HashMap::new(),
+            cx: self.parent.with_span(span),
+            steps: Vec::new(),
         };
         lock(&self.runs).insert(start.run_id.clone(), run);
     }
 
     fn step_started(&self, start: &StepStart) {
-        let mut runs = lock(&self.runs);
-        let Some(run) = runs.get_mut(&start.run_id) else {
+        // The span is built outside the lock: the runs' tasks only wait on each other for
+        // map lookups.
+        let Some(parent) = lock(&self.runs)
+            .get(&start.run_id)
+            .map(|run| run.cx.clone())
+        else {
             return;
         };
         let (system, model) = split_model(&start.model);
-        let mut attributes = vec![
+        let mut attributes = Vec::with_capacity(10);
+        attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", model.to_string()),
-            KeyValue::new("flowrun.step.id", start.step_id.clone()),
+            KeyValue::new("gen_ai.request.model", self.value(model)),
+            KeyValue::new("flowrun.step.id", self.value(&start.step_id)),
             KeyValue::new("flowrun.step.index", i64::from(start.step_index)),
-            KeyValue::new("flowrun.prompt", start.prompt.clone()),
-            KeyValue::new("flowrun.version", start.version.clone()),
-        ];
-        if let Some(system) = self.system(system) {
+            KeyValue::new("flowrun.prompt", self.value(&start.prompt)),
+            KeyValue::new("flowrun.version", self.value(&start.version)),
+        ]);
+        if let Some(system) = self.systems.get(system) {
             attributes.push(KeyValue::new("gen_ai.system", system.clone()));
-            attributes.push(KeyValue::new("gen_ai.provider.name", system));
+            attributes.push(KeyValue::new("gen_ai.provider.name", system.clone()));
         }
-        if self.options.capture_content {
+        if self.capture_content {
             let messages = serde_json::to_string(&start.messages).unwrap_or_default();
             attributes.push(KeyValue::new("gen_ai.input.messages", messages));
         }
         let span = self
             .tracer
-            .span_builder(format!("step {}", start.step_id))
+            .span_builder(self.name(format!("step {}", start.step_id)))
             .with_kind(SpanKind::Internal)
             .with_start_time(time(start.started_at_ms))
             .with_attributes(attributes)
-            .start_with_context(&self.tracer, &run.cx);
-        run.steps.insert(start.step_index, run.cx.with_span(span));
+            .start_with_context(&self.tracer, &parent);
+        let cx = parent.with_span(span);
+        if let Some(run) = lock(&self.runs).get_mut(&start.run_id) {
+            run.steps.push((start.step_index, cx));
+        }
     }
 
     fn call_attempt(&self, call: &CallRecord) {
-        let runs = lock(&self.runs);
-        let Some(parent) = runs
+        let parent = lock(&self.runs)
             .get(&call.run_id)
-            .and_then(|run| run.steps.get(&call.step_index))
-        else {
+            .and_then(|run| run.step(call.step_index))
+            .cloned();
+        let Some(parent) = parent else {
             return;
         };
-        let mut attributes = vec![
+        let mut attributes = Vec::with_capacity(16);
+        attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", call.model.clone()),
-            KeyValue::new("flowrun.provider", call.provider.clone()),
+            KeyValue::new("gen_ai.request.model", self.value(&call.model)),
+            KeyValue::new("flowrun.provider", self.value(&call.provider)),
             KeyValue::new("flowrun.attempt", i64::from(call.attempt)),
             KeyValue::new("flowrun.cached", call.cached),
             KeyValue::new("flowrun.repair", call.repair),
-        ];
-        if let Some(system) = self.system(&call.provider) {
+        ]);
+        if let Some(system) = self.systems.get(&call.provider) {
             attributes.push(KeyValue::new("gen_ai.system", system.clone()));
-            attributes.push(KeyValue::new("gen_ai.provider.name", system));
+            attributes.push(KeyValue::new("gen_ai.provider.name", system.clone()));
         }
         if let Some(raw) = &call.raw_response {
             if let Some(model) = raw.get("model").and_then(|m| m.as_str()) {
-                attributes.push(KeyValue::new("gen_ai.response.model", model.to_string()));
+                attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
             }
             if let Some(id) = raw.get("id").and_then(|m| m.as_str()) {
                 attributes.push(KeyValue::new("gen_ai.response.id", id.to_string()));
@@ -165,15 +271,15 @@ impl OtelSink {
         }
         cost_attribute(&mut attributes, &call.cost);
         if let Some(error) = &call.error {
-            attributes.push(KeyValue::new("error.type", error.kind.clone()));
+            attributes.push(KeyValue::new("error.type", self.value(&error.kind)));
         }
         let mut span = self
             .tracer
-            .span_builder(format!("chat {}", call.model))
+            .span_builder(self.name(format!("chat {}", call.model)))
             .with_kind(SpanKind::Client)
             .with_start_time(time(call.started_at_ms))
             .with_attributes(attributes)
-            .start_with_context(&self.tracer, parent);
+            .start_with_context(&self.tracer, &parent);
         if let Some(error) = &call.error {
             // The message was redacted of keys by the provider layer; it names the failure.
             span.set_status(Status::error(error.message.clone()));
@@ -182,12 +288,20 @@ impl OtelSink {
     }
 
     fn step_finished(&self, record: &StepRecord, reused: bool) {
-        let mut runs = lock(&self.runs);
-        let Some(run) = runs.get_mut(&record.run_id) else {
-            return;
+        let (run_cx, step) = {
+            let mut runs = lock(&self.runs);
+            let Some(run) = runs.get_mut(&record.run_id) else {
+                return;
+            };
+            let step = run
+                .steps
+                .iter()
+                .position(|(index, _)| *index == record.step_index)
+                .map(|at| run.steps.swap_remove(at).1);
+            (run.cx.clone(), step)
         };
         let end = SystemTime::now();
-        let cx = match run.steps.remove(&record.step_index) {
+        let cx = match step {
             Some(cx) => cx,
             None => {
                 // A resumed run's reused step: no `StepStarted` came.
@@ -200,24 +314,25 @@ impl OtelSink {
                         KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
                         KeyValue::new("flowrun.prompt", record.prompt.clone()),
                     ])
-                    .start_with_context(&self.tracer, &run.cx);
-                run.cx.with_span(span)
+                    .start_with_context(&self.tracer, &run_cx);
+                run_cx.with_span(span)
             }
         };
         let span = cx.span();
-        let mut attributes = vec![
+        let mut attributes = Vec::with_capacity(10);
+        attributes.extend([
             KeyValue::new("flowrun.status", record.status.as_str()),
             KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
             KeyValue::new("flowrun.cached", record.cached),
             KeyValue::new("flowrun.reused", reused),
-        ];
+        ]);
         if let Some(model) = &record.model {
             let (_, model) = split_model(model);
-            attributes.push(KeyValue::new("gen_ai.response.model", model.to_string()));
+            attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
         }
         usage_attributes(&mut attributes, &record.usage);
         cost_attribute(&mut attributes, &record.cost);
-        if self.options.capture_content
+        if self.capture_content
             && let Some(text) = &record.output_text
         {
             let output = serde_json::json!([{"role": "assistant", "content": text}]);
@@ -235,10 +350,11 @@ impl OtelSink {
             return;
         };
         let span = run.cx.span();
-        let mut attributes = vec![KeyValue::new("flowrun.status", end.status.as_str())];
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
         usage_attributes(&mut attributes, &end.usage);
         cost_attribute(&mut attributes, &end.cost);
-        if self.options.capture_content
+        if self.capture_content
             && let Some(output) = &end.output
         {
             attributes.push(KeyValue::new("flowrun.output", output.to_string()));
@@ -253,14 +369,27 @@ impl OtelSink {
             _ => span.set_status(Status::Ok),
         }
         // Steps left open (a cancelled run) end with it.
+        let finished = time(end.finished_at_ms);
         for (_, step) in run.steps {
-            step.span().end_with_timestamp(time(end.finished_at_ms));
+            step.span().end_with_timestamp(finished);
         }
-        span.end_with_timestamp(time(end.finished_at_ms));
+        match &self.held {
+            // A test case's run: its span waits for the case's result.
+            Some(held) => {
+                lock(&held.0).insert(end.run_id.clone(), (run.cx.clone(), finished));
+            }
+            None => span.end_with_timestamp(finished),
+        }
+    }
+}
+
+impl OtelSink {
+    fn value(&self, text: &str) -> Value {
+        self.shared.strings.value(text)
     }
 
-    fn system(&self, provider: &str) -> Option<String> {
-        self.options.systems.get(provider).cloned()
+    fn name(&self, name: String) -> std::borrow::Cow<'static, str> {
+        self.shared.strings.name(name)
     }
 }
 
@@ -285,7 +414,7 @@ fn split_model(model: &str) -> (&str, &str) {
     model.split_once('/').unwrap_or(("", model))
 }
 
-fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
+pub(crate) fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
     attributes.push(KeyValue::new(
         "gen_ai.usage.input_tokens",
         usage.input_tokens as i64,
@@ -297,7 +426,7 @@ fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
 }
 
 /// `flowrun.cost_usd` when every price is known; otherwise the models that lack one.
-fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cost) {
+pub(crate) fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cost) {
     match cost.usd_if_known() {
         Some(usd) => attributes.push(KeyValue::new("flowrun.cost_usd", usd)),
         None => attributes.push(KeyValue::new(
@@ -311,7 +440,7 @@ fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cos
     }
 }
 
-fn time(ms: i64) -> SystemTime {
+pub(crate) fn time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
@@ -334,8 +463,15 @@ mod tests {
             capture_content: capture,
             systems: [("claude".to_string(), "anthropic".to_string())].into(),
             env: Some("local".into()),
+            labels: Vec::new(),
         };
-        let sink = OtelSink::new(provider.tracer("t"), options, Arc::default());
+        let sink = OtelSink::new(
+            provider.tracer("t"),
+            options,
+            Arc::default(),
+            Context::new(),
+            None,
+        );
         (sink, provider, exporter)
     }
 

@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use flowrun_core::Diagnostic;
+use flowrun_core::EventSink;
 use flowrun_core::Executor;
 use flowrun_core::exec::BuildError;
 use flowrun_core::testing::TestCase;
@@ -52,18 +53,27 @@ pub struct Draft {
 
 impl Draft {
     /// Wires the executors of `local` on the store's cache (and the draft's runs into the
-    /// store), as `flowrun test` and `flowrun eval` do, on the session's HTTP client.
+    /// store), as `flowrun test` and `flowrun eval` do, on the session's HTTP client; every
+    /// run's events also go to `observer` (the OpenTelemetry export) when given.
     pub fn build(
         local: Arc<LocalProject>,
         cases: Vec<TestCase>,
         store: &Arc<Store>,
         http: &SharedHttp,
+        observer: Option<&Arc<dyn EventSink>>,
     ) -> Result<Draft, SetupError> {
         let cache = CacheSetup::store(store);
         let draft = local.project.clone();
-        let executor = build_executor_sharing(&local, draft, &cache, Some(store.clone()), http)?;
+        let executor = build_executor_sharing(
+            &local,
+            draft,
+            &cache,
+            Some(store.clone()),
+            http,
+            observer.cloned(),
+        )?;
         let judge = support_project(&local, judge_source());
-        let judge = build_executor_sharing(&local, judge, &cache, None, http)?;
+        let judge = build_executor_sharing(&local, judge, &cache, None, http, observer.cloned())?;
         let commands = ProcessRunner {
             dir: local.root.clone(),
             timeout: COMMAND_TIMEOUT,
@@ -162,6 +172,7 @@ pub fn reload(
     selection: &Selection,
     store: &Arc<Store>,
     http: &SharedHttp,
+    observer: Option<&Arc<dyn EventSink>>,
 ) -> Result<Draft, Vec<Diagnostic>> {
     let local = LocalProject::open(root).map_err(|e| match e {
         LoadError::Invalid(diags) => diags.0,
@@ -171,7 +182,7 @@ pub fn reload(
         )],
     })?;
     let cases = load_cases(&local, selection)?;
-    Draft::build(Arc::new(local), cases, store, http).map_err(setup_diagnostics)
+    Draft::build(Arc::new(local), cases, store, http, observer).map_err(setup_diagnostics)
 }
 
 /// A setup error as diagnostics for the error panel.
@@ -233,11 +244,22 @@ pub fn spawn(
     selection: Selection,
     store: Arc<Store>,
     http: SharedHttp,
+    observer: Option<Arc<dyn EventSink>>,
     tx: UnboundedSender<Msg>,
 ) -> Result<(), String> {
     std::thread::Builder::new()
         .name("flowrun-dev-reload".into())
-        .spawn(move || reloader(local, cases, &selection, &store, &http, &tx))
+        .spawn(move || {
+            reloader(
+                local,
+                cases,
+                &selection,
+                &store,
+                &http,
+                observer.as_ref(),
+                &tx,
+            )
+        })
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -248,6 +270,7 @@ fn reloader(
     selection: &Selection,
     store: &Arc<Store>,
     http: &SharedHttp,
+    observer: Option<&Arc<dyn EventSink>>,
     tx: &UnboundedSender<Msg>,
 ) {
     let root = local.root.clone();
@@ -265,7 +288,8 @@ fn reloader(
             None
         }
     };
-    let first = guarded(|| Draft::build(local, cases, store, http).map_err(setup_diagnostics));
+    let first =
+        guarded(|| Draft::build(local, cases, store, http, observer).map_err(setup_diagnostics));
     let mut current = match first {
         Ok(draft) => {
             let draft = Arc::new(draft);
@@ -306,7 +330,7 @@ fn reloader(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-        let msg = match guarded(|| reload(&root, selection, store, http)) {
+        let msg = match guarded(|| reload(&root, selection, store, http, observer)) {
             Ok(new) => {
                 let change = match &current {
                     Some(old) => compare(old, &new),
@@ -379,7 +403,14 @@ mod tests {
     }
 
     fn load(dir: &Path, store: &Arc<Store>) -> Draft {
-        reload(dir, &Selection::default(), store, &SharedHttp::default()).unwrap()
+        reload(
+            dir,
+            &Selection::default(),
+            store,
+            &SharedHttp::default(),
+            None,
+        )
+        .unwrap()
     }
 
     fn ids(change: &[CaseId]) -> Vec<(String, usize)> {
@@ -448,6 +479,7 @@ mod tests {
             &Selection::default(),
             &store,
             &SharedHttp::default(),
+            None,
         )
         .err()
         .unwrap();
@@ -461,6 +493,7 @@ mod tests {
             &Selection::default(),
             &store,
             &SharedHttp::default(),
+            None,
         )
         .err()
         .unwrap();

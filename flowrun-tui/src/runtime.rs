@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, EventStream};
-use flowrun_core::Executor;
 use flowrun_core::assert::Hooks;
 use flowrun_core::cost::Cost;
 use flowrun_core::eval::EvalReport;
@@ -26,6 +25,7 @@ use flowrun_core::event::{RunStatus, now_ms};
 use flowrun_core::provider::Usage;
 use flowrun_core::testing::runner::run_case;
 use flowrun_core::testing::{CaseResult, TestCase};
+use flowrun_core::{EventSink, Executor};
 use flowrun_local::baseline::{BaselineRef, load_baseline};
 use flowrun_local::executors::{CacheSetup, SharedHttp, build_executor_sharing};
 use flowrun_local::testing::Selection;
@@ -61,6 +61,8 @@ pub struct DevOptions {
     pub jobs: usize,
     /// A testing hook: return right after the first frame is drawn (to time start-up).
     pub exit_after_first_frame: bool,
+    /// Also receives every run's events (the OpenTelemetry export), when given.
+    pub observer: Option<Arc<dyn EventSink>>,
 }
 
 /// Why `flowrun dev` stopped other than by quitting.
@@ -152,6 +154,8 @@ pub struct Session {
     store: Arc<Store>,
     /// One HTTP client for the draft's, the judge's and the baselines' executors.
     http: SharedHttp,
+    /// Every executor's runs also go there (the OpenTelemetry export).
+    observer: Option<Arc<dyn EventSink>>,
     tx: UnboundedSender<Msg>,
     rx: UnboundedReceiver<Msg>,
     tick: tokio::time::Interval,
@@ -192,6 +196,7 @@ impl Session {
             baseline_runs: None,
             store: options.store,
             http: SharedHttp::default(),
+            observer: options.observer,
             tx,
             rx,
             tick,
@@ -211,6 +216,7 @@ impl Session {
             options.selection,
             session.store.clone(),
             session.http.clone(),
+            session.observer.clone(),
             session.tx.clone(),
         );
         if let Err(e) = reloads {
@@ -449,10 +455,11 @@ impl Session {
         let local = self.local.clone();
         let store = self.store.clone();
         let http = self.http.clone();
+        let observer = self.observer.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                baseline_executor(&local, &reference, &store, &http)
+                baseline_executor(&local, &reference, &store, &http, observer)
             }));
             let msg = match loaded {
                 Ok(Ok((label, executor, runs))) => Msg::BaselineLoaded {
@@ -588,6 +595,7 @@ fn baseline_executor(
     reference: &str,
     store: &Arc<Store>,
     http: &SharedHttp,
+    observer: Option<Arc<dyn EventSink>>,
 ) -> Result<(String, Executor, Arc<Store>), String> {
     let one_line = |text: String| {
         text.lines()
@@ -602,9 +610,15 @@ fn baseline_executor(
     let runs = Store::in_memory()
         .map(Arc::new)
         .map_err(|e| one_line(format!("baseline {}: {e}", baseline.label)))?;
-    let executor =
-        build_executor_sharing(local, baseline.project, &cache, Some(runs.clone()), http)
-            .map_err(|e| one_line(format!("baseline {}: {e}", baseline.label)))?;
+    let executor = build_executor_sharing(
+        local,
+        baseline.project,
+        &cache,
+        Some(runs.clone()),
+        http,
+        observer,
+    )
+    .map_err(|e| one_line(format!("baseline {}: {e}", baseline.label)))?;
     Ok((baseline.label, executor, runs))
 }
 
@@ -789,6 +803,7 @@ mod tests {
             baselines: vec![format!("dir:{}", baseline.display()), "git:".into()],
             jobs: 8,
             exit_after_first_frame: false,
+            observer: None,
         }
     }
 

@@ -64,6 +64,12 @@ fn start_dev(start: &Path, args: &DevArgs) -> Result<Exit, Exit> {
         Exit::Usage
     })?;
     let store = Arc::new(super::open_store(&local)?);
+    // Spans of every run when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, flushed at exit.
+    let otel = super::otel("flowrun")?;
+    let observer = otel.as_ref().map(|o| {
+        let options = flowrun_otel::SinkOptions::from_config(&local.project.config);
+        Arc::new(o.sink(options)) as Arc<dyn flowrun_core::EventSink>
+    });
     let exit_after_first_frame =
         std::env::var_os(EXIT_AFTER_FIRST_FRAME).is_some_and(|v| !v.is_empty() && v != "0");
     let options = DevOptions {
@@ -74,6 +80,7 @@ fn start_dev(start: &Path, args: &DevArgs) -> Result<Exit, Exit> {
         baselines: args.baselines.clone(),
         jobs: args.jobs as usize,
         exit_after_first_frame,
+        observer,
     };
     let runtime = super::runtime(2)?;
     let result = runtime.block_on(run(options));
@@ -82,6 +89,9 @@ fn start_dev(start: &Path, args: &DevArgs) -> Result<Exit, Exit> {
         runtime.shutdown_background();
     } else {
         runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    }
+    if let Some(otel) = otel {
+        otel.shutdown();
     }
     if let Some(e) = store.take_sink_error() {
         super::error(&format!("some runs were not fully recorded: {e}"), None);

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowrun_core::Project;
 use flowrun_core::assert::Hooks;
 use flowrun_core::cache::ResponseCache;
 use flowrun_core::cassette::Cassette;
@@ -16,10 +15,12 @@ use flowrun_core::event::now_ms;
 use flowrun_core::project::SourceFile;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_model, judge_source};
 use flowrun_core::testing::{CaseResult, TestOptions, run_tests};
+use flowrun_core::{EventSink, Project};
 use flowrun_local::baseline::{Baseline, BaselineError, BaselineRef, load_baseline};
-use flowrun_local::executors::{CacheSetup, support_project};
+use flowrun_local::executors::{CacheSetup, SharedHttp, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
+use flowrun_otel::{OtelSink, SinkOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::test::write_file;
@@ -154,19 +155,49 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
     }
     let store = Arc::new(super::open_store(&local)?);
     let (draft_cache, baseline_cache) = caches(args, &store)?;
-    let build = |project: Project, setup: &CacheSetup, sink: Option<Arc<Store>>| {
-        super::test::build_executor(&local, project, setup, sink)
+    let runs = cases.len() * args.repeat as usize;
+    // Spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: the evaluation's, with both sides'
+    // case runs (`flowrun.eval.side`) and the judges' under it.
+    let otel = super::otel("flowrun")?;
+    let session = otel.as_ref().map(|o| o.eval_session(&baseline.label, runs));
+    let side = |config: &flowrun_core::spec::ProjectConfig, name: &str| {
+        SinkOptions::from_config(config).label("flowrun.eval.side", name)
+    };
+    let judge_sink = super::test::judge_sink(
+        session.as_ref(),
+        &SinkOptions::from_config(&local.project.config),
+    );
+    let draft_sink = session
+        .as_ref()
+        .map(|s| Arc::new(s.case_sink(side(&local.project.config, "draft"))));
+    let baseline_sink = session
+        .as_ref()
+        .map(|s| Arc::new(s.case_sink(side(&baseline.project.config, "baseline"))));
+    let observer = |sink: &Option<Arc<OtelSink>>| sink.clone().map(|s| s as Arc<dyn EventSink>);
+    let http = SharedHttp::default();
+    let build = |project: Project,
+                 setup: &CacheSetup,
+                 sink: Option<Arc<Store>>,
+                 observer: Option<Arc<dyn EventSink>>| {
+        super::test::build_executor_sharing(&local, project, setup, sink, &http, observer)
     };
     let draft_exec = Arc::new(build(
         local.project.clone(),
         &draft_cache,
         Some(store.clone()),
+        observer(&draft_sink),
     )?);
-    let baseline_exec = Arc::new(build(baseline.project.clone(), &baseline_cache, None)?);
+    let baseline_exec = Arc::new(build(
+        baseline.project.clone(),
+        &baseline_cache,
+        None,
+        observer(&baseline_sink),
+    )?);
     let judge = ExecutorJudge::new(build(
         support_project(&local, judge_source()),
         &baseline_cache,
         None,
+        judge_sink.clone(),
     )?);
     let pairwise_model = judge_model(&local.project.config, None);
     let pairwise = ExecutorPairwise::new(
@@ -174,6 +205,7 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
             support_project(&local, pairwise_source()),
             &baseline_cache,
             None,
+            judge_sink,
         )?,
         pairwise_model,
     );
@@ -201,10 +233,26 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
             judge: Some(&judge),
             command: Some(&commands),
         };
-        let quiet = |_: &CaseResult| {};
+        let on_draft = |r: &CaseResult| {
+            if let Some(sink) = &draft_sink {
+                sink.case_finished(r);
+            }
+        };
+        let on_baseline = |r: &CaseResult| {
+            if let Some(sink) = &baseline_sink {
+                sink.case_finished(r);
+            }
+        };
         let (draft, base) = tokio::join!(
-            run_tests(&draft_exec, &cases, &options, hooks, &quiet, &cancel),
-            run_tests(&baseline_exec, &cases, &options, hooks, &quiet, &cancel)
+            run_tests(&draft_exec, &cases, &options, hooks, &on_draft, &cancel),
+            run_tests(
+                &baseline_exec,
+                &cases,
+                &options,
+                hooks,
+                &on_baseline,
+                &cancel
+            )
         );
         let judged = match &args.pairwise {
             Some(criteria) => judge_pairs(&pairwise, criteria, &draft, &base).await,
@@ -222,6 +270,10 @@ fn run_eval(start: &Path, args: &EvalArgs) -> Result<Exit, Exit> {
         base,
         &lookup,
     );
+    if let (Some(session), Some(otel)) = (session, otel) {
+        session.end_eval(&report);
+        otel.shutdown();
+    }
     match store.save_eval(&report) {
         Ok(id) => report.id = Some(id),
         Err(e) => super::error(&format!("the evaluation was not stored: {e}"), None),

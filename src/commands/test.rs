@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowrun_core::Executor;
 use flowrun_core::Project;
 use flowrun_core::assert::Hooks;
 use flowrun_core::cache::{Recording, ResponseCache};
@@ -14,9 +13,11 @@ use flowrun_core::cassette::Cassette;
 use flowrun_core::event::now_ms;
 use flowrun_core::testing::judge::{ExecutorJudge, judge_source};
 use flowrun_core::testing::{CaseResult, SuiteReport, TestOptions, run_tests};
+use flowrun_core::{EventSink, Executor};
 use flowrun_local::executors::{self, CacheSetup, SharedHttp, support_project};
 use flowrun_local::testing::{ProcessRunner, Selection, load_cases};
 use flowrun_local::{LocalProject, Store, report};
+use flowrun_otel::SinkOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Format, TestArgs, TestCmd, TestSub, TestsArgs};
@@ -81,27 +82,29 @@ pub(super) fn cache_setup(args: &TestArgs, store: &Arc<Store>) -> Result<CacheSe
     })
 }
 
-/// [`executors::build_executor`] with its error printed.
-pub(super) fn build_executor(
-    local: &LocalProject,
-    project: Project,
-    setup: &CacheSetup,
-    sink: Option<Arc<Store>>,
-) -> Result<Executor, Exit> {
-    build_executor_sharing(local, project, setup, sink, &SharedHttp::default())
-}
-
 /// [`executors::build_executor_sharing`] with its error printed.
-fn build_executor_sharing(
+pub(super) fn build_executor_sharing(
     local: &LocalProject,
     project: Project,
     setup: &CacheSetup,
     sink: Option<Arc<Store>>,
     http: &SharedHttp,
+    observer: Option<Arc<dyn EventSink>>,
 ) -> Result<Executor, Exit> {
-    executors::build_executor_sharing(local, project, setup, sink, http).map_err(|e| {
+    executors::build_executor_sharing(local, project, setup, sink, http, observer).map_err(|e| {
         super::error(&e.to_string(), None);
         Exit::Usage
+    })
+}
+
+/// The OpenTelemetry sink of a test or eval session's judges (`flowrun.role: judge`).
+pub(super) fn judge_sink(
+    session: Option<&flowrun_otel::Session>,
+    options: &SinkOptions,
+) -> Option<Arc<dyn EventSink>> {
+    session.map(|s| {
+        let options = options.clone().label("flowrun.role", "judge");
+        Arc::new(s.sink(options)) as Arc<dyn EventSink>
     })
 }
 
@@ -184,12 +187,23 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             return Err(exit);
         }
     };
+    let total = cases.len() as u64 * u64::from(args.repeat);
+    // Spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: the suite's, with every case's run
+    // (and every judge's) under it.
+    let otel = super::otel("flowrun")?;
+    let session = otel.as_ref().map(|o| o.test_session(total as usize));
+    let otel_options = SinkOptions::from_config(&local.project.config);
+    let case_sink = session
+        .as_ref()
+        .map(|s| Arc::new(s.case_sink(otel_options.clone())));
+    let judge_sink = judge_sink(session.as_ref(), &otel_options);
     let executor = Arc::new(build_executor_sharing(
         &local,
         local.project.clone(),
         &setup,
         Some(store.clone()),
         &http,
+        case_sink.clone().map(|s| s as Arc<dyn EventSink>),
     )?);
     let judge = ExecutorJudge::new(build_executor_sharing(
         &local,
@@ -197,6 +211,7 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         &setup,
         None,
         &http,
+        judge_sink,
     )?);
     let commands = ProcessRunner {
         dir: local.root.clone(),
@@ -207,7 +222,6 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         repeat: args.repeat,
         fail_fast: args.fail_fast,
     };
-    let total = cases.len() as u64 * u64::from(args.repeat);
     let progress = Progress::new(total);
     let started_ms = now_ms();
     let started = Instant::now();
@@ -224,15 +238,13 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
             judge: Some(&judge),
             command: Some(&commands),
         };
-        let results = run_tests(
-            &executor,
-            &cases,
-            &options,
-            hooks,
-            &|r| progress.tick(r),
-            &cancel,
-        )
-        .await;
+        let on_result = |r: &CaseResult| {
+            progress.tick(r);
+            if let Some(sink) = &case_sink {
+                sink.case_finished(r);
+            }
+        };
+        let results = run_tests(&executor, &cases, &options, hooks, &on_result, &cancel).await;
         // MCP servers' programs get to exit cleanly.
         executor.shutdown().await;
         results
@@ -244,6 +256,10 @@ fn run_suite(start: &Path, args: &TestArgs) -> Result<Exit, Exit> {
         args.min_pass_rate,
         results,
     );
+    if let (Some(session), Some(otel)) = (session, otel) {
+        session.end_test(&suite);
+        otel.shutdown();
+    }
     if let (Some(path), Some(cassette)) = (&args.record, &setup.recording) {
         write_file(path, &cassette.to_text())?;
         eprintln!(

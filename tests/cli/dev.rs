@@ -98,6 +98,19 @@ impl Tmux {
         self.run(&["has-session", "-t", "dev"]).status.success()
     }
 
+    /// Presses `q` and waits (up to [`DEADLINE`]) for the session to end.
+    fn quit(&self) {
+        self.keys(&["q"]);
+        let start = Instant::now();
+        while self.alive() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the session did not end after `q`"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls the screen until `done` holds; panics with the last screen after [`DEADLINE`].
     fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
@@ -259,15 +272,7 @@ async fn shows_both_sides_follows_edits_and_restores_the_terminal() {
         .count();
     assert_eq!(brief, 2, "one request per draft case; {}", stderr());
 
-    tmux.keys(&["q"]);
-    let start = Instant::now();
-    while tmux.alive() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the session did not end after `q`"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.quit();
     let exit = std::fs::read_to_string(&exit_file).expect("the exit status was written");
     assert_eq!(exit.trim(), "0", "{}", stderr());
     assert!(!stderr().contains("panicked"), "{}", stderr());
@@ -276,5 +281,46 @@ async fn shows_both_sides_follows_edits_and_restores_the_terminal() {
     let flags: Vec<&str> = stty.split_whitespace().collect();
     for flag in ["icanon", "echo", "icrnl", "opost"] {
         assert!(flags.contains(&flag), "{flag} is off after exit:\n{stty}");
+    }
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, every case run of both sides is exported as its
+/// span tree (run → step → call), flushed when the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_each_run_over_otlp() {
+    if !have_tmux() || !have_git() {
+        return;
+    }
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let (addr, received) = crate::otel::http_receiver().await;
+    let project = project(&fake);
+    let out = tempfile::tempdir().expect("temp dir");
+    let (exit_file, stderr_file) = (out.path().join("exit"), out.path().join("stderr"));
+    let command = format!(
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://{addr} FAKE_OPENAI_KEY={KEY} NO_COLOR=1 {} dev 2>{}; echo $? >{}",
+        quoted(&bin()),
+        quoted(&stderr_file),
+        quoted(&exit_file),
+    );
+    let tmux = Tmux::new();
+    tmux.start(project.path(), &command);
+    tmux.wait_for("both sides' results", |s| {
+        s.contains("draft 2/2 passed") && s.contains("baseline 2/2 passed")
+    });
+    tmux.quit();
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    let exit = std::fs::read_to_string(&exit_file).expect("the exit status was written");
+    assert_eq!(exit.trim(), "0", "{stderr}");
+    let spans = received.spans();
+    let runs: Vec<_> = spans.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(runs.len(), 4, "two cases on each side: {spans:#?}");
+    for run in runs {
+        assert_eq!(run.name, "prompt answer");
+        assert_eq!(run.attr("flowrun.status"), "succeeded");
+        let steps = crate::otel::children(&spans, run);
+        assert_eq!(steps.len(), 1, "{steps:#?}");
+        let calls = crate::otel::children(&spans, steps[0]);
+        assert_eq!(calls.len(), 1, "{calls:#?}");
+        assert_eq!(calls[0].attr("gen_ai.request.model"), "gpt-4o-mini");
     }
 }

@@ -1,6 +1,8 @@
-//! OpenTelemetry export from `flowrun run`: an in-process OTLP receiver (HTTP/protobuf on an
-//! axum server, gRPC on a tonic `TraceService`) gets the span tree of a two-step flow run
-//! against the fake LLM server, with the GenAI attributes, and prompt text only when allowed.
+//! OpenTelemetry export from `flowrun run`, `test`, `eval` and `dev`: an in-process OTLP
+//! receiver (HTTP/protobuf on an axum server, gRPC on a tonic `TraceService`) gets the span
+//! tree of a two-step flow run against the fake LLM server, with the GenAI attributes, and
+//! prompt text only when allowed; a test or eval session is one trace, its cases' runs under
+//! the session's span with their results.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,20 +21,21 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 
-use crate::harness::{TestProject, run};
+use crate::eval_cmd::{commit_all, git_init, have_git};
+use crate::harness::{Outcome, TestProject, run};
 
 const KEY: &str = "sk-test-secret-0123456789";
 const SECRET_INPUT: &str = "my card number is 4111";
 
 /// What the receiver got: every export request, and the headers of each.
 #[derive(Clone, Default)]
-struct Received {
+pub(crate) struct Received {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     headers: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
 
 impl Received {
-    fn spans(&self) -> Vec<Span> {
+    pub(crate) fn spans(&self) -> Vec<Span> {
         let requests = self.requests.lock().unwrap();
         let mut out = Vec::new();
         for req in requests.iter() {
@@ -71,18 +74,18 @@ impl Received {
 }
 
 #[derive(Debug, Clone)]
-struct Span {
+pub(crate) struct Span {
     service: String,
-    name: String,
+    pub(crate) name: String,
     id: Vec<u8>,
-    parent: Vec<u8>,
+    pub(crate) parent: Vec<u8>,
     trace: Vec<u8>,
     kind: i32,
     attrs: HashMap<String, String>,
 }
 
 impl Span {
-    fn attr(&self, key: &str) -> &str {
+    pub(crate) fn attr(&self, key: &str) -> &str {
         self.attrs
             .get(key)
             .unwrap_or_else(|| panic!("span `{}` has no `{key}`: {:?}", self.name, self.attrs))
@@ -105,7 +108,7 @@ fn attrs(list: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> HashMap<S
 }
 
 /// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
-async fn http_receiver() -> (SocketAddr, Received) {
+pub(crate) async fn http_receiver() -> (SocketAddr, Received) {
     let received = Received::default();
     let state = received.clone();
     let app = axum::Router::new().route(
@@ -198,28 +201,33 @@ output: \"{{{{ steps.title.output }}}}\"
     ))
 }
 
+/// `flowrun ARGS` in `project` (off the test's runtime, which serves the receiver) with the
+/// fake's key, no ambient `OTEL_*` but `envs`.
+async fn flowrun(
+    project: &TestProject,
+    envs: Vec<(&'static str, String)>,
+    args: &[&str],
+) -> Outcome {
+    let mut cmd = project.flowrun();
+    cmd.env("FAKE_OPENAI_KEY", KEY)
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap()
+}
+
 async fn run_flow(project: TestProject, envs: Vec<(&'static str, String)>) {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = project.flowrun();
-        cmd.env("FAKE_OPENAI_KEY", KEY)
-            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let out = run(cmd.args([
-            "run",
-            "flow/brief",
-            "--json",
-            "--input",
-            &format!("text={SECRET_INPUT}"),
-        ]));
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    })
-    .await
-    .unwrap();
+    let input = format!("text={SECRET_INPUT}");
+    let args = ["run", "flow/brief", "--json", "--input", &input];
+    let out = flowrun(&project, envs, &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 /// The tree: one run span, its two step spans, one chat span under each; returns them.
@@ -372,4 +380,116 @@ messages:
         "{}",
         out.stderr
     );
+}
+
+/// Two cases of the flow; the fake echoes, so the title step's output is
+/// `echo: Title for: echo: Summarize: <text>`: `title` passes, `missing` fails.
+const TESTS: &str = "target: flow/brief
+cases:
+  - { name: title, input: { text: first }, assert: [{ contains: \"Title for\" }] }
+  - { name: missing, input: { text: second }, assert: [{ contains: nowhere }] }
+";
+
+/// The spans under `parent`.
+pub(crate) fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.parent == parent.id).collect()
+}
+
+/// A case's run span under `session`: its steps and calls below it, its result on it.
+fn check_case_run(spans: &[Span], session: &Span, run: &Span) {
+    assert_eq!(run.parent, session.id);
+    assert_eq!(run.trace, session.trace);
+    assert_eq!(run.name, "flow brief");
+    assert_eq!(run.attr("flowrun.status"), "succeeded");
+    assert_eq!(run.attr("flowrun.test.file"), "tests/brief.test.yaml");
+    let steps = children(spans, run);
+    assert_eq!(steps.len(), 2, "{steps:#?}");
+    for step in steps {
+        let calls = children(spans, step);
+        assert_eq!(calls.len(), 1, "{calls:#?}");
+        assert_eq!(calls[0].attr("gen_ai.system"), "openai");
+        assert_eq!(calls[0].attr("gen_ai.request.model"), "gpt-4o-mini");
+    }
+    let pass = run.attr("flowrun.test.pass");
+    let expected = match run.attr("flowrun.test.case") {
+        "title" => "true",
+        "missing" => "false",
+        other => panic!("unexpected case {other}"),
+    };
+    assert_eq!(pass, expected, "{run:#?}");
+    assert_eq!(
+        run.attr("flowrun.test.score"),
+        if pass == "true" { "1" } else { "0" }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_run_is_one_trace_with_each_case_result_even_when_it_fails() {
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let (addr, received) = http_receiver().await;
+    let project = project(&fake, false);
+    project.write("tests/brief.test.yaml", TESTS);
+    let envs = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))];
+    let out = flowrun(&project, envs, &["test"]).await;
+    // One case fails, so the exit status is 1: the spans were flushed all the same.
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let spans = received.spans();
+    // The session, and per case: its run, two steps and a call under each.
+    assert_eq!(spans.len(), 1 + 2 * 5, "{spans:#?}");
+    let roots: Vec<_> = spans.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "{roots:#?}");
+    let session = roots[0];
+    assert_eq!(session.name, "flowrun test");
+    assert_eq!(session.attr("flowrun.test.cases"), "2");
+    assert_eq!(session.attr("flowrun.test.pass_count"), "1");
+    assert_eq!(session.attr("flowrun.test.fail_count"), "1");
+    assert_eq!(session.attr("flowrun.test.passed"), "false");
+    assert!(session.attr("flowrun.cost_usd").parse::<f64>().unwrap() > 0.0);
+    let runs = children(&spans, session);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    for run in runs {
+        check_case_run(&spans, session, run);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eval_labels_each_side_under_one_session() {
+    if !have_git() {
+        return;
+    }
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    let (addr, received) = http_receiver().await;
+    let project = project(&fake, false);
+    project.write("tests/brief.test.yaml", TESTS);
+    project.write(".gitignore", ".flowrun/\n");
+    git_init(project.path(), "main");
+    commit_all(project.path(), "the baseline");
+    let envs = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))];
+    let out = flowrun(&project, envs, &["eval", "--baseline", "git:main"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let spans = received.spans();
+    // The session, and per case and side: its run, two steps and a call under each.
+    assert_eq!(spans.len(), 1 + 2 * 2 * 5, "{spans:#?}");
+    let roots: Vec<_> = spans.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "{roots:#?}");
+    let session = roots[0];
+    assert_eq!(session.name, "flowrun eval");
+    assert!(
+        session
+            .attr("flowrun.eval.baseline")
+            .starts_with("git:main")
+    );
+    assert_eq!(
+        session.attr("flowrun.eval.verdict"),
+        "no significant change"
+    );
+    assert_eq!(session.attr("flowrun.eval.draft.pass_count"), "1");
+    assert_eq!(session.attr("flowrun.eval.baseline.pass_count"), "1");
+    let runs = children(&spans, session);
+    let mut sides: Vec<_> = runs.iter().map(|r| r.attr("flowrun.eval.side")).collect();
+    sides.sort();
+    assert_eq!(sides, ["baseline", "baseline", "draft", "draft"]);
+    for run in runs {
+        check_case_run(&spans, session, run);
+    }
 }
