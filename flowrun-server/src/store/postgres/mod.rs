@@ -159,7 +159,11 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
-        Ok(self.query_async_commit(sql, params).await?.into_iter().next())
+        Ok(self
+            .query_async_commit(sql, params)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// [`Self::query_opt_async_commit`] for a statement returning any number of rows.
