@@ -162,8 +162,8 @@ pub struct ServeArgs {
     pub addr: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Runs executed at once.
-    #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Runs executed at once (each mostly waits on its model calls).
+    #[arg(long, env = "FLOWRUN_WORKERS", default_value_t = flowrun_server::DEFAULT_WORKERS as u32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
     /// The environment variable holding the secret that signs webhook deliveries
     /// [default: FLOWRUN_WEBHOOK_SECRET; without it, runs naming a webhook are refused].
@@ -179,7 +179,8 @@ pub struct ServeArgs {
     /// Claims of a run whose worker keeps dying before it is failed.
     #[arg(long, env = "FLOWRUN_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: u32,
-    /// PostgreSQL connections each process may open (default: workers + 8).
+    /// PostgreSQL connections each process may open [default: half the workers, at most 32,
+    /// plus 8].
     #[arg(long, env = "FLOWRUN_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: Option<u32>,
 }
@@ -232,6 +233,23 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// When SQLite acknowledges a write: `full` once it is on disk (an accepted run survives a
+    /// power loss), `normal` once it is in the write-ahead log (it survives the process being
+    /// killed, not the machine; commits are faster).
+    #[arg(
+        long,
+        env = "FLOWRUN_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full",
+        value_name = "MODE"
+    )]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Args)]

@@ -9,16 +9,17 @@
 //!    the last run's `finished_at`.
 //! 3. **The database alone**: single-row `INSERT` transactions in a loop for
 //!    `--commit-seconds`, with the store's own durability settings; printed beside the
-//!    completions as a ratio. SQLite: on a new file beside the server's, tuned by
-//!    [`SqliteStore::tune`]. PostgreSQL: in the bench's database, on one connection and then on
-//!    as many as the store's pool holds (what pgbench does with a one-`INSERT` script).
+//!    completions as a ratio (the target, a third, is checked against one connection's rate).
+//!    SQLite: on a new file beside the server's, tuned by [`SqliteStore::tune`]. PostgreSQL: in
+//!    the bench's database, on one connection and then on as many as the store's pool holds
+//!    (what pgbench does with a one-`INSERT` script).
 //!
 //! Every run must succeed with the right output, or the bench fails instead of reporting.
 //!
 //! ```text
 //! cargo bench -p flowrun-server --bench server
 //! cargo bench -p flowrun-server --bench server -- --rate 100 --seconds 10 --runs 5000 \
-//!     --workers 8 --steps 1 --database-url sqlite:/tmp/bench.db
+//!     --workers 64 --steps 1 --sqlite-synchronous full --database-url sqlite:/tmp/bench.db
 //! cargo bench -p flowrun-server --bench server -- \
 //!     --database-url postgres://postgres@127.0.0.1:5432/test
 //! ```
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use flowrun_client::{BundleFile, Client, RunStatus};
 use flowrun_fakellm::{FakeConfig, FakeLlm};
 use flowrun_server::auth::{Role, create_key};
-use flowrun_server::store::{PostgresStore, ServerStore, SqliteStore};
+use flowrun_server::store::{Durability, PostgresStore, ServerStore, SqliteStore};
 use flowrun_server::{Server, ServerConfig};
 use futures::StreamExt;
 use serde_json::json;
@@ -50,6 +51,7 @@ struct Opts {
     workers: usize,
     steps: usize,
     commit_seconds: f64,
+    durability: Durability,
 }
 
 fn opts() -> Result<Opts, String> {
@@ -58,9 +60,10 @@ fn opts() -> Result<Opts, String> {
         rate: 100.0,
         seconds: 10.0,
         runs: 5000,
-        workers: 8,
+        workers: flowrun_server::DEFAULT_WORKERS,
         steps: 1,
         commit_seconds: 3.0,
+        durability: Durability::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -77,6 +80,13 @@ fn opts() -> Result<Opts, String> {
             "--workers" => o.workers = num(value()?)? as usize,
             "--steps" => o.steps = num(value()?)? as usize,
             "--commit-seconds" => o.commit_seconds = num(value()?)?,
+            "--sqlite-synchronous" => {
+                o.durability = match value()?.to_ascii_lowercase().as_str() {
+                    "full" => Durability::Full,
+                    "normal" => Durability::Normal,
+                    v => return Err(format!("`{a} {v}`: use `full` or `normal`")),
+                }
+            }
             other => return Err(format!("unknown option `{other}`")),
         }
     }
@@ -88,7 +98,7 @@ fn opts() -> Result<Opts, String> {
 
 /// The database under test.
 enum Db {
-    Sqlite(PathBuf),
+    Sqlite(PathBuf, Durability),
     /// A database made for this bench (dropped with it), and the store's pool size.
     Postgres {
         db: common::TestDb,
@@ -97,9 +107,14 @@ enum Db {
 }
 
 impl Db {
-    async fn parse(url: Option<&str>, tmp: &Path, connections: usize) -> Result<Db, String> {
+    async fn parse(
+        url: Option<&str>,
+        tmp: &Path,
+        connections: usize,
+        durability: Durability,
+    ) -> Result<Db, String> {
         match url {
-            None => Ok(Db::Sqlite(tmp.join("server.db"))),
+            None => Ok(Db::Sqlite(tmp.join("server.db"), durability)),
             Some(u) if flowrun_server::store::is_postgres_url(u) => Ok(Db::Postgres {
                 db: common::TestDb::postgres_on(u).await,
                 connections,
@@ -109,14 +124,16 @@ impl Db {
                     .strip_prefix("sqlite://")
                     .or_else(|| u.strip_prefix("sqlite:"))
                     .unwrap_or(u);
-                Ok(Db::Sqlite(PathBuf::from(path)))
+                Ok(Db::Sqlite(PathBuf::from(path), durability))
             }
         }
     }
 
     async fn open(&self) -> Arc<dyn ServerStore> {
         match self {
-            Db::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("open the store")),
+            Db::Sqlite(path, durability) => Arc::new(
+                SqliteStore::open_with(path, *durability).expect("open the store"),
+            ),
             Db::Postgres { db, connections } => Arc::new(
                 PostgresStore::connect(pg_url(db), *connections)
                     .await
@@ -127,7 +144,11 @@ impl Db {
 
     async fn describe(&self) -> String {
         match self {
-            Db::Sqlite(path) => format!("SQLite {} (WAL, synchronous=NORMAL)", path.display()),
+            Db::Sqlite(path, durability) => format!(
+                "SQLite {} (WAL, synchronous={})",
+                path.display(),
+                durability.pragma()
+            ),
             Db::Postgres { db, connections } => {
                 let c = pg_connect(pg_url(db)).await;
                 let mut settings = Vec::new();
@@ -155,7 +176,9 @@ impl Db {
     /// connections as the store's pool.
     async fn commits_per_second(&self, seconds: f64) -> Vec<(usize, f64)> {
         match self {
-            Db::Sqlite(path) => vec![(1, sqlite_commits_per_second(path, seconds))],
+            Db::Sqlite(path, durability) => {
+                vec![(1, sqlite_commits_per_second(path, *durability, seconds))]
+            }
             Db::Postgres { db, connections } => {
                 let url = pg_url(db);
                 pg_connect(url)
@@ -226,11 +249,11 @@ async fn pg_commits_per_second(url: &str, connections: usize, seconds: f64) -> f
 }
 
 /// Single-row INSERT transactions per second on a new file beside the store's, tuned like it.
-fn sqlite_commits_per_second(path: &Path, seconds: f64) -> f64 {
+fn sqlite_commits_per_second(path: &Path, durability: Durability, seconds: f64) -> f64 {
     let probe = path.with_extension("commit-probe.db");
     let _ = std::fs::remove_file(&probe);
     let mut conn = rusqlite::Connection::open(&probe).expect("open probe");
-    SqliteStore::tune(&conn).expect("tune");
+    SqliteStore::tune(&conn, durability).expect("tune");
     conn.execute_batch(
         "CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT NOT NULL, at INTEGER NOT NULL)",
     )
@@ -326,9 +349,16 @@ async fn await_all(client: &Client, ids: Vec<(usize, String)>, steps: usize) -> 
 
 async fn bench(o: Opts) {
     let tmp = tempfile::tempdir().expect("tmp");
-    // As `flowrun serve` sizes its pool: a connection per worker, 8 for the API and the rest.
-    let connections = o.workers + 8;
-    let db = match Db::parse(o.database_url.as_deref(), tmp.path(), connections).await {
+    // As `flowrun serve` sizes its pool.
+    let connections = flowrun_server::default_pool_size(o.workers);
+    let db = match Db::parse(
+        o.database_url.as_deref(),
+        tmp.path(),
+        connections,
+        o.durability,
+    )
+    .await
+    {
         Ok(db) => db,
         Err(e) => {
             eprintln!("error: {e}");
@@ -455,13 +485,15 @@ async fn bench(o: Opts) {
 
     drop(client);
 
-    // 3. The database alone; the target holds against its best rate.
+    // 3. The database alone. The target is against the single-row commit rate of one
+    // connection, one transaction after another (pgbench's default of one client): a run is
+    // about three such commits (submit, claim, end). Many connections at once share WAL flushes
+    // (PostgreSQL's group commit); that rate is printed too, for context.
     let rates = db.commits_per_second(o.commit_seconds).await;
-    let best = rates.iter().map(|&(_, r)| r).fold(0.0, f64::max);
     for (connections, commits) in rates {
         let ratio = completions / commits;
-        let target = if commits < best {
-            String::new()
+        let target = if connections != 1 {
+            " (context: concurrent commits share flushes)".into()
         } else if ratio >= 1.0 / 3.0 {
             "; target at least 1/3: met".into()
         } else {

@@ -32,9 +32,24 @@ use crate::store::ServerStore;
 use crate::webhook::WebhookConfig;
 use crate::worker::WorkerConfig;
 
+/// Runs a server executes at once unless told otherwise: each is a task that mostly waits on
+/// its provider, so a few dozen cost little and keep a real provider's seconds-long calls from
+/// queueing behind each other.
+pub const DEFAULT_WORKERS: usize = 64;
+
+/// The PostgreSQL connections a process opens for `workers` workers unless told otherwise: a
+/// worker holds one only for a statement, so half as many (at most 32), plus 8 for the API,
+/// the listener and the reclaimer. Two replicas with the defaults stay within PostgreSQL's
+/// default `max_connections` of 100.
+pub fn default_pool_size(workers: usize) -> usize {
+    workers.div_ceil(2).clamp(1, 32) + 8
+}
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Runs executed at once ([`DEFAULT_WORKERS`]). A run mostly waits on its model calls,
+    /// so this is a bound on concurrency, not on threads.
     pub workers: usize,
     pub lease: Duration,
     pub poll: Duration,
@@ -50,7 +65,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            workers: 4,
+            workers: DEFAULT_WORKERS,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(500),
             max_attempts: 5,

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use flowrun_server::auth::{Role, create_key};
 use flowrun_server::store::{
-    PostgresStore, ServerStore, SqliteStore, StoreError, is_postgres_url, redact_url,
+    Durability, PostgresStore, ServerStore, SqliteStore, StoreError, is_postgres_url, redact_url,
 };
 use flowrun_server::webhook::{WebhookConfig, WebhookSecret};
 use flowrun_server::{Server, ServerConfig};
 
-use crate::cli::{DatabaseArgs, KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub};
+use crate::cli::{DatabaseArgs, KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub,
+    SqliteSynchronous,
+};
 use crate::exit::Exit;
 
 pub fn serve(cmd: ServeCmd) -> Exit {
@@ -41,7 +43,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
 /// Opens (and migrates) the store `args` name; PostgreSQL pools `connections` connections.
 async fn open(args: &DatabaseArgs, connections: usize) -> Result<Arc<dyn ServerStore>, Exit> {
     let Some(url) = &args.database_url else {
-        return match SqliteStore::open(&args.db) {
+        let durability = match args.sqlite_synchronous {
+            SqliteSynchronous::Full => Durability::Full,
+            SqliteSynchronous::Normal => Durability::Normal,
+        };
+        return match SqliteStore::open_with(&args.db, durability) {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
                 super::error(&e.to_string(), Some("give a writable path with `--db`"));
@@ -167,10 +173,10 @@ fn run_server(args: &ServeArgs) -> Exit {
         Ok(rt) => rt,
         Err(exit) => return exit,
     };
-    // Each worker holds a connection at most at a time; the rest serve the API and the reclaimer.
-    let connections = args
-        .db_max_connections
-        .map_or(args.workers as usize + 8, |n| n as usize);
+    let connections = args.db_max_connections.map_or_else(
+        || flowrun_server::default_pool_size(args.workers as usize),
+        |n| n as usize,
+    );
     let store = match rt.block_on(open(&args.database, connections)) {
         Ok(s) => s,
         Err(exit) => return exit,

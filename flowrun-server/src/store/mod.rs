@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use postgres::{PostgresStore, is_postgres_url, redact_url};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
 use tokio::sync::mpsc;
 
 /// A store operation failed. Its text is for logs, never for API responses.

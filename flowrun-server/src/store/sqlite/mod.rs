@@ -29,9 +29,38 @@ pub struct SqliteStore {
 const RUN_COLS: &str = "id, env, flow, bundle_id, input, status, output, error, usage, cost, \
      idempotency_key, attempts, cancel_requested, created_at, started_at, finished_at, webhook_url";
 
+/// How far an acknowledged write survives (SQLite's `synchronous` in WAL mode).
+///
+/// `Full`, the default, makes every commit wait for the WAL to reach the disk: an accepted
+/// run survives a power loss or a kernel crash, as on PostgreSQL with its defaults. `Normal`
+/// skips that wait: a commit survives the process being killed but may be lost with the
+/// machine. Group commit (one flush for every write pending at once) keeps `Full` affordable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl Durability {
+    /// The `synchronous` pragma's value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the database at `path` and migrates it, with
+    /// [`Durability::Full`].
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`SqliteStore::open`] with the durability of commits chosen.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -39,26 +68,30 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         })?;
-        Self::setup(conn, Some(path))
+        Self::setup(conn, Some(path), durability)
     }
 
     /// An in-memory store, for tests (reads go through the writer).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::setup(Connection::open_in_memory()?, None)
+        Self::setup(Connection::open_in_memory()?, None, Durability::default())
     }
 
     /// The connection settings of the store (WAL, `synchronous`, busy timeout, foreign keys);
     /// public so a benchmark can measure the database alone with the same durability.
-    pub fn tune(conn: &Connection) -> Result<(), StoreError> {
+    pub fn tune(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", durability.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     }
 
-    fn setup(mut conn: Connection, path: Option<&Path>) -> Result<SqliteStore, StoreError> {
-        Self::tune(&conn)?;
+    fn setup(
+        mut conn: Connection,
+        path: Option<&Path>,
+        durability: Durability,
+    ) -> Result<SqliteStore, StoreError> {
+        Self::tune(&conn, durability)?;
         super::schema::migrations().to_latest(&mut conn)?;
         Ok(SqliteStore {
             conns: Arc::new(writer::Connections::start(conn, path)?),

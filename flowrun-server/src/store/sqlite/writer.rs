@@ -5,7 +5,8 @@
 //!
 //! Each write is a closure run inside its own `SAVEPOINT`: one that fails is rolled back alone
 //! and the others of its batch still commit. A caller gets its answer only after the batch's
-//! `COMMIT`, so an answered write is durable (as WAL with `synchronous=NORMAL` makes it).
+//! `COMMIT`, so an answered write is as durable as the store's [`super::Durability`] makes it:
+//! on disk with `Full` (one flush per batch), safe from a killed process with `Normal`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
