@@ -131,9 +131,9 @@ impl Db {
 
     async fn open(&self) -> Arc<dyn ServerStore> {
         match self {
-            Db::Sqlite(path, durability) => Arc::new(
-                SqliteStore::open_with(path, *durability).expect("open the store"),
-            ),
+            Db::Sqlite(path, durability) => {
+                Arc::new(SqliteStore::open_with(path, *durability).expect("open the store"))
+            }
             Db::Postgres { db, connections } => Arc::new(
                 PostgresStore::connect(pg_url(db), *connections)
                     .await

@@ -12,8 +12,8 @@ use flowrun_server::store::{
 use flowrun_server::webhook::{WebhookConfig, WebhookSecret};
 use flowrun_server::{Server, ServerConfig};
 
-use crate::cli::{DatabaseArgs, KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub,
-    SqliteSynchronous,
+use crate::cli::{
+    DatabaseArgs, KeyCreateArgs, KeyRole, KeysSub, ServeArgs, ServeCmd, ServeSub, SqliteSynchronous,
 };
 use crate::exit::Exit;
 

@@ -981,6 +981,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn durability_sets_how_the_writer_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let path = dir.path().join(format!("{}.db", durability.pragma()));
+            let s = SqliteStore::open_with(&path, durability).unwrap();
+            let (sync, mode) = s
+                .write(|c| {
+                    let sync: i64 = c.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+                    let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                    Ok((sync, mode))
+                })
+                .await
+                .unwrap();
+            assert_eq!((sync, mode.as_str()), (expected, "wal"), "{durability:?}");
+        }
+        assert_eq!(Durability::default(), Durability::Full);
+    }
+
+    #[tokio::test]
     async fn a_run_is_claimed_once_and_reclaimed_when_its_lease_expires() {
         let (s, id) = store_with_run(None).await;
         let run = s.claim("w1", 10, 100).await.unwrap().unwrap();
