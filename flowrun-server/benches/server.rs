@@ -493,11 +493,11 @@ async fn bench(o: Opts) {
     for (connections, commits) in rates {
         let ratio = completions / commits;
         let target = if connections != 1 {
-            " (context: concurrent commits share flushes)".into()
+            "; context: concurrent commits share flushes"
         } else if ratio >= 1.0 / 3.0 {
-            "; target at least 1/3: met".into()
+            "; target at least 1/3: met"
         } else {
-            "; target at least 1/3: MISSED".into()
+            "; target at least 1/3: MISSED"
         };
         println!(
             "database alone, {connections} connection(s): {commits:.0} single-row commits/s; \
