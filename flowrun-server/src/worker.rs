@@ -7,6 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowrun_core::event::StepRecord;
 use flowrun_core::spend::{SpendLedger, SpendQuery};
 use flowrun_core::{RunRequest, RunStatus};
 use serde_json::to_value;
@@ -15,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
-use crate::store::{RunResult, RunRow, RunState, ServerStore};
+use crate::store::{Claimed, RunResult, RunRow, RunState, ServerStore};
 
 /// How workers lease and poll.
 #[derive(Debug, Clone)]
@@ -71,16 +72,16 @@ pub async fn work(
         let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
         match shared
             .store
-            .claim_batch(&owner, now(), lease_until(&cfg), limit)
+            .claim_with_steps(&owner, now(), lease_until(&cfg), limit)
             .await
         {
             Ok(runs) if !runs.is_empty() => {
-                for (run, permit) in runs.into_iter().zip(permits) {
+                for (claimed, permit) in runs.into_iter().zip(permits) {
                     tasks.spawn(execute(
                         shared.clone(),
                         owner.clone(),
                         cfg.clone(),
-                        run,
+                        claimed,
                         hard_stop.clone(),
                         permit,
                     ));
@@ -112,13 +113,20 @@ async fn execute(
     shared: Shared,
     owner: String,
     cfg: WorkerConfig,
-    run: RunRow,
+    claimed: Claimed,
     hard_stop: CancellationToken,
     _idle: OwnedSemaphorePermit,
 ) {
+    let Claimed { run, steps } = claimed;
     let cancel = CancellationToken::new();
     shared.running.track(&run.id, &owner, cancel.clone());
-    let result = execute_inner(&shared, &owner, &cfg, &run, &cancel, &hard_stop).await;
+    let result = match steps {
+        Ok(steps) => execute_inner(&shared, &owner, &cfg, &run, steps, &cancel, &hard_stop).await,
+        Err(e) => {
+            tracing::error!(run_id = run.id, error = %e, "cannot read the run's steps");
+            None
+        }
+    };
     let left = shared.running.untrack(&run.id);
     if left.lost {
         tracing::warn!(
@@ -178,10 +186,11 @@ async fn execute_inner(
     owner: &str,
     cfg: &WorkerConfig,
     run: &RunRow,
+    completed: Vec<StepRecord>,
     cancel: &CancellationToken,
     hard_stop: &CancellationToken,
 ) -> Option<RunResult> {
-    let mut fut = pin!(run_to_end(shared, run, cancel));
+    let mut fut = pin!(run_to_end(shared, run, completed, cancel));
     let mut beat = tokio::time::interval((cfg.lease / 3).max(Duration::from_millis(50)));
     // The claim was the first heartbeat.
     beat.tick().await;
@@ -205,10 +214,12 @@ async fn execute_inner(
     }
 }
 
-/// Executes the run from its first unfinished step; `None` when its state cannot be read.
+/// Executes the run from its first unfinished step (after `completed`, the steps earlier
+/// attempts committed); `None` when its state cannot be read.
 async fn run_to_end(
     shared: &Shared,
     run: &RunRow,
+    completed: Vec<StepRecord>,
     cancel: &CancellationToken,
 ) -> Option<RunResult> {
     if run.cancel_requested {
@@ -222,13 +233,6 @@ async fn run_to_end(
                 RunState::Failed,
                 "the deployed bundle could not be loaded",
             ));
-        }
-    };
-    let completed = match shared.store.steps(&run.id).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(run_id = run.id, error = %e, "cannot read the run's steps");
-            return None;
         }
     };
     // Only agent steps commit turns.

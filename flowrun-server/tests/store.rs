@@ -30,6 +30,8 @@ on_both!(
     cancelling_depends_on_where_the_run_is,
     a_step_committed_again_replaces_the_earlier_one,
     a_step_is_committed_only_under_its_lease,
+    a_claim_brings_the_steps_earlier_attempts_committed,
+    a_step_that_cannot_be_decoded_spoils_only_its_own_claim,
     the_last_step_commits_with_the_end_of_the_run,
     claim_batch_takes_the_oldest_runs_up_to_its_limit,
     concurrent_batch_claimers_never_take_the_same_run,
@@ -584,6 +586,101 @@ fn outputs(steps: &[StepRecord]) -> Vec<(u32, Option<serde_json::Value>)> {
         .iter()
         .map(|s| (s.step_index, s.output.clone()))
         .collect()
+}
+
+async fn a_claim_brings_the_steps_earlier_attempts_committed(db: TestDb) {
+    let s = with_bundle(&db).await;
+    for (id, at) in [("fresh", 1), ("resumed", 2), ("later", 3)] {
+        s.submit(new_run(id, "prod", None, at)).await.unwrap();
+    }
+    // `resumed` commits two steps (out of order) on its first attempt, then its worker dies.
+    s.claim("w1", 0, 100).await.unwrap().unwrap();
+    s.claim("w1", 0, 100).await.unwrap().unwrap();
+    for (index, output) in [(1, "b"), (0, "a")] {
+        assert!(
+            s.record_step("resumed", "w1", &step("resumed", index, output))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(s.reclaim_expired(200, 5).await.unwrap().len(), 2);
+    let claimed = s.claim_with_steps("w2", 210, 300, 2).await.unwrap();
+    let got: Vec<(&str, u32, Vec<(u32, Option<serde_json::Value>)>)> = claimed
+        .iter()
+        .map(|c| {
+            let steps = c.steps.as_ref().expect("steps");
+            (c.run.id.as_str(), c.run.attempts, outputs(steps))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("fresh", 2, vec![]),
+            (
+                "resumed",
+                2,
+                vec![(0, Some(json!("a"))), (1, Some(json!("b")))]
+            ),
+        ]
+    );
+    assert!(claimed.iter().all(|c| c.run.status == RunState::Running));
+    let last = s.claim_with_steps("w2", 220, 300, 5).await.unwrap();
+    assert_eq!(
+        last.iter().map(|c| c.run.id.as_str()).collect::<Vec<_>>(),
+        ["later"]
+    );
+    assert!(
+        s.claim_with_steps("w2", 230, 300, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Runs `sql` on the test's database, behind the store's back.
+async fn raw_sql(db: &TestDb, sql: &str) {
+    if let Some(url) = db.postgres_url() {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.expect("raw SQL");
+    } else {
+        let path = db.sqlite_path().expect("a SQLite file").to_path_buf();
+        let sql = sql.to_string();
+        tokio::task::spawn_blocking(move || {
+            let c = rusqlite::Connection::open(path).expect("open");
+            c.busy_timeout(Duration::from_secs(5))
+                .expect("busy timeout");
+            c.execute_batch(&sql).expect("raw SQL");
+        })
+        .await
+        .expect("join");
+    }
+}
+
+async fn a_step_that_cannot_be_decoded_spoils_only_its_own_claim(db: TestDb) {
+    let s = with_bundle(&db).await;
+    for (id, at) in [("bad", 1), ("good", 2)] {
+        s.submit(new_run(id, "prod", None, at)).await.unwrap();
+        s.claim("w1", 0, 100).await.unwrap().unwrap();
+        assert!(s.record_step(id, "w1", &step(id, 0, "x")).await.unwrap());
+    }
+    raw_sql(
+        &db,
+        "UPDATE steps SET record = 'not json' WHERE run_id = 'bad'",
+    )
+    .await;
+    assert_eq!(s.reclaim_expired(200, 5).await.unwrap().len(), 2);
+    let claimed = s.claim_with_steps("w2", 210, 300, 5).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].run.id, "bad");
+    assert!(claimed[0].steps.is_err());
+    assert_eq!(claimed[1].run.id, "good");
+    assert_eq!(
+        outputs(claimed[1].steps.as_ref().expect("good steps")),
+        [(0, Some(json!("x")))]
+    );
 }
 
 async fn a_step_is_committed_only_under_its_lease(db: TestDb) {

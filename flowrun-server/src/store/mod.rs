@@ -174,6 +174,15 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
 }
 
+/// A run a worker has just claimed, with the steps earlier attempts committed, in order.
+#[derive(Debug)]
+pub struct Claimed {
+    pub run: RunRow,
+    /// `Err` when they could not be read or decoded: that run alone is given back, the others
+    /// of the claim go on.
+    pub steps: Result<Vec<StepRecord>, StoreError>,
+}
+
 /// How a run ended, as a worker reports it.
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -349,6 +358,23 @@ pub trait ServerStore: Send + Sync + 'static {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<RunRow>, StoreError>;
+    /// [`ServerStore::claim_batch`], each run with the steps earlier attempts committed (a
+    /// resumed run goes on after them), read in the claim's own round trip where the store can.
+    async fn claim_with_steps(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let runs = self.claim_batch(owner, now, lease_until, limit).await?;
+        let mut claimed = Vec::with_capacity(runs.len());
+        for run in runs {
+            let steps = self.steps(&run.id).await;
+            claimed.push(Claimed { run, steps });
+        }
+        Ok(claimed)
+    }
     /// Extends a lease. `None`: the lease is lost; else whether a cancel was requested.
     async fn heartbeat(
         &self,

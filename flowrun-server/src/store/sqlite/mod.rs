@@ -15,9 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
 use super::{
-    BundleInfo, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun, RollbackError,
-    RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, Submitted, SyncRecord,
-    SyncedRecord, UsageStep, record_hash,
+    BundleInfo, Claimed, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun,
+    RollbackError, RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, Submitted,
+    SyncRecord, SyncedRecord, UsageStep, record_hash,
 };
 
 /// The SQLite server store. Cheap to clone; the threads stop when the last clone is dropped.
@@ -575,22 +575,38 @@ impl ServerStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<RunRow>, StoreError> {
         let owner = owner.to_string();
+        self.write(move |c| claim_rows(c, &owner, now, lease_until, limit))
+            .await
+    }
+
+    async fn claim_with_steps(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let owner = owner.to_string();
+        // The steps are read on the writer with the claim: an index lookup per run, and no
+        // hop through the read pool before the run starts.
         self.write(move |c| {
-            let mut rows = c
-                .prepare_cached(&format!(
-                    "UPDATE runs SET status = 'running', lease_owner = ?1,
-                       lease_expires_at = ?2, attempts = attempts + 1,
-                       started_at = COALESCE(started_at, ?3)
-                     WHERE id IN (SELECT id FROM runs WHERE status = 'queued'
-                                  ORDER BY created_at, id LIMIT ?4)
-                       AND status = 'queued'
-                     RETURNING {RUN_COLS}"
-                ))?
-                .query_map(params![owner, lease_until, now, limit], run_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            // RETURNING gives no order.
-            rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-            Ok(rows)
+            let runs = claim_rows(c, &owner, now, lease_until, limit)?;
+            let mut read =
+                c.prepare_cached("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?;
+            Ok(runs
+                .into_iter()
+                .map(|run| {
+                    let steps = read
+                        .query_map([&run.id], |r| r.get::<_, String>(0))
+                        .map_err(StoreError::from)
+                        .and_then(|texts| {
+                            texts
+                                .map(|t| Ok(serde_json::from_str(&t?)?))
+                                .collect::<Result<Vec<StepRecord>, StoreError>>()
+                        });
+                    Claimed { run, steps }
+                })
+                .collect())
         })
         .await
     }
@@ -953,6 +969,31 @@ impl ServerStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Leases up to `limit` of the oldest queued runs to `owner`, oldest first.
+fn claim_rows(
+    c: &Connection,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+    limit: u32,
+) -> Result<Vec<RunRow>, StoreError> {
+    let mut rows = c
+        .prepare_cached(&format!(
+            "UPDATE runs SET status = 'running', lease_owner = ?1,
+               lease_expires_at = ?2, attempts = attempts + 1,
+               started_at = COALESCE(started_at, ?3)
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued'
+                          ORDER BY created_at, id LIMIT ?4)
+               AND status = 'queued'
+             RETURNING {RUN_COLS}"
+        ))?
+        .query_map(params![owner, lease_until, now, limit], run_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING gives no order.
+    rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(rows)
 }
 
 #[cfg(test)]
