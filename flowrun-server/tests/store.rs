@@ -581,7 +581,10 @@ fn ids(runs: Vec<flowrun_server::store::RunRow>) -> Vec<String> {
     runs.into_iter().map(|r| r.id).collect()
 }
 
-fn outputs(steps: &[StepRecord]) -> Vec<(u32, Option<serde_json::Value>)> {
+/// Each step's index and output.
+type Outputs = Vec<(u32, Option<serde_json::Value>)>;
+
+fn outputs(steps: &[StepRecord]) -> Outputs {
     steps
         .iter()
         .map(|s| (s.step_index, s.output.clone()))
@@ -605,7 +608,7 @@ async fn a_claim_brings_the_steps_earlier_attempts_committed(db: TestDb) {
     }
     assert_eq!(s.reclaim_expired(200, 5).await.unwrap().len(), 2);
     let claimed = s.claim_with_steps("w2", 210, 300, 2).await.unwrap();
-    let got: Vec<(&str, u32, Vec<(u32, Option<serde_json::Value>)>)> = claimed
+    let got: Vec<(&str, u32, Outputs)> = claimed
         .iter()
         .map(|c| {
             let steps = c.steps.as_ref().expect("steps");
