@@ -320,6 +320,49 @@ fn expected(n: usize, steps: usize) -> String {
     format!("{}{n}", "echo: ".repeat(steps))
 }
 
+/// Submissions of 5 ms or more, grouped into runs of neighbours sent one after another: a
+/// stall of the whole machine (or of the disk under the database) shows as one group whose
+/// latencies fall by the sending period from one submission to the next.
+fn print_stalls(latencies: &[Duration], rate: f64) {
+    let slow = |l: &Duration| *l >= Duration::from_millis(5);
+    let mut groups: Vec<(usize, usize, Duration)> = Vec::new();
+    for (i, l) in latencies.iter().enumerate().filter(|(_, l)| slow(l)) {
+        match groups.last_mut() {
+            Some((_, end, worst)) if *end + 1 == i => {
+                *end = i;
+                *worst = (*worst).max(*l);
+            }
+            _ => groups.push((i, i, *l)),
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = groups
+        .iter()
+        .filter(|(start, end, _)| end > start)
+        .take(12)
+        .map(|(start, end, worst)| {
+            format!(
+                "{:.2} s: {} submissions, worst {}",
+                *start as f64 / rate,
+                end - start + 1,
+                ms(*worst)
+            )
+        })
+        .collect();
+    let alone = groups.iter().filter(|(start, end, _)| end == start).count();
+    println!(
+        "slow submissions (5 ms or more): {} alone; in runs of neighbours (stalls): {}",
+        alone,
+        if shown.is_empty() {
+            "none".to_string()
+        } else {
+            shown.join("; ")
+        }
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -433,6 +476,7 @@ async fn bench(o: Opts) {
     }
     let offered = started.elapsed().as_secs_f64();
     await_all(&client, ids, o.steps).await;
+    print_stalls(&latencies, o.rate);
     latencies.sort();
     let p99 = percentile(&latencies, 0.99);
     println!(
