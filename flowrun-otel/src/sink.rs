@@ -14,10 +14,10 @@ use flowrun_core::provider::Usage;
 use flowrun_core::spec::ProjectConfig;
 use flowrun_core::testing::CaseResult;
 use flowrun_core::{EventSink, RunEvent, RunStatus};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{KeyValue, Value};
 
+use crate::span::{Ids, OpenSpan, Pipeline};
 use crate::{Shared, lock};
 
 /// What a sink adds beyond names, models, tokens and costs.
@@ -56,9 +56,20 @@ impl SinkOptions {
     }
 }
 
+/// The parent of a sink's run spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Parent {
+    /// None: every run is the root of a trace of its own, sampled or not.
+    Root,
+    /// A session's span.
+    Span(Ids),
+    /// A session the sampler dropped: nothing of its runs is recorded.
+    Dropped,
+}
+
 /// Builds spans from run events; one per executor, many per [`crate::Exporter`].
 pub struct OtelSink {
-    tracer: SdkTracer,
+    pipeline: Arc<Pipeline>,
     capture_content: bool,
     /// Provider name → `gen_ai.system`, made once rather than per span.
     systems: HashMap<String, Value>,
@@ -66,47 +77,50 @@ pub struct OtelSink {
     run_attributes: Vec<KeyValue>,
     shared: Arc<Shared>,
     /// The parent of every run span: a [`crate::Session`]'s span, or none (a root per run).
-    parent: Context,
+    parent: Parent,
     /// The session's run spans waiting for their case's result, when this sink runs cases.
     held: Option<Arc<Held>>,
+    /// The recorded runs in progress (an unsampled run is not here, so its events cost a
+    /// lookup and nothing more).
     runs: Mutex<HashMap<String, OpenRun>>,
 }
 
 struct OpenRun {
-    cx: Context,
+    span: OpenSpan,
     /// The open steps by index: one at a time, or a few in parallel.
-    steps: Vec<(u32, Context)>,
+    steps: Vec<(u32, OpenSpan)>,
 }
 
 impl OpenRun {
-    fn step(&self, index: u32) -> Option<&Context> {
+    fn step(&self, index: u32) -> Option<Ids> {
         self.steps
             .iter()
             .find(|(i, _)| *i == index)
-            .map(|(_, cx)| cx)
+            .map(|(_, span)| span.ids())
     }
 }
 
 /// Run spans that ended but stay open until their test case is scored
 /// ([`OtelSink::case_finished`]), each with its end time; the rest end with the session.
 #[derive(Default)]
-pub(crate) struct Held(Mutex<HashMap<String, (Context, SystemTime)>>);
+pub(crate) struct Held(Mutex<HashMap<String, (OpenSpan, SystemTime)>>);
 
 impl Held {
     /// Ends every run span still waiting, at its own end time.
-    pub(crate) fn end_all(&self) {
-        for (_, (cx, end)) in lock(&self.0).drain() {
-            cx.span().end_with_timestamp(end);
+    pub(crate) fn end_all(&self, pipeline: &Pipeline) {
+        let waiting: Vec<_> = lock(&self.0).drain().collect();
+        for (_, (span, end)) in waiting {
+            pipeline.end(span, end);
         }
     }
 }
 
 impl OtelSink {
     pub(crate) fn new(
-        tracer: SdkTracer,
+        pipeline: Arc<Pipeline>,
         options: SinkOptions,
         shared: Arc<Shared>,
-        parent: Context,
+        parent: Parent,
         held: Option<Arc<Held>>,
     ) -> OtelSink {
         let mut run_attributes = Vec::new();
@@ -117,7 +131,7 @@ impl OtelSink {
             run_attributes.push(KeyValue::new(k, v));
         }
         OtelSink {
-            tracer,
+            pipeline,
             capture_content: options.capture_content,
             systems: options
                 .systems
@@ -132,42 +146,61 @@ impl OtelSink {
         }
     }
 
+    /// The ids of a new run (or case) span under the sink's parent; `None` when its trace is
+    /// not recorded.
+    fn start_run_span(&self) -> Option<(Ids, opentelemetry::trace::SpanId)> {
+        match self.parent {
+            Parent::Root => self.pipeline.start(None),
+            Parent::Span(ids) => self.pipeline.start(Some(ids)),
+            Parent::Dropped => None,
+        }
+    }
+
     /// Adds a test case's result to the span of its run (`flowrun.test.*`), which a session's
     /// case sink kept open for it; a case whose run never started gets a span of its own.
     pub fn case_finished(&self, result: &CaseResult) {
-        let mut attributes = vec![
-            KeyValue::new("flowrun.test.file", result.file.clone()),
-            KeyValue::new("flowrun.test.case", result.case.clone()),
-            KeyValue::new("flowrun.test.repeat", i64::from(result.repeat)),
-            KeyValue::new("flowrun.test.pass", result.pass),
-            KeyValue::new("flowrun.test.score", result.score),
-        ];
         let held = self.held.as_ref().and_then(|held| {
             let id = result.run_id.as_ref()?;
             lock(&held.0).remove(id)
         });
-        if let Some((cx, end)) = held {
-            let span = cx.span();
-            span.set_attributes(attributes);
-            span.end_with_timestamp(end);
+        let attributes = || {
+            vec![
+                KeyValue::new("flowrun.test.file", result.file.clone()),
+                KeyValue::new("flowrun.test.case", result.case.clone()),
+                KeyValue::new("flowrun.test.repeat", i64::from(result.repeat)),
+                KeyValue::new("flowrun.test.pass", result.pass),
+                KeyValue::new("flowrun.test.score", result.score),
+            ]
+        };
+        if let Some((mut span, end)) = held {
+            span.add(attributes());
+            self.pipeline.end(span, end);
             return;
         }
+        let Some(ids) = self.start_run_span() else {
+            return;
+        };
+        let mut attributes = attributes();
         attributes.extend(self.run_attributes.iter().cloned());
         let end = SystemTime::now();
-        let mut span = self
-            .tracer
-            .span_builder(format!("case {}", result.case))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(end - Duration::from_millis(result.latency_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &self.parent);
+        let mut span = OpenSpan::new(
+            ids,
+            format!("case {}", result.case),
+            SpanKind::Internal,
+            end - Duration::from_millis(result.latency_ms),
+            attributes,
+        );
         if let Some(error) = &result.error {
             span.set_status(Status::error(error.clone()));
         }
-        span.end_with_timestamp(end);
+        self.pipeline.end(span, end);
     }
 
     fn run_started(&self, start: &RunStart) {
+        let labels = self.shared.take(&start.run_id);
+        let Some(ids) = self.start_run_span() else {
+            return;
+        };
         let mut attributes = Vec::with_capacity(8 + self.run_attributes.len());
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
@@ -177,24 +210,28 @@ impl OtelSink {
             KeyValue::new("flowrun.version", self.value(&start.version)),
         ]);
         attributes.extend(self.run_attributes.iter().cloned());
-        for (k, v) in self.shared.take(&start.run_id) {
+        for (k, v) in labels {
             attributes.push(KeyValue::new(k, v));
         }
         if self.capture_content {
             attributes.push(KeyValue::new("flowrun.input", start.input.to_string()));
         }
-        let span = self
-            .tracer
-            .span_builder(self.name(format!("{} {}", start.target_kind, start.target)))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(time(start.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &self.parent);
+        let span = OpenSpan::new(
+            ids,
+            self.name(format!("{} {}", start.target_kind, start.target)),
+            SpanKind::Internal,
+            time(start.started_at_ms),
+            attributes,
+        );
         let run = OpenRun {
-            cx: self.parent.with_span(span),
+            span,
             steps: Vec::new(),
         };
-        lock(&self.runs).insert(start.run_id.clone(), run);
+        // A run id seen again (it should not be) replaces the older run, which ends now.
+        let replaced = lock(&self.runs).insert(start.run_id.clone(), run);
+        if let Some(old) = replaced {
+            self.end_run_now(old);
+        }
     }
 
     fn step_started(&self, start: &StepStart) {
@@ -202,8 +239,11 @@ impl OtelSink {
         // map lookups.
         let Some(parent) = lock(&self.runs)
             .get(&start.run_id)
-            .map(|run| run.cx.clone())
+            .map(|run| run.span.ids())
         else {
+            return;
+        };
+        let Some(ids) = self.pipeline.start(Some(parent)) else {
             return;
         };
         let (system, model) = split_model(&start.model);
@@ -224,25 +264,24 @@ impl OtelSink {
             let messages = serde_json::to_string(&start.messages).unwrap_or_default();
             attributes.push(KeyValue::new("gen_ai.input.messages", messages));
         }
-        let span = self
-            .tracer
-            .span_builder(self.name(format!("step {}", start.step_id)))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(time(start.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
-        let cx = parent.with_span(span);
-        if let Some(run) = lock(&self.runs).get_mut(&start.run_id) {
-            run.steps.push((start.step_index, cx));
+        let span = OpenSpan::new(
+            ids,
+            self.name(format!("step {}", start.step_id)),
+            SpanKind::Internal,
+            time(start.started_at_ms),
+            attributes,
+        );
+        let mut runs = lock(&self.runs);
+        if let Some(run) = runs.get_mut(&start.run_id) {
+            run.steps.push((start.step_index, span));
         }
     }
 
     fn call_attempt(&self, call: &CallRecord) {
         let parent = lock(&self.runs)
             .get(&call.run_id)
-            .and_then(|run| run.step(call.step_index))
-            .cloned();
-        let Some(parent) = parent else {
+            .and_then(|run| run.step(call.step_index));
+        let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
         let mut attributes = Vec::with_capacity(16);
@@ -273,22 +312,24 @@ impl OtelSink {
         if let Some(error) = &call.error {
             attributes.push(KeyValue::new("error.type", self.value(&error.kind)));
         }
-        let mut span = self
-            .tracer
-            .span_builder(self.name(format!("chat {}", call.model)))
-            .with_kind(SpanKind::Client)
-            .with_start_time(time(call.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
+        let start = time(call.started_at_ms);
+        let mut span = OpenSpan::new(
+            ids,
+            self.name(format!("chat {}", call.model)),
+            SpanKind::Client,
+            start,
+            attributes,
+        );
         if let Some(error) = &call.error {
             // The message was redacted of keys by the provider layer; it names the failure.
             span.set_status(Status::error(error.message.clone()));
         }
-        span.end_with_timestamp(time(call.started_at_ms) + Duration::from_millis(call.latency_ms));
+        self.pipeline
+            .end(span, start + Duration::from_millis(call.latency_ms));
     }
 
     fn step_finished(&self, record: &StepRecord, reused: bool) {
-        let (run_cx, step) = {
+        let (run_ids, step) = {
             let mut runs = lock(&self.runs);
             let Some(run) = runs.get_mut(&record.run_id) else {
                 return;
@@ -298,27 +339,29 @@ impl OtelSink {
                 .iter()
                 .position(|(index, _)| *index == record.step_index)
                 .map(|at| run.steps.swap_remove(at).1);
-            (run.cx.clone(), step)
+            (run.span.ids(), step)
         };
         let end = SystemTime::now();
-        let cx = match step {
-            Some(cx) => cx,
+        let mut span = match step {
+            Some(span) => span,
             None => {
                 // A resumed run's reused step: no `StepStarted` came.
-                let span = self
-                    .tracer
-                    .span_builder(format!("step {}", record.step_id))
-                    .with_start_time(end - Duration::from_millis(record.latency_ms))
-                    .with_attributes([
+                let Some(ids) = self.pipeline.start(Some(run_ids)) else {
+                    return;
+                };
+                OpenSpan::new(
+                    ids,
+                    format!("step {}", record.step_id),
+                    SpanKind::Internal,
+                    end - Duration::from_millis(record.latency_ms),
+                    vec![
                         KeyValue::new("flowrun.step.id", record.step_id.clone()),
                         KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
                         KeyValue::new("flowrun.prompt", record.prompt.clone()),
-                    ])
-                    .start_with_context(&self.tracer, &run_cx);
-                run_cx.with_span(span)
+                    ],
+                )
             }
         };
-        let span = cx.span();
         let mut attributes = Vec::with_capacity(10);
         attributes.extend([
             KeyValue::new("flowrun.status", record.status.as_str()),
@@ -338,18 +381,18 @@ impl OtelSink {
             let output = serde_json::json!([{"role": "assistant", "content": text}]);
             attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
         }
-        span.set_attributes(attributes);
+        span.add(attributes);
         if record.status == RunStatus::Failed {
             span.set_status(Status::error(record.error.clone().unwrap_or_default()));
         }
-        span.end_with_timestamp(end);
+        self.pipeline.end(span, end);
     }
 
     fn run_finished(&self, end: &RunEnd) {
         let Some(run) = lock(&self.runs).remove(&end.run_id) else {
             return;
         };
-        let span = run.cx.span();
+        let OpenRun { mut span, steps } = run;
         let mut attributes = Vec::with_capacity(6);
         attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
         usage_attributes(&mut attributes, &end.usage);
@@ -359,7 +402,7 @@ impl OtelSink {
         {
             attributes.push(KeyValue::new("flowrun.output", output.to_string()));
         }
-        span.set_attributes(attributes);
+        span.add(attributes);
         match end.status {
             RunStatus::Failed | RunStatus::Cancelled => span.set_status(Status::error(
                 end.error
@@ -370,15 +413,37 @@ impl OtelSink {
         }
         // Steps left open (a cancelled run) end with it.
         let finished = time(end.finished_at_ms);
-        for (_, step) in run.steps {
-            step.span().end_with_timestamp(finished);
+        for (_, step) in steps {
+            self.pipeline.end(step, finished);
         }
         match &self.held {
             // A test case's run: its span waits for the case's result.
             Some(held) => {
-                lock(&held.0).insert(end.run_id.clone(), (run.cx.clone(), finished));
+                let replaced = lock(&held.0).insert(end.run_id.clone(), (span, finished));
+                if let Some((old, at)) = replaced {
+                    self.pipeline.end(old, at);
+                }
             }
-            None => span.end_with_timestamp(finished),
+            None => self.pipeline.end(span, finished),
+        }
+    }
+
+    /// Ends a run that never finished, and its open steps, now (as the SDK ended a span that
+    /// was dropped).
+    fn end_run_now(&self, run: OpenRun) {
+        let now = SystemTime::now();
+        for (_, step) in run.steps {
+            self.pipeline.end(step, now);
+        }
+        self.pipeline.end(run.span, now);
+    }
+}
+
+impl Drop for OtelSink {
+    fn drop(&mut self) {
+        let open: Vec<_> = lock(&self.runs).drain().collect();
+        for (_, run) in open {
+            self.end_run_now(run);
         }
     }
 }
@@ -448,17 +513,14 @@ pub(crate) fn time(ms: i64) -> SystemTime {
 mod tests {
     use flowrun_core::cost::Cost;
     use flowrun_core::event::CallFailure;
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use opentelemetry_sdk::trace::SpanData;
     use serde_json::json;
 
     use super::*;
+    use crate::span::testing::{Collect, pipeline};
 
-    fn sink(capture: bool) -> (OtelSink, SdkTracerProvider, InMemorySpanExporter) {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
+    fn sink(capture: bool) -> (OtelSink, Arc<Pipeline>, Collect) {
+        let (pipeline, collect) = pipeline();
         let options = SinkOptions {
             capture_content: capture,
             systems: [("claude".to_string(), "anthropic".to_string())].into(),
@@ -466,13 +528,13 @@ mod tests {
             labels: Vec::new(),
         };
         let sink = OtelSink::new(
-            provider.tracer("t"),
+            pipeline.clone(),
             options,
             Arc::default(),
-            Context::new(),
+            Parent::Root,
             None,
         );
-        (sink, provider, exporter)
+        (sink, pipeline, collect)
     }
 
     fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -506,7 +568,7 @@ mod tests {
     /// first attempt fails (rate limited) before the fallback fails too.
     #[test]
     fn failures_reused_steps_and_withheld_content() {
-        let (sink, provider, exporter) = sink(false);
+        let (sink, pipeline, collect) = sink(false);
         sink.emit(&RunEvent::RunStarted(RunStart {
             run_id: "r1".into(),
             target_kind: "flow".into(),
@@ -559,8 +621,8 @@ mod tests {
             error: Some("step s1 failed".into()),
             finished_at_ms: 1_030,
         }));
-        provider.force_flush().unwrap();
-        let spans = exporter.get_finished_spans().unwrap();
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
         assert_eq!(spans.len(), 4, "{spans:#?}");
         let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
         let run = by_name("flow f");
