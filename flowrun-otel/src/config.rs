@@ -361,4 +361,180 @@ mod tests {
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_HEADERS"));
         assert!(!e.to_string().contains("sk-secret"));
     }
+
+    fn target(vars: &[(&str, &str)]) -> Result<HttpTarget, OtelError> {
+        target_with(None, vars)
+    }
+
+    fn target_with(endpoint: Option<&str>, vars: &[(&str, &str)]) -> Result<HttpTarget, OtelError> {
+        HttpTarget::from_lookup(endpoint, |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn http_endpoint_as_the_specification_says() {
+        let url = |vars: &[(&str, &str)]| target(vars).unwrap().url.to_string();
+        assert_eq!(url(&[]), "http://localhost:4318/v1/traces");
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/otlp/")]),
+            "https://h/otlp/v1/traces"
+        );
+        // The signal's own variable is used as is, and wins.
+        assert_eq!(
+            url(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1234/custom"),
+            ]),
+            "http://t:1234/custom"
+        );
+        let given = target_with(
+            Some("http://127.0.0.1:9/v1/traces"),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318")],
+        )
+        .unwrap();
+        assert_eq!(given.url.as_str(), "http://127.0.0.1:9/v1/traces");
+        for bad in ["not a url", "ftp://h/v1/traces", "http://"] {
+            let e = target(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", bad)]).unwrap_err();
+            assert!(matches!(e, OtelError::Endpoint { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn headers_are_decoded_merged_and_never_shown() {
+        let t = target(&[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                " authorization = Bearer%20sk-secret ,x-tenant=acme,,",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "x-tenant=beta,x-odd=100%,x-eq=a=b",
+            ),
+        ])
+        .unwrap();
+        let h = |k: &str| t.headers.get(k).map(|v| v.as_bytes().to_vec());
+        assert_eq!(h("authorization"), Some(b"Bearer sk-secret".to_vec()));
+        assert_eq!(
+            h("x-tenant"),
+            Some(b"beta".to_vec()),
+            "the traces variable wins"
+        );
+        assert_eq!(h("x-odd"), Some(b"100%".to_vec()), "a lone % is kept");
+        assert_eq!(h("x-eq"), Some(b"a=b".to_vec()));
+        assert!(t.headers.values().all(|v| v.is_sensitive()));
+        let shown = format!("{t:?}");
+        assert!(
+            shown.contains("authorization") && !shown.contains("sk-secret"),
+            "{shown}"
+        );
+        for bad in [
+            "novalue",
+            "bad key=v",
+            "=vsecret",
+            "k=line%0Abreak",
+            "k=%00",
+        ] {
+            let e = target(&[("OTEL_EXPORTER_OTLP_HEADERS", bad)]).unwrap_err();
+            assert!(matches!(e, OtelError::Headers { .. }), "{bad}");
+            let text = e.to_string();
+            assert!(!text.contains(bad), "{text}");
+        }
+        // `from_env` rejects the same values before anything starts.
+        let e = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=line%0Abreak"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"));
+    }
+
+    #[test]
+    fn timeouts_in_milliseconds() {
+        let timeout = |vars: &[(&str, &str)]| target(vars).map(|t| t.timeout);
+        assert_eq!(timeout(&[]).unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            timeout(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            timeout(&[
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "300"),
+            ])
+            .unwrap(),
+            Duration::from_millis(300)
+        );
+        let e = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`OTEL_EXPORTER_OTLP_TIMEOUT` is `10s`; use a whole number of milliseconds"
+        );
+    }
+
+    fn sampler(vars: &[(&str, &str)]) -> Sampler {
+        Sampler::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn samplers_from_the_environment() {
+        assert_eq!(sampler(&[]), Sampler::AlwaysOn);
+        for (name, expected) in [
+            ("always_on", Sampler::AlwaysOn),
+            ("parentbased_always_on", Sampler::AlwaysOn),
+            ("always_off", Sampler::AlwaysOff),
+            ("parentbased_always_off", Sampler::AlwaysOff),
+            ("jaeger_remote", Sampler::AlwaysOn),
+            ("nonsense", Sampler::AlwaysOn),
+        ] {
+            assert_eq!(
+                sampler(&[("OTEL_TRACES_SAMPLER", name)]),
+                expected,
+                "{name}"
+            );
+        }
+        for name in ["traceidratio", "parentbased_traceidratio"] {
+            let with = |arg: &str| {
+                sampler(&[
+                    ("OTEL_TRACES_SAMPLER", name),
+                    ("OTEL_TRACES_SAMPLER_ARG", arg),
+                ])
+            };
+            assert_eq!(with("0.25"), Sampler::Ratio(0.25));
+            assert_eq!(with("0"), Sampler::Ratio(0.0));
+            assert_eq!(with("2"), Sampler::Ratio(1.0), "out of range: the default");
+            assert_eq!(with("NaN"), Sampler::Ratio(1.0));
+            assert_eq!(with("half"), Sampler::Ratio(1.0));
+            assert_eq!(
+                sampler(&[("OTEL_TRACES_SAMPLER", name)]),
+                Sampler::Ratio(1.0)
+            );
+        }
+    }
+
+    #[test]
+    fn ratios_decide_by_the_trace_ids_low_bits() {
+        let id = |low: u64| TraceId::from(u128::from(low) | (0xffff_u128 << 64));
+        assert!(Sampler::Ratio(1.0).samples(id(u64::MAX)));
+        assert!(!Sampler::Ratio(0.0).samples(id(0)));
+        assert!(Sampler::Ratio(0.5).samples(id(0)));
+        assert!(Sampler::Ratio(0.5).samples(id((1 << 63) - 1)));
+        assert!(!Sampler::Ratio(0.5).samples(id(1 << 63)));
+        assert!(!Sampler::AlwaysOff.samples(id(0)));
+        assert!(Sampler::AlwaysOn.samples(id(u64::MAX)));
+    }
 }

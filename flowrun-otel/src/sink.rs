@@ -650,4 +650,177 @@ mod tests {
         assert!(!text.contains("private") && !text.contains("the answer"));
         assert!(lock(&sink.runs).is_empty(), "finished runs are forgotten");
     }
+
+    fn start(run: &str) -> RunEvent {
+        RunEvent::RunStarted(RunStart {
+            run_id: run.into(),
+            target_kind: "prompt".into(),
+            target: "p".into(),
+            version: "v1".into(),
+            input: json!({"q": "hello"}),
+            started_at_ms: 2_000,
+        })
+    }
+
+    fn step_start(run: &str) -> RunEvent {
+        RunEvent::StepStarted(StepStart {
+            run_id: run.into(),
+            step_index: 0,
+            step_id: "s0".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "claude/sonnet".into(),
+            messages: vec![],
+            started_at_ms: 2_001,
+        })
+    }
+
+    /// A successful one-step run: three spans, one trace, the tree and times from the
+    /// events, content only because it is captured.
+    #[test]
+    fn a_run_is_a_trace_of_three_spans() {
+        let (sink, pipeline, collect) = sink(true);
+        sink.emit(&start("r2"));
+        sink.emit(&step_start("r2"));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r2".into(),
+            step_index: 0,
+            attempt: 1,
+            provider: "claude".into(),
+            model: "sonnet".into(),
+            started_at_ms: 2_002,
+            latency_ms: 40,
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: 3,
+                ..Usage::default()
+            },
+            cost: Cost::known(0.25),
+            error: None,
+            raw_response: Some(json!({"model": "sonnet-2", "id": "msg_1"})),
+            repair: false,
+            cached: false,
+        }));
+        let mut finished = step(0, RunStatus::Succeeded, None);
+        finished.run_id = "r2".into();
+        sink.emit(&RunEvent::StepFinished(finished));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r2".into(),
+            status: RunStatus::Succeeded,
+            output: Some(json!("done")),
+            usage: Usage::default(),
+            cost: Cost::known(0.25),
+            latency_ms: 50,
+            error: None,
+            finished_at_ms: 2_050,
+        }));
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 3, "{spans:#?}");
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (run, step, call) = (
+            by_name("prompt p"),
+            by_name("step s0"),
+            by_name("chat sonnet"),
+        );
+        let trace = run.span_context.trace_id();
+        assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+        assert!(spans.iter().all(|s| s.span_context.is_sampled()));
+        assert_eq!(run.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert_eq!(step.parent_span_id, run.span_context.span_id());
+        assert_eq!(call.parent_span_id, step.span_context.span_id());
+        assert_eq!((run.start_time, run.end_time), (time(2_000), time(2_050)));
+        assert_eq!(step.start_time, time(2_001));
+        assert_eq!((call.start_time, call.end_time), (time(2_002), time(2_042)));
+        assert_eq!(run.status, Status::Ok);
+        assert_eq!(step.status, Status::Unset);
+        assert_eq!(call.status, Status::Unset);
+        assert_eq!(run.span_kind, SpanKind::Internal);
+        assert_eq!(call.span_kind, SpanKind::Client);
+        assert_eq!(attr(run, "flowrun.run_id").as_deref(), Some("r2"));
+        assert_eq!(
+            attr(run, "flowrun.input").as_deref(),
+            Some(r#"{"q":"hello"}"#)
+        );
+        assert_eq!(attr(run, "flowrun.output").as_deref(), Some(r#""done""#));
+        assert_eq!(attr(run, "flowrun.cost_usd").as_deref(), Some("0.25"));
+        assert_eq!(attr(step, "gen_ai.system").as_deref(), Some("anthropic"));
+        assert_eq!(
+            attr(step, "gen_ai.request.model").as_deref(),
+            Some("sonnet")
+        );
+        assert!(attr(step, "gen_ai.output.messages").is_some());
+        assert_eq!(
+            attr(call, "gen_ai.response.model").as_deref(),
+            Some("sonnet-2")
+        );
+        assert_eq!(attr(call, "gen_ai.response.id").as_deref(), Some("msg_1"));
+        assert_eq!(
+            attr(call, "gen_ai.usage.input_tokens").as_deref(),
+            Some("12")
+        );
+        assert_eq!(attr(call, "flowrun.attempt").as_deref(), Some("1"));
+    }
+
+    /// An unsampled run leaves nothing behind and exports nothing; a sink dropped with runs
+    /// in progress ends them (as the SDK ended dropped spans).
+    #[test]
+    fn unsampled_runs_cost_nothing_and_open_runs_end_on_drop() {
+        let collect = Collect::default();
+        let off = Arc::new(Pipeline::new(
+            Box::new(collect.clone()),
+            crate::config::Sampler::AlwaysOff,
+        ));
+        let sink_off = OtelSink::new(
+            off,
+            SinkOptions::default(),
+            Arc::default(),
+            Parent::Root,
+            None,
+        );
+        sink_off.emit(&start("r3"));
+        sink_off.emit(&step_start("r3"));
+        assert!(lock(&sink_off.runs).is_empty());
+        drop(sink_off);
+        let (pipeline, _) = pipeline();
+        let dropped = OtelSink::new(
+            pipeline,
+            SinkOptions::default(),
+            Arc::default(),
+            Parent::Dropped,
+            None,
+        );
+        dropped.emit(&start("r4"));
+        dropped.case_finished(&CaseResult {
+            file: "t.yaml".into(),
+            case: "c".into(),
+            index: 0,
+            repeat: 1,
+            target: "prompt/p".into(),
+            tags: vec![],
+            input: json!({}),
+            run_id: None,
+            status: RunStatus::Failed,
+            output: None,
+            output_text: String::new(),
+            error: None,
+            assertions: vec![],
+            score: 0.0,
+            pass: false,
+            latency_ms: 1,
+            usage: Usage::default(),
+            cost: Cost::known(0.0),
+            cached: false,
+        });
+        assert!(lock(&dropped.runs).is_empty());
+        assert!(collect.spans().is_empty());
+
+        let (sink, _, collect) = sink(false);
+        sink.emit(&start("r5"));
+        sink.emit(&step_start("r5"));
+        drop(sink);
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 2, "{spans:#?}");
+        assert!(spans.iter().all(|s| s.end_time > time(2_001)));
+    }
 }
