@@ -201,7 +201,8 @@ impl OtelSink {
         let Some(ids) = self.start_run_span() else {
             return;
         };
-        let mut attributes = Vec::with_capacity(8 + self.run_attributes.len());
+        // Room for the attributes `run_finished` adds.
+        let mut attributes = Vec::with_capacity(12 + self.run_attributes.len());
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::new("flowrun.run_id", start.run_id.clone()),
@@ -247,7 +248,8 @@ impl OtelSink {
             return;
         };
         let (system, model) = split_model(&start.model);
-        let mut attributes = Vec::with_capacity(10);
+        // Room for the attributes `step_finished` adds.
+        let mut attributes = Vec::with_capacity(20);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(model)),
@@ -362,26 +364,26 @@ impl OtelSink {
                 )
             }
         };
-        let mut attributes = Vec::with_capacity(10);
-        attributes.extend([
-            KeyValue::new("flowrun.status", record.status.as_str()),
-            KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
-            KeyValue::new("flowrun.cached", record.cached),
-            KeyValue::new("flowrun.reused", reused),
-        ]);
-        if let Some(model) = &record.model {
-            let (_, model) = split_model(model);
-            attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
-        }
-        usage_attributes(&mut attributes, &record.usage);
-        cost_attribute(&mut attributes, &record.cost);
-        if self.capture_content
-            && let Some(text) = &record.output_text
-        {
-            let output = serde_json::json!([{"role": "assistant", "content": text}]);
-            attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
-        }
-        span.add(attributes);
+        span.add_with(|attributes| {
+            attributes.extend([
+                KeyValue::new("flowrun.status", record.status.as_str()),
+                KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
+                KeyValue::new("flowrun.cached", record.cached),
+                KeyValue::new("flowrun.reused", reused),
+            ]);
+            if let Some(model) = &record.model {
+                let (_, model) = split_model(model);
+                attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
+            }
+            usage_attributes(attributes, &record.usage);
+            cost_attribute(attributes, &record.cost);
+            if self.capture_content
+                && let Some(text) = &record.output_text
+            {
+                let output = serde_json::json!([{"role": "assistant", "content": text}]);
+                attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
+            }
+        });
         if record.status == RunStatus::Failed {
             span.set_status(Status::error(record.error.clone().unwrap_or_default()));
         }
@@ -393,16 +395,16 @@ impl OtelSink {
             return;
         };
         let OpenRun { mut span, steps } = run;
-        let mut attributes = Vec::with_capacity(6);
-        attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
-        usage_attributes(&mut attributes, &end.usage);
-        cost_attribute(&mut attributes, &end.cost);
-        if self.capture_content
-            && let Some(output) = &end.output
-        {
-            attributes.push(KeyValue::new("flowrun.output", output.to_string()));
-        }
-        span.add(attributes);
+        span.add_with(|attributes| {
+            attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
+            usage_attributes(attributes, &end.usage);
+            cost_attribute(attributes, &end.cost);
+            if self.capture_content
+                && let Some(output) = &end.output
+            {
+                attributes.push(KeyValue::new("flowrun.output", output.to_string()));
+            }
+        });
         match end.status {
             RunStatus::Failed | RunStatus::Cancelled => span.set_status(Status::error(
                 end.error

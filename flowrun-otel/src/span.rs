@@ -123,29 +123,35 @@ pub(crate) struct OpenSpan {
 }
 
 impl OpenSpan {
-    /// A span with these ids (from [`Pipeline::start`]) and its first attributes.
+    /// A span with these ids (from [`Pipeline::start`]) and its first attributes (give the
+    /// vector room for those added later: it is the one exported).
     pub(crate) fn new(
         (ids, parent): (Ids, SpanId),
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
         start: SystemTime,
-        mut attributes: Vec<KeyValue>,
+        attributes: Vec<KeyValue>,
     ) -> OpenSpan {
-        let mut dropped_attributes = 0;
-        if attributes.len() > MAX_ATTRIBUTES {
-            dropped_attributes =
-                u32::try_from(attributes.len() - MAX_ATTRIBUTES).unwrap_or(u32::MAX);
-            attributes.truncate(MAX_ATTRIBUTES);
-        }
-        OpenSpan {
+        let mut span = OpenSpan {
             ids,
             parent,
             name: name.into(),
             kind,
             start,
             attributes,
-            dropped_attributes,
+            dropped_attributes: 0,
             status: Status::Unset,
+        };
+        span.limit();
+        span
+    }
+
+    /// The SDK's attribute limit: those past [`MAX_ATTRIBUTES`] are counted as dropped.
+    fn limit(&mut self) {
+        if self.attributes.len() > MAX_ATTRIBUTES {
+            let over = u32::try_from(self.attributes.len() - MAX_ATTRIBUTES).unwrap_or(u32::MAX);
+            self.dropped_attributes = self.dropped_attributes.saturating_add(over);
+            self.attributes.truncate(MAX_ATTRIBUTES);
         }
     }
 
@@ -155,13 +161,13 @@ impl OpenSpan {
 
     /// Adds attributes, the SDK's way: appended, the ones past the limit counted as dropped.
     pub(crate) fn add(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        for kv in attributes {
-            if self.attributes.len() < MAX_ATTRIBUTES {
-                self.attributes.push(kv);
-            } else {
-                self.dropped_attributes = self.dropped_attributes.saturating_add(1);
-            }
-        }
+        self.add_with(|list| list.extend(attributes));
+    }
+
+    /// Adds the attributes `add` pushes, straight into the span's list.
+    pub(crate) fn add_with(&mut self, add: impl FnOnce(&mut Vec<KeyValue>)) {
+        add(&mut self.attributes);
+        self.limit();
     }
 
     /// Sets the status unless a stronger one is set (`Ok` > `Error` > `Unset`, as the SDK).
