@@ -92,7 +92,14 @@ impl Encoder {
             put_span(span, buf);
         }
         put_str(3, schema_url, buf);
-        debug_assert_eq!(buf.len(), total);
+        if buf.len() != total {
+            // A sizing bug: the collector will reject the request; say why here.
+            tracing::error!(
+                expected = total,
+                written = buf.len(),
+                "OTLP encoding of spans is inconsistent"
+            );
+        }
         self.buf.split().freeze()
     }
 }

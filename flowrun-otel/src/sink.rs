@@ -187,7 +187,7 @@ impl OtelSink {
             ids,
             format!("case {}", result.case),
             SpanKind::Internal,
-            end - Duration::from_millis(result.latency_ms),
+            before(end, result.latency_ms),
             attributes,
         );
         if let Some(error) = &result.error {
@@ -326,8 +326,7 @@ impl OtelSink {
             // The message was redacted of keys by the provider layer; it names the failure.
             span.set_status(Status::error(error.message.clone()));
         }
-        self.pipeline
-            .end(span, start + Duration::from_millis(call.latency_ms));
+        self.pipeline.end(span, after(start, call.latency_ms));
     }
 
     fn step_finished(&self, record: &StepRecord, reused: bool) {
@@ -355,7 +354,7 @@ impl OtelSink {
                     ids,
                     format!("step {}", record.step_id),
                     SpanKind::Internal,
-                    end - Duration::from_millis(record.latency_ms),
+                    before(end, record.latency_ms),
                     vec![
                         KeyValue::new("flowrun.step.id", record.step_id.clone()),
                         KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
@@ -508,7 +507,18 @@ pub(crate) fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core
 }
 
 pub(crate) fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    after(UNIX_EPOCH, ms.max(0) as u64)
+}
+
+/// `ms` after `t`, or `t` itself if that is not a time the system can hold.
+fn after(t: SystemTime, ms: u64) -> SystemTime {
+    t.checked_add(Duration::from_millis(ms)).unwrap_or(t)
+}
+
+/// `ms` before `t`, or the epoch if that is not a time the system can hold.
+fn before(t: SystemTime, ms: u64) -> SystemTime {
+    t.checked_sub(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -824,5 +834,68 @@ mod tests {
         let spans = collect.spans();
         assert_eq!(spans.len(), 2, "{spans:#?}");
         assert!(spans.iter().all(|s| s.end_time > time(2_001)));
+    }
+
+    /// Times and latencies far out of range neither panic nor break the encoding.
+    #[test]
+    fn extreme_times_do_not_panic() {
+        let (sink, pipeline, collect) = sink(false);
+        sink.emit(&RunEvent::RunStarted(RunStart {
+            run_id: "r1".into(),
+            target_kind: "flow".into(),
+            target: "f".into(),
+            version: "v1".into(),
+            input: json!({}),
+            started_at_ms: i64::MIN,
+        }));
+        sink.emit(&RunEvent::StepStarted(StepStart {
+            run_id: "r1".into(),
+            step_index: 1,
+            step_id: "s1".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "no-provider".into(),
+            messages: vec![],
+            started_at_ms: i64::MAX,
+        }));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r1".into(),
+            step_index: 1,
+            attempt: u32::MAX,
+            provider: String::new(),
+            model: String::new(),
+            started_at_ms: i64::MAX,
+            latency_ms: u64::MAX,
+            usage: Usage::default(),
+            cost: Cost::known(f64::NAN),
+            error: None,
+            raw_response: Some(json!({"model": 3, "id": null})),
+            repair: false,
+            cached: false,
+        }));
+        let mut reused = step(0, RunStatus::Succeeded, None);
+        reused.latency_ms = u64::MAX;
+        sink.emit(&RunEvent::StepReused(reused));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r1".into(),
+            status: RunStatus::Cancelled,
+            output: None,
+            usage: Usage::default(),
+            cost: Cost::unknown(""),
+            latency_ms: u64::MAX,
+            error: None,
+            finished_at_ms: i64::MAX,
+        }));
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 4, "{spans:#?}");
+        let call = spans.iter().find(|s| s.name == "chat ").unwrap();
+        assert!(call.end_time >= call.start_time);
+        let mut encoder =
+            crate::encode::Encoder::new(&opentelemetry_sdk::Resource::builder_empty().build());
+        assert!(!encoder.encode(&spans).is_empty());
+        let run = spans.iter().find(|s| s.name == "flow f").unwrap();
+        assert_eq!(run.start_time, UNIX_EPOCH);
+        assert_eq!(run.status, Status::error("cancelled"));
     }
 }
