@@ -5,30 +5,37 @@
 //! executor's sinks when [`Exporter::from_env`] finds `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
 mod config;
+mod encode;
+mod http;
+mod ids;
 mod intern;
 mod runtime;
 mod session;
 mod sink;
+mod span;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
-    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SpanExporter as _,
 };
+
+use crate::config::{HttpTarget, Sampler};
+use crate::sink::Parent;
+use crate::span::Pipeline;
 
 pub use config::{OtelConfig, OtelError, Protocol};
 pub use session::Session;
 pub use sink::{OtelSink, SinkOptions};
 
-/// The tracer provider with its exporter, shared by every sink of a process. Dropping it (or
-/// [`Exporter::shutdown`]) flushes the spans not sent yet.
+/// The export pipeline (sampler, batch processor, OTLP exporter), shared by every sink of a
+/// process. Dropping it and every sink and session made from it (or [`Exporter::shutdown`])
+/// flushes the spans not sent yet.
 pub struct Exporter {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    pipeline: Arc<Pipeline>,
     shared: Arc<Shared>,
 }
 
@@ -73,9 +80,13 @@ impl Exporter {
     }
 
     /// Starts the export pipeline: a batch processor whose thread hands each batch to the OTLP
-    /// exporter on a small runtime of its own.
+    /// exporter on a small runtime of its own. Besides `config`, reads the variables
+    /// `OtelConfig` does not hold: for HTTP, `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` (unless
+    /// `config.endpoint` is set), `_HEADERS` and `_TIMEOUT`; `OTEL_BSP_*`; and
+    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub fn new(config: &OtelConfig) -> Result<Exporter, OtelError> {
-        let exporter = runtime::OnRuntime::build(config)?;
+        // The SDK's resource: the service name and version, `OTEL_RESOURCE_ATTRIBUTES` and
+        // the `telemetry.sdk.*` attributes, as before.
         let resource = Resource::builder()
             .with_service_name(config.service_name.clone())
             .with_attribute(opentelemetry::KeyValue::new(
@@ -83,17 +94,26 @@ impl Exporter {
                 env!("CARGO_PKG_VERSION"),
             ))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(batch_config(|k| std::env::var_os(k).is_some()))
-            .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer("flowrun");
+        let batch = batch_config(|k| std::env::var_os(k).is_some());
+        let processor = match config.protocol {
+            Protocol::HttpProtobuf => {
+                let target = HttpTarget::from_lookup(config.endpoint.as_deref(), config::env)?;
+                let exporter = http::HttpExporter::build(target, &resource)?;
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build()
+            }
+            Protocol::Grpc => {
+                let mut exporter = runtime::OnRuntime::build(config)?;
+                exporter.set_resource(&resource);
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build()
+            }
+        };
+        let sampler = Sampler::from_lookup(config::env);
         Ok(Exporter {
-            provider,
-            tracer,
+            pipeline: Arc::new(Pipeline::new(Box::new(processor), sampler)),
             shared: Arc::default(),
         })
     }
@@ -101,10 +121,10 @@ impl Exporter {
     /// A sink that turns one project's run events into spans.
     pub fn sink(&self, options: SinkOptions) -> OtelSink {
         OtelSink::new(
-            self.tracer.clone(),
+            self.pipeline.clone(),
             options,
             self.shared.clone(),
-            opentelemetry::Context::new(),
+            Parent::Root,
             None,
         )
     }
@@ -116,7 +136,7 @@ impl Exporter {
             cases as i64,
         )];
         Session::start(
-            self.tracer.clone(),
+            self.pipeline.clone(),
             self.shared.clone(),
             "flowrun test",
             attributes,
@@ -131,7 +151,7 @@ impl Exporter {
             opentelemetry::KeyValue::new("flowrun.eval.cases", cases as i64),
         ];
         Session::start(
-            self.tracer.clone(),
+            self.pipeline.clone(),
             self.shared.clone(),
             "flowrun eval",
             attributes,
@@ -150,7 +170,7 @@ impl Exporter {
     /// Sends every finished span and stops the pipeline. Blocks (up to the exporter's timeout);
     /// call it outside async code.
     pub fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = self.pipeline.shutdown() {
             tracing::warn!(error = %e, "cannot flush OpenTelemetry spans");
         }
     }

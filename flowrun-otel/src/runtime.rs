@@ -1,9 +1,9 @@
-//! The OTLP exporter on a runtime of its own.
+//! The OTLP/gRPC exporter (`opentelemetry-otlp`'s tonic one) on a runtime of its own.
 //!
-//! The SDK's batch processor exports from a plain thread, but the HTTP (async reqwest) and
-//! gRPC (tonic) clients need a Tokio reactor. Rather than lean on the caller's runtime (the CLI
-//! has none once a run ends; the server's may be shutting down), the exporter owns a
-//! one-worker runtime and blocks the batch thread on it for each export.
+//! The SDK's batch processor exports from a plain thread, but the gRPC (tonic) and HTTP
+//! (reqwest, `http.rs`) clients need a Tokio reactor. Rather than lean on the caller's runtime
+//! (the CLI has none once a run ends; the server's may be shutting down), each exporter owns a
+//! one-worker runtime ([`own_runtime`]) and blocks the batch thread on it for each export.
 
 use std::time::Duration;
 
@@ -11,7 +11,17 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
-use crate::config::{OtelConfig, OtelError, Protocol};
+use crate::config::{OtelConfig, OtelError};
+
+/// The one-worker runtime an exporter runs its client on.
+pub(crate) fn own_runtime() -> Result<tokio::runtime::Runtime, OtelError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("flowrun-otel")
+        .enable_all()
+        .build()
+        .map_err(|e| OtelError::Build(e.to_string()))
+}
 
 pub(crate) struct OnRuntime {
     inner: opentelemetry_otlp::SpanExporter,
@@ -25,37 +35,21 @@ impl std::fmt::Debug for OnRuntime {
 }
 
 impl OnRuntime {
+    /// The gRPC exporter; it reads `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS` and
+    /// `_TIMEOUT` itself unless `config.endpoint` is set.
     pub(crate) fn build(config: &OtelConfig) -> Result<OnRuntime, OtelError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("flowrun-otel")
-            .enable_all()
-            .build()
-            .map_err(|e| OtelError::Build(e.to_string()))?;
+        let runtime = own_runtime()?;
         let inner = {
             let _entered = runtime.enter();
-            let builder = opentelemetry_otlp::SpanExporter::builder();
-            match config.protocol {
-                Protocol::HttpProtobuf => {
-                    let mut b = builder
-                        .with_http()
-                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-                    if let Some(url) = &config.endpoint {
-                        b = b.with_endpoint(url);
-                    }
-                    b.build()
-                }
-                Protocol::Grpc => {
-                    let mut b = builder
-                        .with_tonic()
-                        .with_protocol(opentelemetry_otlp::Protocol::Grpc);
-                    if let Some(url) = &config.endpoint {
-                        b = b.with_endpoint(url);
-                    }
-                    b.build()
-                }
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(opentelemetry_otlp::Protocol::Grpc);
+            if let Some(url) = &config.endpoint {
+                builder = builder.with_endpoint(url);
             }
-            .map_err(|e| OtelError::Build(e.to_string()))?
+            builder
+                .build()
+                .map_err(|e| OtelError::Build(e.to_string()))?
         };
         Ok(OnRuntime { inner, runtime })
     }

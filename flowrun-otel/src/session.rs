@@ -11,19 +11,20 @@ use std::time::SystemTime;
 
 use flowrun_core::eval::EvalReport;
 use flowrun_core::testing::{SuiteReport, Summary};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, Status};
 
-use crate::sink::{Held, cost_attribute, usage_attributes};
+use crate::sink::{Held, Parent, cost_attribute, usage_attributes};
+use crate::span::{OpenSpan, Pipeline};
 use crate::{OtelSink, Shared, SinkOptions};
 
 /// One test or eval session's span and the sinks of its executors. Ending it (or dropping
 /// it) ends the session span; flush with [`crate::Exporter::shutdown`] afterwards.
 pub struct Session {
-    tracer: SdkTracer,
+    pipeline: Arc<Pipeline>,
     shared: Arc<Shared>,
-    cx: Context,
+    /// `None` when the sampler dropped the session's trace.
+    span: Option<OpenSpan>,
     held: Arc<Held>,
 }
 
@@ -35,22 +36,26 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn start(
-        tracer: SdkTracer,
+        pipeline: Arc<Pipeline>,
         shared: Arc<Shared>,
         name: &'static str,
         attributes: Vec<KeyValue>,
     ) -> Session {
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .with_start_time(SystemTime::now())
-            .with_attributes(attributes)
-            .start_with_context(&tracer, &Context::new());
+        let span = pipeline
+            .start(None)
+            .map(|ids| OpenSpan::new(ids, name, SpanKind::Internal, SystemTime::now(), attributes));
         Session {
-            tracer,
+            pipeline,
             shared,
-            cx: Context::new().with_span(span),
+            span,
             held: Arc::default(),
+        }
+    }
+
+    fn parent(&self) -> Parent {
+        match &self.span {
+            Some(span) => Parent::Span(span.ids()),
+            None => Parent::Dropped,
         }
     }
 
@@ -58,10 +63,10 @@ impl Session {
     /// session's and wait for [`OtelSink::case_finished`].
     pub fn case_sink(&self, options: SinkOptions) -> OtelSink {
         OtelSink::new(
-            self.tracer.clone(),
+            self.pipeline.clone(),
             options,
             self.shared.clone(),
-            self.cx.clone(),
+            self.parent(),
             Some(self.held.clone()),
         )
     }
@@ -69,17 +74,19 @@ impl Session {
     /// A sink for another executor of the session (a judge): run spans under the session's.
     pub fn sink(&self, options: SinkOptions) -> OtelSink {
         OtelSink::new(
-            self.tracer.clone(),
+            self.pipeline.clone(),
             options,
             self.shared.clone(),
-            self.cx.clone(),
+            self.parent(),
             None,
         )
     }
 
     /// Ends a `flowrun test` session with the suite's counts and verdict.
-    pub fn end_test(self, report: &SuiteReport) {
-        let span = self.cx.span();
+    pub fn end_test(mut self, report: &SuiteReport) {
+        let Some(span) = &mut self.span else {
+            return;
+        };
         let mut attributes = summary_attributes("flowrun.test", &report.summary);
         attributes.push(KeyValue::new(
             "flowrun.test.min_pass_rate",
@@ -88,7 +95,7 @@ impl Session {
         attributes.push(KeyValue::new("flowrun.test.passed", report.passed()));
         usage_attributes(&mut attributes, &report.summary.usage);
         cost_attribute(&mut attributes, &report.summary.cost);
-        span.set_attributes(attributes);
+        span.add(attributes);
         if report.passed() {
             span.set_status(Status::Ok);
         } else {
@@ -100,8 +107,10 @@ impl Session {
     }
 
     /// Ends a `flowrun eval` session with both sides' results and the verdict.
-    pub fn end_eval(self, report: &EvalReport) {
-        let span = self.cx.span();
+    pub fn end_eval(mut self, report: &EvalReport) {
+        let Some(span) = &mut self.span else {
+            return;
+        };
         let mut attributes = summary_attributes("flowrun.eval.draft", &report.draft);
         attributes.extend(summary_attributes(
             "flowrun.eval.baseline",
@@ -118,15 +127,17 @@ impl Session {
         let mut cost = report.draft.cost.clone();
         cost.add(&report.baseline_summary.cost);
         cost_attribute(&mut attributes, &cost);
-        span.set_attributes(attributes);
+        span.add(attributes);
         span.set_status(Status::Ok);
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.held.end_all();
-        self.cx.span().end();
+        self.held.end_all(&self.pipeline);
+        if let Some(span) = self.span.take() {
+            self.pipeline.end(span, SystemTime::now());
+        }
     }
 }
 
@@ -148,11 +159,11 @@ mod tests {
     use flowrun_core::provider::Usage;
     use flowrun_core::testing::CaseResult;
     use flowrun_core::{EventSink as _, RunEvent, RunStatus};
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use opentelemetry_sdk::trace::SpanData;
     use serde_json::json;
 
     use super::*;
+    use crate::span::testing::pipeline;
 
     fn attr(span: &SpanData, key: &str) -> Option<String> {
         span.attributes
@@ -214,25 +225,19 @@ mod tests {
     /// ends with the session at its own end time; a case without a run gets a span.
     #[test]
     fn cases_land_on_their_runs_under_the_session() {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let session = Session::start(provider.tracer("t"), Arc::default(), "flowrun test", vec![]);
+        let (pipeline, collect) = pipeline();
+        let session = Session::start(pipeline.clone(), Arc::default(), "flowrun test", vec![]);
         let sink = session.case_sink(SinkOptions::default().label("flowrun.eval.side", "draft"));
         run(&sink, "r1", 1_000, 1_500);
         run(&sink, "tool", 1_100, 1_200);
-        assert!(
-            exporter.get_finished_spans().unwrap().is_empty(),
-            "run spans wait for their case"
-        );
+        assert!(collect.spans().is_empty(), "run spans wait for their case");
         let first = result("first", Some("r1"), true);
         sink.case_finished(&first);
         sink.case_finished(&result("broken", None, false));
         let report = SuiteReport::new(0, 10, 1.0, vec![first, result("broken", None, false)]);
         session.end_test(&report);
-        provider.force_flush().unwrap();
-        let spans = exporter.get_finished_spans().unwrap();
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
         assert_eq!(spans.len(), 4, "{spans:#?}");
         let by_name = |n: &str| spans.iter().filter(|s| s.name == n).collect::<Vec<_>>();
         let root = by_name("flowrun test")[0];

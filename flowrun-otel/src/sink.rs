@@ -14,10 +14,10 @@ use flowrun_core::provider::Usage;
 use flowrun_core::spec::ProjectConfig;
 use flowrun_core::testing::CaseResult;
 use flowrun_core::{EventSink, RunEvent, RunStatus};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{KeyValue, Value};
 
+use crate::span::{Ids, OpenSpan, Pipeline};
 use crate::{Shared, lock};
 
 /// What a sink adds beyond names, models, tokens and costs.
@@ -56,9 +56,20 @@ impl SinkOptions {
     }
 }
 
+/// The parent of a sink's run spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Parent {
+    /// None: every run is the root of a trace of its own, sampled or not.
+    Root,
+    /// A session's span.
+    Span(Ids),
+    /// A session the sampler dropped: nothing of its runs is recorded.
+    Dropped,
+}
+
 /// Builds spans from run events; one per executor, many per [`crate::Exporter`].
 pub struct OtelSink {
-    tracer: SdkTracer,
+    pipeline: Arc<Pipeline>,
     capture_content: bool,
     /// Provider name → `gen_ai.system`, made once rather than per span.
     systems: HashMap<String, Value>,
@@ -66,47 +77,50 @@ pub struct OtelSink {
     run_attributes: Vec<KeyValue>,
     shared: Arc<Shared>,
     /// The parent of every run span: a [`crate::Session`]'s span, or none (a root per run).
-    parent: Context,
+    parent: Parent,
     /// The session's run spans waiting for their case's result, when this sink runs cases.
     held: Option<Arc<Held>>,
+    /// The recorded runs in progress (an unsampled run is not here, so its events cost a
+    /// lookup and nothing more).
     runs: Mutex<HashMap<String, OpenRun>>,
 }
 
 struct OpenRun {
-    cx: Context,
+    span: OpenSpan,
     /// The open steps by index: one at a time, or a few in parallel.
-    steps: Vec<(u32, Context)>,
+    steps: Vec<(u32, OpenSpan)>,
 }
 
 impl OpenRun {
-    fn step(&self, index: u32) -> Option<&Context> {
+    fn step(&self, index: u32) -> Option<Ids> {
         self.steps
             .iter()
             .find(|(i, _)| *i == index)
-            .map(|(_, cx)| cx)
+            .map(|(_, span)| span.ids())
     }
 }
 
 /// Run spans that ended but stay open until their test case is scored
 /// ([`OtelSink::case_finished`]), each with its end time; the rest end with the session.
 #[derive(Default)]
-pub(crate) struct Held(Mutex<HashMap<String, (Context, SystemTime)>>);
+pub(crate) struct Held(Mutex<HashMap<String, (OpenSpan, SystemTime)>>);
 
 impl Held {
     /// Ends every run span still waiting, at its own end time.
-    pub(crate) fn end_all(&self) {
-        for (_, (cx, end)) in lock(&self.0).drain() {
-            cx.span().end_with_timestamp(end);
+    pub(crate) fn end_all(&self, pipeline: &Pipeline) {
+        let waiting: Vec<_> = lock(&self.0).drain().collect();
+        for (_, (span, end)) in waiting {
+            pipeline.end(span, end);
         }
     }
 }
 
 impl OtelSink {
     pub(crate) fn new(
-        tracer: SdkTracer,
+        pipeline: Arc<Pipeline>,
         options: SinkOptions,
         shared: Arc<Shared>,
-        parent: Context,
+        parent: Parent,
         held: Option<Arc<Held>>,
     ) -> OtelSink {
         let mut run_attributes = Vec::new();
@@ -117,7 +131,7 @@ impl OtelSink {
             run_attributes.push(KeyValue::new(k, v));
         }
         OtelSink {
-            tracer,
+            pipeline,
             capture_content: options.capture_content,
             systems: options
                 .systems
@@ -132,43 +146,63 @@ impl OtelSink {
         }
     }
 
+    /// The ids of a new run (or case) span under the sink's parent; `None` when its trace is
+    /// not recorded.
+    fn start_run_span(&self) -> Option<(Ids, opentelemetry::trace::SpanId)> {
+        match self.parent {
+            Parent::Root => self.pipeline.start(None),
+            Parent::Span(ids) => self.pipeline.start(Some(ids)),
+            Parent::Dropped => None,
+        }
+    }
+
     /// Adds a test case's result to the span of its run (`flowrun.test.*`), which a session's
     /// case sink kept open for it; a case whose run never started gets a span of its own.
     pub fn case_finished(&self, result: &CaseResult) {
-        let mut attributes = vec![
-            KeyValue::new("flowrun.test.file", result.file.clone()),
-            KeyValue::new("flowrun.test.case", result.case.clone()),
-            KeyValue::new("flowrun.test.repeat", i64::from(result.repeat)),
-            KeyValue::new("flowrun.test.pass", result.pass),
-            KeyValue::new("flowrun.test.score", result.score),
-        ];
         let held = self.held.as_ref().and_then(|held| {
             let id = result.run_id.as_ref()?;
             lock(&held.0).remove(id)
         });
-        if let Some((cx, end)) = held {
-            let span = cx.span();
-            span.set_attributes(attributes);
-            span.end_with_timestamp(end);
+        let attributes = || {
+            vec![
+                KeyValue::new("flowrun.test.file", result.file.clone()),
+                KeyValue::new("flowrun.test.case", result.case.clone()),
+                KeyValue::new("flowrun.test.repeat", i64::from(result.repeat)),
+                KeyValue::new("flowrun.test.pass", result.pass),
+                KeyValue::new("flowrun.test.score", result.score),
+            ]
+        };
+        if let Some((mut span, end)) = held {
+            span.add(attributes());
+            self.pipeline.end(span, end);
             return;
         }
+        let Some(ids) = self.start_run_span() else {
+            return;
+        };
+        let mut attributes = attributes();
         attributes.extend(self.run_attributes.iter().cloned());
         let end = SystemTime::now();
-        let mut span = self
-            .tracer
-            .span_builder(format!("case {}", result.case))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(end - Duration::from_millis(result.latency_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &self.parent);
+        let mut span = OpenSpan::new(
+            ids,
+            format!("case {}", result.case),
+            SpanKind::Internal,
+            before(end, result.latency_ms),
+            attributes,
+        );
         if let Some(error) = &result.error {
             span.set_status(Status::error(error.clone()));
         }
-        span.end_with_timestamp(end);
+        self.pipeline.end(span, end);
     }
 
     fn run_started(&self, start: &RunStart) {
-        let mut attributes = Vec::with_capacity(8 + self.run_attributes.len());
+        let labels = self.shared.take(&start.run_id);
+        let Some(ids) = self.start_run_span() else {
+            return;
+        };
+        // Room for the attributes `run_finished` adds.
+        let mut attributes = Vec::with_capacity(12 + self.run_attributes.len());
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::new("flowrun.run_id", start.run_id.clone()),
@@ -177,24 +211,28 @@ impl OtelSink {
             KeyValue::new("flowrun.version", self.value(&start.version)),
         ]);
         attributes.extend(self.run_attributes.iter().cloned());
-        for (k, v) in self.shared.take(&start.run_id) {
+        for (k, v) in labels {
             attributes.push(KeyValue::new(k, v));
         }
         if self.capture_content {
             attributes.push(KeyValue::new("flowrun.input", start.input.to_string()));
         }
-        let span = self
-            .tracer
-            .span_builder(self.name(format!("{} {}", start.target_kind, start.target)))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(time(start.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &self.parent);
+        let span = OpenSpan::new(
+            ids,
+            self.name(format!("{} {}", start.target_kind, start.target)),
+            SpanKind::Internal,
+            time(start.started_at_ms),
+            attributes,
+        );
         let run = OpenRun {
-            cx: self.parent.with_span(span),
+            span,
             steps: Vec::new(),
         };
-        lock(&self.runs).insert(start.run_id.clone(), run);
+        // A run id seen again (it should not be) replaces the older run, which ends now.
+        let replaced = lock(&self.runs).insert(start.run_id.clone(), run);
+        if let Some(old) = replaced {
+            self.end_run_now(old);
+        }
     }
 
     fn step_started(&self, start: &StepStart) {
@@ -202,12 +240,16 @@ impl OtelSink {
         // map lookups.
         let Some(parent) = lock(&self.runs)
             .get(&start.run_id)
-            .map(|run| run.cx.clone())
+            .map(|run| run.span.ids())
         else {
             return;
         };
+        let Some(ids) = self.pipeline.start(Some(parent)) else {
+            return;
+        };
         let (system, model) = split_model(&start.model);
-        let mut attributes = Vec::with_capacity(10);
+        // Room for the attributes `step_finished` adds.
+        let mut attributes = Vec::with_capacity(20);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(model)),
@@ -224,25 +266,24 @@ impl OtelSink {
             let messages = serde_json::to_string(&start.messages).unwrap_or_default();
             attributes.push(KeyValue::new("gen_ai.input.messages", messages));
         }
-        let span = self
-            .tracer
-            .span_builder(self.name(format!("step {}", start.step_id)))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(time(start.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
-        let cx = parent.with_span(span);
-        if let Some(run) = lock(&self.runs).get_mut(&start.run_id) {
-            run.steps.push((start.step_index, cx));
+        let span = OpenSpan::new(
+            ids,
+            self.name(format!("step {}", start.step_id)),
+            SpanKind::Internal,
+            time(start.started_at_ms),
+            attributes,
+        );
+        let mut runs = lock(&self.runs);
+        if let Some(run) = runs.get_mut(&start.run_id) {
+            run.steps.push((start.step_index, span));
         }
     }
 
     fn call_attempt(&self, call: &CallRecord) {
         let parent = lock(&self.runs)
             .get(&call.run_id)
-            .and_then(|run| run.step(call.step_index))
-            .cloned();
-        let Some(parent) = parent else {
+            .and_then(|run| run.step(call.step_index));
+        let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
         let mut attributes = Vec::with_capacity(16);
@@ -273,22 +314,23 @@ impl OtelSink {
         if let Some(error) = &call.error {
             attributes.push(KeyValue::new("error.type", self.value(&error.kind)));
         }
-        let mut span = self
-            .tracer
-            .span_builder(self.name(format!("chat {}", call.model)))
-            .with_kind(SpanKind::Client)
-            .with_start_time(time(call.started_at_ms))
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
+        let start = time(call.started_at_ms);
+        let mut span = OpenSpan::new(
+            ids,
+            self.name(format!("chat {}", call.model)),
+            SpanKind::Client,
+            start,
+            attributes,
+        );
         if let Some(error) = &call.error {
             // The message was redacted of keys by the provider layer; it names the failure.
             span.set_status(Status::error(error.message.clone()));
         }
-        span.end_with_timestamp(time(call.started_at_ms) + Duration::from_millis(call.latency_ms));
+        self.pipeline.end(span, after(start, call.latency_ms));
     }
 
     fn step_finished(&self, record: &StepRecord, reused: bool) {
-        let (run_cx, step) = {
+        let (run_ids, step) = {
             let mut runs = lock(&self.runs);
             let Some(run) = runs.get_mut(&record.run_id) else {
                 return;
@@ -298,68 +340,70 @@ impl OtelSink {
                 .iter()
                 .position(|(index, _)| *index == record.step_index)
                 .map(|at| run.steps.swap_remove(at).1);
-            (run.cx.clone(), step)
+            (run.span.ids(), step)
         };
         let end = SystemTime::now();
-        let cx = match step {
-            Some(cx) => cx,
+        let mut span = match step {
+            Some(span) => span,
             None => {
                 // A resumed run's reused step: no `StepStarted` came.
-                let span = self
-                    .tracer
-                    .span_builder(format!("step {}", record.step_id))
-                    .with_start_time(end - Duration::from_millis(record.latency_ms))
-                    .with_attributes([
+                let Some(ids) = self.pipeline.start(Some(run_ids)) else {
+                    return;
+                };
+                OpenSpan::new(
+                    ids,
+                    format!("step {}", record.step_id),
+                    SpanKind::Internal,
+                    before(end, record.latency_ms),
+                    vec![
                         KeyValue::new("flowrun.step.id", record.step_id.clone()),
                         KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
                         KeyValue::new("flowrun.prompt", record.prompt.clone()),
-                    ])
-                    .start_with_context(&self.tracer, &run_cx);
-                run_cx.with_span(span)
+                    ],
+                )
             }
         };
-        let span = cx.span();
-        let mut attributes = Vec::with_capacity(10);
-        attributes.extend([
-            KeyValue::new("flowrun.status", record.status.as_str()),
-            KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
-            KeyValue::new("flowrun.cached", record.cached),
-            KeyValue::new("flowrun.reused", reused),
-        ]);
-        if let Some(model) = &record.model {
-            let (_, model) = split_model(model);
-            attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
-        }
-        usage_attributes(&mut attributes, &record.usage);
-        cost_attribute(&mut attributes, &record.cost);
-        if self.capture_content
-            && let Some(text) = &record.output_text
-        {
-            let output = serde_json::json!([{"role": "assistant", "content": text}]);
-            attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
-        }
-        span.set_attributes(attributes);
+        span.add_with(|attributes| {
+            attributes.extend([
+                KeyValue::new("flowrun.status", record.status.as_str()),
+                KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
+                KeyValue::new("flowrun.cached", record.cached),
+                KeyValue::new("flowrun.reused", reused),
+            ]);
+            if let Some(model) = &record.model {
+                let (_, model) = split_model(model);
+                attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
+            }
+            usage_attributes(attributes, &record.usage);
+            cost_attribute(attributes, &record.cost);
+            if self.capture_content
+                && let Some(text) = &record.output_text
+            {
+                let output = serde_json::json!([{"role": "assistant", "content": text}]);
+                attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
+            }
+        });
         if record.status == RunStatus::Failed {
             span.set_status(Status::error(record.error.clone().unwrap_or_default()));
         }
-        span.end_with_timestamp(end);
+        self.pipeline.end(span, end);
     }
 
     fn run_finished(&self, end: &RunEnd) {
         let Some(run) = lock(&self.runs).remove(&end.run_id) else {
             return;
         };
-        let span = run.cx.span();
-        let mut attributes = Vec::with_capacity(6);
-        attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
-        usage_attributes(&mut attributes, &end.usage);
-        cost_attribute(&mut attributes, &end.cost);
-        if self.capture_content
-            && let Some(output) = &end.output
-        {
-            attributes.push(KeyValue::new("flowrun.output", output.to_string()));
-        }
-        span.set_attributes(attributes);
+        let OpenRun { mut span, steps } = run;
+        span.add_with(|attributes| {
+            attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
+            usage_attributes(attributes, &end.usage);
+            cost_attribute(attributes, &end.cost);
+            if self.capture_content
+                && let Some(output) = &end.output
+            {
+                attributes.push(KeyValue::new("flowrun.output", output.to_string()));
+            }
+        });
         match end.status {
             RunStatus::Failed | RunStatus::Cancelled => span.set_status(Status::error(
                 end.error
@@ -370,15 +414,37 @@ impl OtelSink {
         }
         // Steps left open (a cancelled run) end with it.
         let finished = time(end.finished_at_ms);
-        for (_, step) in run.steps {
-            step.span().end_with_timestamp(finished);
+        for (_, step) in steps {
+            self.pipeline.end(step, finished);
         }
         match &self.held {
             // A test case's run: its span waits for the case's result.
             Some(held) => {
-                lock(&held.0).insert(end.run_id.clone(), (run.cx.clone(), finished));
+                let replaced = lock(&held.0).insert(end.run_id.clone(), (span, finished));
+                if let Some((old, at)) = replaced {
+                    self.pipeline.end(old, at);
+                }
             }
-            None => span.end_with_timestamp(finished),
+            None => self.pipeline.end(span, finished),
+        }
+    }
+
+    /// Ends a run that never finished, and its open steps, now (as the SDK ended a span that
+    /// was dropped).
+    fn end_run_now(&self, run: OpenRun) {
+        let now = SystemTime::now();
+        for (_, step) in run.steps {
+            self.pipeline.end(step, now);
+        }
+        self.pipeline.end(run.span, now);
+    }
+}
+
+impl Drop for OtelSink {
+    fn drop(&mut self) {
+        let open: Vec<_> = lock(&self.runs).drain().collect();
+        for (_, run) in open {
+            self.end_run_now(run);
         }
     }
 }
@@ -441,24 +507,32 @@ pub(crate) fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core
 }
 
 pub(crate) fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    after(UNIX_EPOCH, ms.max(0) as u64)
+}
+
+/// `ms` after `t`, or `t` itself if that is not a time the system can hold.
+fn after(t: SystemTime, ms: u64) -> SystemTime {
+    t.checked_add(Duration::from_millis(ms)).unwrap_or(t)
+}
+
+/// `ms` before `t`, or the epoch if that is not a time the system can hold.
+fn before(t: SystemTime, ms: u64) -> SystemTime {
+    t.checked_sub(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
 mod tests {
     use flowrun_core::cost::Cost;
     use flowrun_core::event::CallFailure;
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use opentelemetry_sdk::trace::SpanData;
     use serde_json::json;
 
     use super::*;
+    use crate::span::testing::{Collect, pipeline};
 
-    fn sink(capture: bool) -> (OtelSink, SdkTracerProvider, InMemorySpanExporter) {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
+    fn sink(capture: bool) -> (OtelSink, Arc<Pipeline>, Collect) {
+        let (pipeline, collect) = pipeline();
         let options = SinkOptions {
             capture_content: capture,
             systems: [("claude".to_string(), "anthropic".to_string())].into(),
@@ -466,13 +540,13 @@ mod tests {
             labels: Vec::new(),
         };
         let sink = OtelSink::new(
-            provider.tracer("t"),
+            pipeline.clone(),
             options,
             Arc::default(),
-            Context::new(),
+            Parent::Root,
             None,
         );
-        (sink, provider, exporter)
+        (sink, pipeline, collect)
     }
 
     fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -506,7 +580,7 @@ mod tests {
     /// first attempt fails (rate limited) before the fallback fails too.
     #[test]
     fn failures_reused_steps_and_withheld_content() {
-        let (sink, provider, exporter) = sink(false);
+        let (sink, pipeline, collect) = sink(false);
         sink.emit(&RunEvent::RunStarted(RunStart {
             run_id: "r1".into(),
             target_kind: "flow".into(),
@@ -559,8 +633,8 @@ mod tests {
             error: Some("step s1 failed".into()),
             finished_at_ms: 1_030,
         }));
-        provider.force_flush().unwrap();
-        let spans = exporter.get_finished_spans().unwrap();
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
         assert_eq!(spans.len(), 4, "{spans:#?}");
         let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
         let run = by_name("flow f");
@@ -587,5 +661,241 @@ mod tests {
         let text = format!("{spans:?}");
         assert!(!text.contains("private") && !text.contains("the answer"));
         assert!(lock(&sink.runs).is_empty(), "finished runs are forgotten");
+    }
+
+    fn start(run: &str) -> RunEvent {
+        RunEvent::RunStarted(RunStart {
+            run_id: run.into(),
+            target_kind: "prompt".into(),
+            target: "p".into(),
+            version: "v1".into(),
+            input: json!({"q": "hello"}),
+            started_at_ms: 2_000,
+        })
+    }
+
+    fn step_start(run: &str) -> RunEvent {
+        RunEvent::StepStarted(StepStart {
+            run_id: run.into(),
+            step_index: 0,
+            step_id: "s0".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "claude/sonnet".into(),
+            messages: vec![],
+            started_at_ms: 2_001,
+        })
+    }
+
+    /// A successful one-step run: three spans, one trace, the tree and times from the
+    /// events, content only because it is captured.
+    #[test]
+    fn a_run_is_a_trace_of_three_spans() {
+        let (sink, pipeline, collect) = sink(true);
+        sink.emit(&start("r2"));
+        sink.emit(&step_start("r2"));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r2".into(),
+            step_index: 0,
+            attempt: 1,
+            provider: "claude".into(),
+            model: "sonnet".into(),
+            started_at_ms: 2_002,
+            latency_ms: 40,
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: 3,
+                ..Usage::default()
+            },
+            cost: Cost::known(0.25),
+            error: None,
+            raw_response: Some(json!({"model": "sonnet-2", "id": "msg_1"})),
+            repair: false,
+            cached: false,
+        }));
+        let mut finished = step(0, RunStatus::Succeeded, None);
+        finished.run_id = "r2".into();
+        sink.emit(&RunEvent::StepFinished(finished));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r2".into(),
+            status: RunStatus::Succeeded,
+            output: Some(json!("done")),
+            usage: Usage::default(),
+            cost: Cost::known(0.25),
+            latency_ms: 50,
+            error: None,
+            finished_at_ms: 2_050,
+        }));
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 3, "{spans:#?}");
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (run, step, call) = (
+            by_name("prompt p"),
+            by_name("step s0"),
+            by_name("chat sonnet"),
+        );
+        let trace = run.span_context.trace_id();
+        assert!(spans.iter().all(|s| s.span_context.trace_id() == trace));
+        assert!(spans.iter().all(|s| s.span_context.is_sampled()));
+        assert_eq!(run.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert_eq!(step.parent_span_id, run.span_context.span_id());
+        assert_eq!(call.parent_span_id, step.span_context.span_id());
+        assert_eq!((run.start_time, run.end_time), (time(2_000), time(2_050)));
+        assert_eq!(step.start_time, time(2_001));
+        assert_eq!((call.start_time, call.end_time), (time(2_002), time(2_042)));
+        assert_eq!(run.status, Status::Ok);
+        assert_eq!(step.status, Status::Unset);
+        assert_eq!(call.status, Status::Unset);
+        assert_eq!(run.span_kind, SpanKind::Internal);
+        assert_eq!(call.span_kind, SpanKind::Client);
+        assert_eq!(attr(run, "flowrun.run_id").as_deref(), Some("r2"));
+        assert_eq!(
+            attr(run, "flowrun.input").as_deref(),
+            Some(r#"{"q":"hello"}"#)
+        );
+        assert_eq!(attr(run, "flowrun.output").as_deref(), Some(r#""done""#));
+        assert_eq!(attr(run, "flowrun.cost_usd").as_deref(), Some("0.25"));
+        assert_eq!(attr(step, "gen_ai.system").as_deref(), Some("anthropic"));
+        assert_eq!(
+            attr(step, "gen_ai.request.model").as_deref(),
+            Some("sonnet")
+        );
+        assert!(attr(step, "gen_ai.output.messages").is_some());
+        assert_eq!(
+            attr(call, "gen_ai.response.model").as_deref(),
+            Some("sonnet-2")
+        );
+        assert_eq!(attr(call, "gen_ai.response.id").as_deref(), Some("msg_1"));
+        assert_eq!(
+            attr(call, "gen_ai.usage.input_tokens").as_deref(),
+            Some("12")
+        );
+        assert_eq!(attr(call, "flowrun.attempt").as_deref(), Some("1"));
+    }
+
+    /// An unsampled run leaves nothing behind and exports nothing; a sink dropped with runs
+    /// in progress ends them (as the SDK ended dropped spans).
+    #[test]
+    fn unsampled_runs_cost_nothing_and_open_runs_end_on_drop() {
+        let collect = Collect::default();
+        let off = Arc::new(Pipeline::new(
+            Box::new(collect.clone()),
+            crate::config::Sampler::AlwaysOff,
+        ));
+        let sink_off = OtelSink::new(
+            off,
+            SinkOptions::default(),
+            Arc::default(),
+            Parent::Root,
+            None,
+        );
+        sink_off.emit(&start("r3"));
+        sink_off.emit(&step_start("r3"));
+        assert!(lock(&sink_off.runs).is_empty());
+        drop(sink_off);
+        let (pipeline, _) = pipeline();
+        let dropped = OtelSink::new(
+            pipeline,
+            SinkOptions::default(),
+            Arc::default(),
+            Parent::Dropped,
+            None,
+        );
+        dropped.emit(&start("r4"));
+        dropped.case_finished(&CaseResult {
+            file: "t.yaml".into(),
+            case: "c".into(),
+            index: 0,
+            repeat: 1,
+            target: "prompt/p".into(),
+            tags: vec![],
+            input: json!({}),
+            run_id: None,
+            status: RunStatus::Failed,
+            output: None,
+            output_text: String::new(),
+            error: None,
+            assertions: vec![],
+            score: 0.0,
+            pass: false,
+            latency_ms: 1,
+            usage: Usage::default(),
+            cost: Cost::known(0.0),
+            cached: false,
+        });
+        assert!(lock(&dropped.runs).is_empty());
+        assert!(collect.spans().is_empty());
+
+        let (sink, _, collect) = sink(false);
+        sink.emit(&start("r5"));
+        sink.emit(&step_start("r5"));
+        drop(sink);
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 2, "{spans:#?}");
+        assert!(spans.iter().all(|s| s.end_time > time(2_001)));
+    }
+
+    /// Times and latencies far out of range neither panic nor break the encoding.
+    #[test]
+    fn extreme_times_do_not_panic() {
+        let (sink, pipeline, collect) = sink(false);
+        sink.emit(&RunEvent::RunStarted(RunStart {
+            run_id: "r1".into(),
+            target_kind: "flow".into(),
+            target: "f".into(),
+            version: "v1".into(),
+            input: json!({}),
+            started_at_ms: i64::MIN,
+        }));
+        sink.emit(&RunEvent::StepStarted(StepStart {
+            run_id: "r1".into(),
+            step_index: 1,
+            step_id: "s1".into(),
+            prompt: "p".into(),
+            version: "v1".into(),
+            model: "no-provider".into(),
+            messages: vec![],
+            started_at_ms: i64::MAX,
+        }));
+        sink.emit(&RunEvent::CallAttempt(CallRecord {
+            run_id: "r1".into(),
+            step_index: 1,
+            attempt: u32::MAX,
+            provider: String::new(),
+            model: String::new(),
+            started_at_ms: i64::MAX,
+            latency_ms: u64::MAX,
+            usage: Usage::default(),
+            cost: Cost::known(f64::NAN),
+            error: None,
+            raw_response: Some(json!({"model": 3, "id": null})),
+            repair: false,
+            cached: false,
+        }));
+        let mut reused = step(0, RunStatus::Succeeded, None);
+        reused.latency_ms = u64::MAX;
+        sink.emit(&RunEvent::StepReused(reused));
+        sink.emit(&RunEvent::RunFinished(RunEnd {
+            run_id: "r1".into(),
+            status: RunStatus::Cancelled,
+            output: None,
+            usage: Usage::default(),
+            cost: Cost::unknown(""),
+            latency_ms: u64::MAX,
+            error: None,
+            finished_at_ms: i64::MAX,
+        }));
+        pipeline.force_flush().unwrap();
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 4, "{spans:#?}");
+        let call = spans.iter().find(|s| s.name == "chat ").unwrap();
+        assert!(call.end_time >= call.start_time);
+        let mut encoder =
+            crate::encode::Encoder::new(&opentelemetry_sdk::Resource::builder_empty().build());
+        assert!(!encoder.encode(&spans).is_empty());
+        let run = spans.iter().find(|s| s.name == "flow f").unwrap();
+        assert_eq!(run.start_time, UNIX_EPOCH);
+        assert_eq!(run.status, Status::error("cancelled"));
     }
 }

@@ -1,0 +1,290 @@
+//! Spans kept by flowrun itself rather than by the SDK's tracer: an [`OpenSpan`] is the state
+//! of a span that has started (ids, parent, name, kind, start time, attributes so far,
+//! status); ending it builds the SDK's `SpanData` directly and hands it to the span processor
+//! (the batch processor and its exporter), as the SDK's own `Span::end` would.
+//!
+//! Why: the sink knows every span's parent, times and attributes from the events, so the
+//! SDK's tracer (span builder, sampler call, `Context`, a mutex per span, attribute vectors
+//! copied on the way) was pure overhead on the runs' threads (BENCHMARKS.md). Sampling is
+//! decided once per trace at its root ([`Pipeline::root`]); an unsampled trace is never
+//! built.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
+
+use crate::config::Sampler;
+use crate::ids;
+
+/// Attributes per span beyond which they are counted as dropped (the SDK's default limit).
+const MAX_ATTRIBUTES: usize = 128;
+
+/// Where ended spans go: the span processor, with the sampler that decides which traces are
+/// recorded. Shared by every sink and session of an [`crate::Exporter`].
+pub(crate) struct Pipeline {
+    processor: Box<dyn SpanProcessor>,
+    sampler: Sampler,
+    scope: InstrumentationScope,
+    shut_down: AtomicBool,
+}
+
+impl Pipeline {
+    pub(crate) fn new(processor: Box<dyn SpanProcessor>, sampler: Sampler) -> Pipeline {
+        Pipeline {
+            processor,
+            sampler,
+            scope: InstrumentationScope::builder("flowrun").build(),
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The ids of a new span under `parent`, or of a new trace's root when there is none;
+    /// `None` when the sampler drops that new trace.
+    pub(crate) fn start(&self, parent: Option<Ids>) -> Option<(Ids, SpanId)> {
+        match parent {
+            Some(parent) => Some((
+                Ids {
+                    trace: parent.trace,
+                    span: ids::span_id(),
+                },
+                parent.span,
+            )),
+            None => {
+                let trace = ids::trace_id();
+                self.sampler.samples(trace).then(|| {
+                    (
+                        Ids {
+                            trace,
+                            span: ids::span_id(),
+                        },
+                        SpanId::INVALID,
+                    )
+                })
+            }
+        }
+    }
+
+    /// Ends `span` at `end` and hands it to the processor (nothing once shut down).
+    pub(crate) fn end(&self, span: OpenSpan, end: SystemTime) {
+        if self.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        self.processor.on_end(span.into_data(end, &self.scope));
+    }
+
+    /// Exports what is queued and stops the processor; later calls do nothing.
+    pub(crate) fn shutdown(&self) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.processor.shutdown()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn force_flush(&self) -> OTelSdkResult {
+        self.processor.force_flush()
+    }
+}
+
+impl Drop for Pipeline {
+    /// As the SDK's tracer provider did: the last handle gone, what is queued is sent.
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "cannot flush OpenTelemetry spans");
+        }
+    }
+}
+
+/// A recorded span's identity, which its children need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ids {
+    pub(crate) trace: TraceId,
+    pub(crate) span: SpanId,
+}
+
+/// A span that started and has not ended.
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    ids: Ids,
+    parent: SpanId,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    dropped_attributes: u32,
+    status: Status,
+}
+
+impl OpenSpan {
+    /// A span with these ids (from [`Pipeline::start`]) and its first attributes (give the
+    /// vector room for those added later: it is the one exported).
+    pub(crate) fn new(
+        (ids, parent): (Ids, SpanId),
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        start: SystemTime,
+        attributes: Vec<KeyValue>,
+    ) -> OpenSpan {
+        let mut span = OpenSpan {
+            ids,
+            parent,
+            name: name.into(),
+            kind,
+            start,
+            attributes,
+            dropped_attributes: 0,
+            status: Status::Unset,
+        };
+        span.limit();
+        span
+    }
+
+    /// The SDK's attribute limit: those past [`MAX_ATTRIBUTES`] are counted as dropped.
+    fn limit(&mut self) {
+        if self.attributes.len() > MAX_ATTRIBUTES {
+            let over = u32::try_from(self.attributes.len() - MAX_ATTRIBUTES).unwrap_or(u32::MAX);
+            self.dropped_attributes = self.dropped_attributes.saturating_add(over);
+            self.attributes.truncate(MAX_ATTRIBUTES);
+        }
+    }
+
+    pub(crate) fn ids(&self) -> Ids {
+        self.ids
+    }
+
+    /// Adds attributes, the SDK's way: appended, the ones past the limit counted as dropped.
+    pub(crate) fn add(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        self.add_with(|list| list.extend(attributes));
+    }
+
+    /// Adds the attributes `add` pushes, straight into the span's list.
+    pub(crate) fn add_with(&mut self, add: impl FnOnce(&mut Vec<KeyValue>)) {
+        add(&mut self.attributes);
+        self.limit();
+    }
+
+    /// Sets the status unless a stronger one is set (`Ok` > `Error` > `Unset`, as the SDK).
+    pub(crate) fn set_status(&mut self, status: Status) {
+        if status > self.status {
+            self.status = status;
+        }
+    }
+
+    fn into_data(self, end: SystemTime, scope: &InstrumentationScope) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                self.ids.trace,
+                self.ids.span,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: self.parent,
+            parent_span_is_remote: false,
+            span_kind: self.kind,
+            name: self.name,
+            start_time: self.start,
+            end_time: end,
+            attributes: self.attributes,
+            dropped_attributes_count: self.dropped_attributes,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: self.status,
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A processor that keeps every ended span, for the sink's and the session's tests.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Collect(pub(crate) Arc<Mutex<Vec<SpanData>>>);
+
+    impl Collect {
+        pub(crate) fn spans(&self) -> Vec<SpanData> {
+            crate::lock(&self.0).clone()
+        }
+    }
+
+    impl SpanProcessor for Collect {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+        fn on_end(&self, span: SpanData) {
+            crate::lock(&self.0).push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    /// A pipeline that always samples, and what it collects.
+    pub(crate) fn pipeline() -> (Arc<Pipeline>, Collect) {
+        let collect = Collect::default();
+        let pipeline = Pipeline::new(Box::new(collect.clone()), Sampler::AlwaysOn);
+        (Arc::new(pipeline), collect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_follow_the_sampler_and_children_their_root() {
+        let (pipeline, collect) = testing::pipeline();
+        let (root, parent) = pipeline.start(None).unwrap();
+        assert_eq!(parent, SpanId::INVALID);
+        let (child, parent) = pipeline.start(Some(root)).unwrap();
+        assert_eq!((child.trace, parent), (root.trace, root.span));
+        assert_ne!(child.span, root.span);
+        let off = Pipeline::new(Box::new(collect.clone()), Sampler::AlwaysOff);
+        assert!(off.start(None).is_none());
+        let some = Pipeline::new(Box::new(collect), Sampler::Ratio(0.5));
+        let kept = (0..4_000).filter(|_| some.start(None).is_some()).count();
+        assert!((1_600..2_400).contains(&kept), "{kept} of 4,000");
+    }
+
+    #[test]
+    fn ending_builds_the_sdk_span_data() {
+        let (pipeline, collect) = testing::pipeline();
+        let ids = pipeline.start(None).unwrap();
+        let start = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5);
+        let many = (0..130).map(|i| KeyValue::new("k", i64::from(i))).collect();
+        let mut span = OpenSpan::new(ids, "run", SpanKind::Internal, start, many);
+        span.add([KeyValue::new("late", true)]);
+        span.set_status(Status::Ok);
+        span.set_status(Status::error("ignored: Ok is final"));
+        pipeline.end(span, start + std::time::Duration::from_millis(3));
+        pipeline.shutdown().unwrap();
+        let ended = OpenSpan::new(ids, "late", SpanKind::Client, start, vec![]);
+        pipeline.end(ended, start);
+        let spans = collect.spans();
+        assert_eq!(spans.len(), 1, "nothing is exported after shutdown");
+        let s = &spans[0];
+        assert_eq!(s.span_context.trace_id(), ids.0.trace);
+        assert_eq!(s.span_context.span_id(), ids.0.span);
+        assert!(s.span_context.is_sampled());
+        assert_eq!(s.parent_span_id, SpanId::INVALID);
+        assert_eq!(s.attributes.len(), MAX_ATTRIBUTES);
+        assert_eq!(s.dropped_attributes_count, 3);
+        assert_eq!(s.status, Status::Ok);
+        assert_eq!(s.end_time, start + std::time::Duration::from_millis(3));
+        assert_eq!(s.instrumentation_scope.name(), "flowrun");
+    }
+}
