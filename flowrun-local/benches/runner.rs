@@ -21,6 +21,7 @@
 //! cargo bench -p flowrun-local --bench runner -- --calls 20000 --concurrency 64 --warmup 1000
 //! FLOWRUN_BENCH_CALLS=20000 FLOWRUN_BENCH_CONCURRENCY=64 cargo bench -p flowrun-local --bench runner
 //! cargo bench -p flowrun-local --bench runner -- a c   # only variants (a) and (c)
+//! cargo bench -p flowrun-local --bench runner -- a e --calls 10000 --rounds 10   # a e, e a, …
 //! ```
 
 use std::path::Path;
@@ -44,6 +45,9 @@ struct Opts {
     warmup: usize,
     /// Variant letters to run (all when empty).
     only: Vec<String>,
+    /// Times the chosen variants run, in alternating order (`a e`, then `e a`, …), so that
+    /// neither gains from going first; with more than one, a summary of CPU per run follows.
+    rounds: usize,
 }
 
 fn opts() -> Opts {
@@ -58,6 +62,7 @@ fn opts() -> Opts {
         concurrency: env("FLOWRUN_BENCH_CONCURRENCY", 32),
         warmup: env("FLOWRUN_BENCH_WARMUP", 500),
         only: Vec::new(),
+        rounds: env("FLOWRUN_BENCH_ROUNDS", 1),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -70,14 +75,15 @@ fn opts() -> Opts {
             "--calls" | "-n" => opts.calls = number(&arg),
             "--concurrency" | "-c" => opts.concurrency = number(&arg),
             "--warmup" => opts.warmup = number(&arg),
+            "--rounds" => opts.rounds = number(&arg),
             // `cargo bench` passes `--bench`; ignore it and other harness flags.
             a if a.starts_with('-') => {}
             a => opts.only.push(a.to_ascii_lowercase()),
         }
     }
     assert!(
-        opts.calls > 0 && opts.concurrency > 0,
-        "calls and concurrency must be positive"
+        opts.calls > 0 && opts.concurrency > 0 && opts.rounds > 0,
+        "calls, concurrency and rounds must be positive"
     );
     opts
 }
@@ -330,6 +336,47 @@ async fn otlp_receiver() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, spans)
 }
 
+/// Mean CPU per run of each variant over the rounds and, for (e) against (a) and (f) against
+/// (d), the mean and median of the per-round ratios.
+fn summarize(cpu_per_run: &[(usize, &'static str, f64)], rounds: usize) {
+    let of = |letter: &str, round: usize| {
+        cpu_per_run
+            .iter()
+            .find(|(r, l, _)| *r == round && *l == letter)
+            .map(|(_, _, c)| *c)
+    };
+    println!("summary over {rounds} rounds (CPU per run, the OTLP receiver's excluded):");
+    for v in VARIANTS {
+        let all: Vec<f64> = (0..rounds).filter_map(|r| of(v.letter, r)).collect();
+        if !all.is_empty() {
+            println!(
+                "  ({}) mean {:.0} µs, min {:.0}, max {:.0}",
+                v.letter,
+                all.iter().sum::<f64>() / all.len() as f64,
+                all.iter().copied().fold(f64::INFINITY, f64::min),
+                all.iter().copied().fold(0.0, f64::max),
+            );
+        }
+    }
+    for (with, without) in [("e", "a"), ("f", "d")] {
+        let mut ratios: Vec<f64> = (0..rounds)
+            .filter_map(|r| Some(of(with, r)? / of(without, r)?))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        println!(
+            "  ({with}) / ({without}): mean of the per-round ratios {:+.1}%, median {:+.1}%, range {:+.1}% to {:+.1}%",
+            (mean - 1.0) * 100.0,
+            (ratios[ratios.len() / 2] - 1.0) * 100.0,
+            (ratios[0] - 1.0) * 100.0,
+            (ratios[ratios.len() - 1] - 1.0) * 100.0,
+        );
+    }
+}
+
 fn main() {
     let opts = opts();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -352,11 +399,23 @@ fn main() {
             .expect("fake LLM server");
         let project = project(&fake.openai_base_url());
         let receiver = start_receiver();
-        for v in VARIANTS {
-            if !opts.only.is_empty() && !opts.only.iter().any(|o| o == v.letter) {
-                continue;
-            }
-            let db_path = db_dir.path().join(format!("{}.db", v.letter));
+        let chosen: Vec<&Variant> = VARIANTS
+            .iter()
+            .filter(|v| opts.only.is_empty() || opts.only.iter().any(|o| o == v.letter))
+            .collect();
+        // CPU per run of each round, by variant letter (the exporter's receiver excluded).
+        let mut cpu_per_run: Vec<(usize, &'static str, f64)> = Vec::new();
+        for round in 0..opts.rounds {
+        let order: Vec<&Variant> = if round % 2 == 0 {
+            chosen.clone()
+        } else {
+            chosen.iter().rev().copied().collect()
+        };
+        if opts.rounds > 1 {
+            println!("round {}", round + 1);
+        }
+        for v in order {
+            let db_path = db_dir.path().join(format!("{}-{round}.db", v.letter));
             let store = v
                 .store
                 .then(|| Arc::new(Store::open(&db_path).expect("open the store")));
@@ -445,6 +504,17 @@ fn main() {
                 drop(store);
                 verify_store(&db_path, opts.warmup + opts.calls);
             }
+            if let Some(cpu) = cpu {
+                let own = match (v.otel, receiver_cpu) {
+                    (true, Some(r)) => cpu.saturating_sub(r),
+                    _ => cpu,
+                };
+                cpu_per_run.push((round, v.letter, own.as_secs_f64() * 1e6 / opts.calls as f64));
+            }
+        }
+        }
+        if opts.rounds > 1 {
+            summarize(&cpu_per_run, opts.rounds);
         }
         fake.shutdown().await;
     });
