@@ -7,8 +7,10 @@
 //! - (b) `openai` over HTTP, no store;
 //! - (c) `mock` provider + SQLite file store (isolates the store's cost);
 //! - (d) `mock` provider, no store (executor alone);
-//! - (e) (a) plus OpenTelemetry export (OTLP HTTP/protobuf to an in-process receiver that
-//!   decodes every request): tracing on versus off is (e) versus (a);
+//! - (e) (a) plus OpenTelemetry export (OTLP HTTP/protobuf to a receiver that decodes every
+//!   request: by default a process of its own, as a collector is, so its CPU and its memory
+//!   traffic are not this process's; `--receiver thread` keeps it on a thread of this one and
+//!   subtracts that thread's CPU): tracing on versus off is (e) versus (a);
 //! - (f) (d) plus OpenTelemetry export: the sink's own cost per run, without the noise of HTTP
 //!   and SQLite.
 //!
@@ -22,6 +24,7 @@
 //! FLOWRUN_BENCH_CALLS=20000 FLOWRUN_BENCH_CONCURRENCY=64 cargo bench -p flowrun-local --bench runner
 //! cargo bench -p flowrun-local --bench runner -- a c   # only variants (a) and (c)
 //! cargo bench -p flowrun-local --bench runner -- a e --calls 10000 --rounds 10   # a e, e a, …
+//! cargo bench -p flowrun-local --bench runner -- a e --receiver thread   # receiver in-process
 //! ```
 
 use std::path::Path;
@@ -48,6 +51,9 @@ struct Opts {
     /// Times the chosen variants run, in alternating order (`a e`, then `e a`, …), so that
     /// neither gains from going first; with more than one, a summary of CPU per run follows.
     rounds: usize,
+    /// Where the OTLP receiver of (e) and (f) runs: a process of its own (the default, as a
+    /// collector would) or a thread of this one (`--receiver thread`).
+    receiver_thread: bool,
 }
 
 fn opts() -> Opts {
@@ -63,6 +69,7 @@ fn opts() -> Opts {
         warmup: env("FLOWRUN_BENCH_WARMUP", 500),
         only: Vec::new(),
         rounds: env("FLOWRUN_BENCH_ROUNDS", 1),
+        receiver_thread: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +83,11 @@ fn opts() -> Opts {
             "--concurrency" | "-c" => opts.concurrency = number(&arg),
             "--warmup" => opts.warmup = number(&arg),
             "--rounds" => opts.rounds = number(&arg),
+            "--receiver" => match args.next().as_deref() {
+                Some("thread") => opts.receiver_thread = true,
+                Some("process") => opts.receiver_thread = false,
+                other => panic!("`--receiver` is `process` or `thread`, not {other:?}"),
+            },
             // `cargo bench` passes `--bench`; ignore it and other harness flags.
             a if a.starts_with('-') => {}
             a => opts.only.push(a.to_ascii_lowercase()),
@@ -266,19 +278,90 @@ fn verify_store(path: &Path, expected: usize) {
     }
 }
 
-/// The OTLP receiver, on a thread of its own so that its CPU time (a collector's work, not
-/// flowrun's) can be told apart.
+/// The OTLP receiver, in a process or on a thread of its own, so that its CPU time (a
+/// collector's work, not flowrun's) can be told apart.
 struct Receiver {
     addr: std::net::SocketAddr,
-    spans: Arc<AtomicUsize>,
-    /// `/proc/self/task/<tid>/stat` of its thread.
+    /// Spans received, when it runs on a thread of this process.
+    spans: Option<Arc<AtomicUsize>>,
+    /// `/proc/self/task/<tid>/stat` of its thread, or `/proc/<pid>/stat` of its process.
     stat: Option<String>,
+    /// Its process, when it has one; killed with it.
+    child: Option<std::process::Child>,
 }
 
 impl Receiver {
+    /// Whether its CPU time is part of this process's.
+    fn in_process(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// CPU time of the receiver, wherever it runs.
     fn cpu(&self) -> Option<Duration> {
         stat_cpu(self.stat.as_deref()?)
     }
+
+    /// The spans received since the last call.
+    async fn take_spans(&self) -> usize {
+        if let Some(spans) = &self.spans {
+            return spans.swap(0, Ordering::SeqCst);
+        }
+        let url = format!("http://{}/count", self.addr);
+        let text = reqwest::Client::new()
+            .post(url)
+            .send()
+            .await
+            .expect("ask the receiver")
+            .text()
+            .await
+            .expect("the receiver's count");
+        text.trim().parse().expect("a count")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts this bench again as an OTLP receiver process (`--serve-otlp`) and reads its address.
+fn spawn_receiver() -> Receiver {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .arg("--serve-otlp")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the receiver process");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the receiver's address");
+    let addr = line.trim().parse().expect("an address");
+    Receiver {
+        addr,
+        spans: None,
+        stat: Some(format!("/proc/{}/stat", child.id())),
+        child: Some(child),
+    }
+}
+
+/// The receiver process: serves until killed; `POST /count` answers the spans received since
+/// the last count.
+fn serve_otlp() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("receiver runtime");
+    runtime.block_on(async {
+        let (addr, spans) = otlp_receiver(true).await;
+        println!("{addr}");
+        drop(spans);
+        std::future::pending::<()>().await;
+    });
 }
 
 /// Starts [`otlp_receiver`] on a one-thread runtime of its own.
@@ -296,8 +379,14 @@ fn start_receiver() -> Receiver {
                 .build()
                 .expect("receiver runtime");
             runtime.block_on(async move {
-                let (addr, spans) = otlp_receiver().await;
-                tx.send(Receiver { addr, spans, stat }).expect("send");
+                let (addr, spans) = otlp_receiver(false).await;
+                tx.send(Receiver {
+                    addr,
+                    spans: Some(spans),
+                    stat,
+                    child: None,
+                })
+                .expect("send");
                 std::future::pending::<()>().await;
             });
         })
@@ -305,8 +394,9 @@ fn start_receiver() -> Receiver {
     rx.recv().expect("the receiver starts")
 }
 
-/// An OTLP/HTTP receiver on loopback that decodes each request and counts its spans.
-async fn otlp_receiver() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// An OTLP/HTTP receiver on loopback that decodes each request and counts its spans; with
+/// `count_route`, `POST /count` answers the count and resets it.
+async fn otlp_receiver(count_route: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message as _;
     let spans = Arc::new(AtomicUsize::new(0));
@@ -328,6 +418,18 @@ async fn otlp_receiver() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             }
         }),
     );
+    let app = if count_route {
+        let counter = spans.clone();
+        app.route(
+            "/count",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move { counter.swap(0, Ordering::SeqCst).to_string() }
+            }),
+        )
+    } else {
+        app
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the OTLP receiver");
@@ -378,6 +480,10 @@ fn summarize(cpu_per_run: &[(usize, &'static str, f64)], rounds: usize) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--serve-otlp") {
+        serve_otlp();
+        return;
+    }
     let opts = opts();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -398,7 +504,11 @@ fn main() {
             .await
             .expect("fake LLM server");
         let project = project(&fake.openai_base_url());
-        let receiver = start_receiver();
+        let receiver = if opts.receiver_thread {
+            start_receiver()
+        } else {
+            spawn_receiver()
+        };
         let chosen: Vec<&Variant> = VARIANTS
             .iter()
             .filter(|v| opts.only.is_empty() || opts.only.iter().any(|o| o == v.letter))
@@ -475,12 +585,20 @@ fn main() {
                 wall.as_secs_f64(),
             );
             assert_eq!(latencies.len(), opts.calls);
-            if let (true, Some(cpu), Some(receiver)) = (v.otel, cpu, receiver_cpu) {
-                println!(
-                    "    CPU {:.0} µs per run without the OTLP receiver's ({:.0} µs)",
-                    cpu.saturating_sub(receiver).as_secs_f64() * 1e6 / opts.calls as f64,
-                    receiver.as_secs_f64() * 1e6 / opts.calls as f64,
-                );
+            if let (true, Some(cpu), Some(r)) = (v.otel, cpu, receiver_cpu) {
+                let per_run = |d: Duration| d.as_secs_f64() * 1e6 / opts.calls as f64;
+                if receiver.in_process() {
+                    println!(
+                        "    CPU {:.0} µs per run without the OTLP receiver's ({:.0} µs)",
+                        per_run(cpu.saturating_sub(r)),
+                        per_run(r),
+                    );
+                } else {
+                    println!(
+                        "    the OTLP receiver process: {:.0} µs of CPU per run (not counted above)",
+                        per_run(r),
+                    );
+                }
             }
             if let Some(otel) = otel {
                 let flushed = {
@@ -488,7 +606,7 @@ fn main() {
                     tokio::task::spawn_blocking(move || otel.shutdown())
                 };
                 flushed.await.expect("flush");
-                let got = receiver.spans.swap(0, Ordering::SeqCst);
+                let got = receiver.take_spans().await;
                 let expected = 3 * (opts.warmup + opts.calls);
                 println!(
                     "    spans received: {got} of {expected} (the batch processor drops spans when its queue is full)"
@@ -505,7 +623,7 @@ fn main() {
                 verify_store(&db_path, opts.warmup + opts.calls);
             }
             if let Some(cpu) = cpu {
-                let own = match (v.otel, receiver_cpu) {
+                let own = match (v.otel && receiver.in_process(), receiver_cpu) {
                     (true, Some(r)) => cpu.saturating_sub(r),
                     _ => cpu,
                 };
