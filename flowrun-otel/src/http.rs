@@ -6,7 +6,7 @@
 //! names the endpoint but never a header value, and the batch is dropped: spans are not worth
 //! slowing or failing a run for.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_sdk::Resource;
@@ -17,12 +17,15 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use crate::config::{HttpTarget, OtelError};
 use crate::encode::Encoder;
 use crate::lock;
+use crate::recycle::AttributeVecs;
 
 pub(crate) struct HttpExporter {
     target: HttpTarget,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     encoder: Mutex<Encoder>,
+    /// Where each batch's attribute vectors go once it is encoded.
+    vecs: Arc<AttributeVecs>,
 }
 
 impl std::fmt::Debug for HttpExporter {
@@ -37,6 +40,7 @@ impl HttpExporter {
     pub(crate) fn build(
         target: HttpTarget,
         resource: &Resource,
+        vecs: Arc<AttributeVecs>,
     ) -> Result<HttpExporter, OtelError> {
         let runtime = crate::runtime::own_runtime()?;
         let client =
@@ -51,6 +55,7 @@ impl HttpExporter {
             client,
             runtime,
             encoder: Mutex::new(Encoder::new(resource)),
+            vecs,
         })
     }
 
@@ -89,7 +94,10 @@ impl HttpExporter {
 
 impl SpanExporter for HttpExporter {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.send(&batch))
+        let sent = self.send(&batch);
+        self.vecs
+            .give_back(batch.into_iter().map(|span| span.attributes));
+        std::future::ready(sent)
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
@@ -183,7 +191,7 @@ mod tests {
     #[test]
     fn posts_protobuf_with_the_headers() {
         let (url, got) = receiver(StatusCode::OK);
-        let exporter = HttpExporter::build(target(&url), &resource()).unwrap();
+        let exporter = HttpExporter::build(target(&url), &resource(), Arc::default()).unwrap();
         exporter.send(&[span(), span()]).unwrap();
         exporter.send(&[span()]).unwrap();
         let got = got.lock().unwrap();
@@ -197,9 +205,30 @@ mod tests {
     }
 
     #[test]
+    fn an_exported_batch_gives_its_attribute_vectors_back() {
+        let (url, got) = receiver(StatusCode::OK);
+        let vecs = Arc::new(AttributeVecs::default());
+        let exporter = HttpExporter::build(target(&url), &resource(), vecs.clone()).unwrap();
+        let with_attributes = || {
+            let mut s = span();
+            s.attributes = vec![opentelemetry::KeyValue::new("k", 1)];
+            s
+        };
+        let sent = exporter.export(vec![
+            with_attributes(),
+            with_attributes(),
+            with_attributes(),
+        ]);
+        drop(sent);
+        assert_eq!(got.lock().unwrap().len(), 1);
+        assert_eq!(vecs.kept(), 3);
+        assert!(vecs.take(1).is_empty());
+    }
+
+    #[test]
     fn failures_drop_the_batch_without_showing_headers() {
         let (url, got) = receiver(StatusCode::INTERNAL_SERVER_ERROR);
-        let exporter = HttpExporter::build(target(&url), &resource()).unwrap();
+        let exporter = HttpExporter::build(target(&url), &resource(), Arc::default()).unwrap();
         let e = exporter.send(&[span()]).unwrap_err();
         assert!(e.to_string().contains("500"), "{e}");
         assert!(!e.to_string().contains("cret"), "{e}");
@@ -207,7 +236,7 @@ mod tests {
         // Nothing listens on port 9 of loopback (discard): a connection error, not a panic.
         let mut closed = target("http://127.0.0.1:9/v1/traces");
         closed.timeout = Duration::from_secs(2);
-        let exporter = HttpExporter::build(closed, &resource()).unwrap();
+        let exporter = HttpExporter::build(closed, &resource(), Arc::default()).unwrap();
         let e = exporter.send(&[span()]).unwrap_err();
         assert!(!e.to_string().contains("cret"), "{e}");
     }

@@ -9,6 +9,7 @@ mod encode;
 mod http;
 mod ids;
 mod intern;
+mod recycle;
 mod runtime;
 mod session;
 mod sink;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     any: AtomicBool,
     /// Span names and attribute values that repeat.
     pub(crate) strings: intern::Interned,
+    /// Attribute vectors the exporter gives back.
+    pub(crate) vecs: Arc<recycle::AttributeVecs>,
 }
 
 impl Shared {
@@ -95,10 +98,11 @@ impl Exporter {
             ))
             .build();
         let batch = batch_config(|k| std::env::var_os(k).is_some());
+        let vecs = Arc::new(recycle::AttributeVecs::default());
         let processor = match config.protocol {
             Protocol::HttpProtobuf => {
                 let target = HttpTarget::from_lookup(config.endpoint.as_deref(), config::env)?;
-                let exporter = http::HttpExporter::build(target, &resource)?;
+                let exporter = http::HttpExporter::build(target, &resource, vecs.clone())?;
                 BatchSpanProcessor::builder(exporter)
                     .with_batch_config(batch)
                     .build()
@@ -114,7 +118,10 @@ impl Exporter {
         let sampler = Sampler::from_lookup(config::env);
         Ok(Exporter {
             pipeline: Arc::new(Pipeline::new(Box::new(processor), sampler)),
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                vecs,
+                ..Shared::default()
+            }),
         })
     }
 

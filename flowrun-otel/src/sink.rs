@@ -202,7 +202,7 @@ impl OtelSink {
             return;
         };
         // Room for the attributes `run_finished` adds.
-        let mut attributes = Vec::with_capacity(12 + self.run_attributes.len());
+        let mut attributes = self.shared.vecs.take(12 + self.run_attributes.len());
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::new("flowrun.run_id", start.run_id.clone()),
@@ -248,8 +248,10 @@ impl OtelSink {
             return;
         };
         let (system, model) = split_model(&start.model);
-        // Room for the attributes `step_finished` adds.
-        let mut attributes = Vec::with_capacity(20);
+        // Room for the attributes `step_finished` adds to a step that succeeds (16 in all).
+        // Kept under 1 KiB (a `KeyValue` is 56 bytes): glibc serves a larger request from its
+        // large bins after consolidating the fast bins, which cost more than the whole sink.
+        let mut attributes = self.shared.vecs.take(STEP_ATTRIBUTES);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(model)),
@@ -286,7 +288,7 @@ impl OtelSink {
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
-        let mut attributes = Vec::with_capacity(16);
+        let mut attributes = self.shared.vecs.take(16);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(&call.model)),
@@ -479,6 +481,10 @@ impl EventSink for OtelSink {
 fn split_model(model: &str) -> (&str, &str) {
     model.split_once('/').unwrap_or(("", model))
 }
+
+/// The attributes of a step span that succeeds: the most a vector allocated up front holds
+/// while staying a small allocation.
+const STEP_ATTRIBUTES: usize = 16;
 
 pub(crate) fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
     attributes.push(KeyValue::new(
