@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
-use crate::store::{Claimed, RunResult, RunRow, RunState, ServerStore};
+use crate::store::{Claimed, RunResult, RunRow, RunState, ServerStore, StoreError};
 
 /// How workers lease and poll.
 #[derive(Debug, Clone)]
@@ -122,6 +122,17 @@ async fn execute(
     shared.running.track(&run.id, &owner, cancel.clone());
     let result = match steps {
         Ok(steps) => execute_inner(&shared, &owner, &cfg, &run, steps, &cancel, &hard_stop).await,
+        // A record this build cannot decode will not decode on the next claim either: the run
+        // ends here rather than going round the queue for ever.
+        Err(e @ StoreError::Json(_)) => {
+            tracing::error!(run_id = run.id, error = %e, "cannot decode the run's committed steps; failing it");
+            Some(ended(
+                RunState::Failed,
+                "the run's committed steps cannot be read back (the record is damaged or from \
+                 an incompatible version); it was failed rather than retried",
+            ))
+        }
+        // Anything else may pass: the run goes back to the queue.
         Err(e) => {
             tracing::error!(run_id = run.id, error = %e, "cannot read the run's steps");
             None

@@ -11,7 +11,7 @@ use std::time::Duration;
 use flowrun_client::{BundleFile, Client, RunFilter, RunStatus};
 use flowrun_fakellm::{FakeConfig, FakeLlm, Reply};
 use flowrun_server::auth::{Role, create_key};
-use flowrun_server::store::ServerStore;
+use flowrun_server::store::{RunState, ServerStore};
 use flowrun_server::{Server, ServerConfig};
 use serde_json::json;
 
@@ -53,6 +53,7 @@ on_both!(
     keys_are_scoped_to_an_env_and_a_role,
     promote_and_rollback_change_what_an_env_runs,
     a_run_survives_a_crash_and_its_finished_step_is_not_called_again,
+    a_run_whose_committed_steps_cannot_be_read_fails_instead_of_going_round,
     sync_takes_any_key_checks_records_and_scopes_deployments,
     bundles_that_would_run_local_programs_are_refused,
 );
@@ -409,6 +410,71 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
         "step 1 was paid twice"
     );
     assert_eq!(fake.requests_for_model("m2").len(), 2);
+    server.shutdown().await;
+}
+
+async fn a_run_whose_committed_steps_cannot_be_read_fails_instead_of_going_round(db: TestDb) {
+    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
+    fake.push_for_model("m2", Reply::hang());
+    let lease = Duration::from_millis(600);
+    let (store, server, url) = start_on(&db, lease).await;
+    let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");
+    let client = Client::new(&url, Some(secret.clone())).expect("client");
+    let up = client
+        .upload_bundle(&bundle(&fake, "A"))
+        .await
+        .expect("upload");
+    client.deploy("prod", &up.id).await.expect("deploy");
+    let sub = client
+        .submit("prod", "pipe", &json!({ "text": "hi" }), None)
+        .await
+        .expect("submit");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .get_run(&sub.id, None)
+        .await
+        .expect("get")
+        .steps
+        .len()
+        != 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got to step 2"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.abort();
+    drop(store);
+    // The first step's record is damaged while nobody runs the run.
+    db.raw_sql(&format!(
+        "UPDATE steps SET record = '{{\"not\": \"a step' WHERE run_id = '{}'",
+        sub.id
+    ))
+    .await;
+
+    // Read from the store: the API cannot show the damaged step either.
+    let (store, server, _) = start_on(&db, lease).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run = store.run(&sub.id).await.expect("read").expect("the run");
+        if run.status.is_terminal() {
+            break run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {run:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(run.status, RunState::Failed, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("committed steps"),
+        "{run:?}"
+    );
+    assert_eq!(run.attempts, 2, "claimed once more, then failed");
+    assert_eq!(fake.requests_for_model("m1").len(), 1, "nothing re-run");
+    assert_eq!(fake.requests_for_model("m2").len(), 1);
     server.shutdown().await;
 }
 

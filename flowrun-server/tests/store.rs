@@ -640,28 +640,6 @@ async fn a_claim_brings_the_steps_earlier_attempts_committed(db: TestDb) {
     );
 }
 
-/// Runs `sql` on the test's database, behind the store's back.
-async fn raw_sql(db: &TestDb, sql: &str) {
-    if let Some(url) = db.postgres_url() {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client.batch_execute(sql).await.expect("raw SQL");
-    } else {
-        let path = db.sqlite_path().expect("a SQLite file").to_path_buf();
-        let sql = sql.to_string();
-        tokio::task::spawn_blocking(move || {
-            let c = rusqlite::Connection::open(path).expect("open");
-            c.busy_timeout(Duration::from_secs(5))
-                .expect("busy timeout");
-            c.execute_batch(&sql).expect("raw SQL");
-        })
-        .await
-        .expect("join");
-    }
-}
-
 async fn a_step_that_cannot_be_decoded_spoils_only_its_own_claim(db: TestDb) {
     let s = with_bundle(&db).await;
     for (id, at) in [("bad", 1), ("good", 2)] {
@@ -669,11 +647,8 @@ async fn a_step_that_cannot_be_decoded_spoils_only_its_own_claim(db: TestDb) {
         s.claim("w1", 0, 100).await.unwrap().unwrap();
         assert!(s.record_step(id, "w1", &step(id, 0, "x")).await.unwrap());
     }
-    raw_sql(
-        &db,
-        "UPDATE steps SET record = 'not json' WHERE run_id = 'bad'",
-    )
-    .await;
+    db.raw_sql("UPDATE steps SET record = 'not json' WHERE run_id = 'bad'")
+        .await;
     assert_eq!(s.reclaim_expired(200, 5).await.unwrap().len(), 2);
     let claimed = s.claim_with_steps("w2", 210, 300, 5).await.unwrap();
     assert_eq!(claimed.len(), 2);

@@ -66,6 +66,29 @@ pub fn with_database(url: &str, name: &str) -> String {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestDb {
+    /// Runs `sql` on this database behind the store's back (to damage a record, say).
+    #[allow(dead_code)]
+    pub async fn raw_sql(&self, sql: &str) {
+        if let Some(url) = self.postgres_url() {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client.batch_execute(sql).await.expect("raw SQL");
+        } else {
+            let path = self.sqlite_path().expect("a SQLite file").to_path_buf();
+            let sql = sql.to_string();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).expect("open");
+                c.busy_timeout(std::time::Duration::from_secs(5))
+                    .expect("busy timeout");
+                c.execute_batch(&sql).expect("raw SQL");
+            })
+            .await
+            .expect("join");
+        }
+    }
+
     /// A fresh database, or `None` when PostgreSQL is not configured (reported as skipped).
     pub async fn new(backend: Backend, test: &str) -> Option<TestDb> {
         let kind = match backend {
