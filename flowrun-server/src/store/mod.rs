@@ -178,8 +178,8 @@ pub struct RunRow {
 #[derive(Debug)]
 pub struct Claimed {
     pub run: RunRow,
-    /// `Err` when they could not be read or decoded: that run alone is given back, the others
-    /// of the claim go on.
+    /// `Err` when they could not be read (the worker gives that run back) or decoded (the
+    /// worker fails it); the other runs of the claim go on either way.
     pub steps: Result<Vec<StepRecord>, StoreError>,
 }
 
