@@ -362,11 +362,15 @@ async fn promote_and_rollback_change_what_an_env_runs(db: TestDb) {
     h.server.shutdown().await;
 }
 
-async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: TestDb) {
+/// The lease of the crash tests.
+const CRASH_LEASE: Duration = Duration::from_millis(600);
+
+/// A server runs the two-step `pipe` until its first step is committed and the second hangs,
+/// then dies (its task aborted, as by `kill -9`): the fake LLM, an admin key and the run's id.
+async fn crashed_after_the_first_step(db: &TestDb) -> (FakeLlm, String, String) {
     let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
     fake.push_for_model("m2", Reply::hang());
-    let lease = Duration::from_millis(600);
-    let (store, server, url) = start_on(&db, lease).await;
+    let (store, server, url) = start_on(db, CRASH_LEASE).await;
     let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");
     let client = Client::new(&url, Some(secret.clone())).expect("client");
     let up = client
@@ -378,7 +382,6 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
         .submit("prod", "pipe", &json!({ "text": "hi" }), None)
         .await
         .expect("submit");
-    // Wait until the first step is committed and the second hangs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let run = client.get_run(&sub.id, None).await.expect("get");
@@ -394,10 +397,14 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
     }
     server.abort();
     drop(store);
+    (fake, secret, sub.id)
+}
 
-    let (_store, server, url) = start_on(&db, lease).await;
+async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: TestDb) {
+    let (fake, secret, id) = crashed_after_the_first_step(&db).await;
+    let (_store, server, url) = start_on(&db, CRASH_LEASE).await;
     let client = Client::new(&url, Some(secret)).expect("client");
-    let run = tokio::time::timeout(Duration::from_secs(30), client.wait_run(&sub.id))
+    let run = tokio::time::timeout(Duration::from_secs(30), client.wait_run(&id))
         .await
         .expect("in time")
         .expect("wait");
@@ -414,50 +421,18 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
 }
 
 async fn a_run_whose_committed_steps_cannot_be_read_fails_instead_of_going_round(db: TestDb) {
-    let fake = FakeLlm::start(FakeConfig::default()).await.expect("fake");
-    fake.push_for_model("m2", Reply::hang());
-    let lease = Duration::from_millis(600);
-    let (store, server, url) = start_on(&db, lease).await;
-    let (_, secret) = create_key(&*store, "*", Role::Admin).await.expect("key");
-    let client = Client::new(&url, Some(secret.clone())).expect("client");
-    let up = client
-        .upload_bundle(&bundle(&fake, "A"))
-        .await
-        .expect("upload");
-    client.deploy("prod", &up.id).await.expect("deploy");
-    let sub = client
-        .submit("prod", "pipe", &json!({ "text": "hi" }), None)
-        .await
-        .expect("submit");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while client
-        .get_run(&sub.id, None)
-        .await
-        .expect("get")
-        .steps
-        .len()
-        != 1
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never got to step 2"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server.abort();
-    drop(store);
+    let (fake, _, id) = crashed_after_the_first_step(&db).await;
     // The first step's record is damaged while nobody runs the run.
     db.raw_sql(&format!(
-        "UPDATE steps SET record = '{{\"not\": \"a step' WHERE run_id = '{}'",
-        sub.id
+        "UPDATE steps SET record = '{{\"not\": \"a step' WHERE run_id = '{id}'"
     ))
     .await;
 
     // Read from the store: the API cannot show the damaged step either.
-    let (store, server, _) = start_on(&db, lease).await;
+    let (store, server, _) = start_on(&db, CRASH_LEASE).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let run = loop {
-        let run = store.run(&sub.id).await.expect("read").expect("the run");
+        let run = store.run(&id).await.expect("read").expect("the run");
         if run.status.is_terminal() {
             break run;
         }
