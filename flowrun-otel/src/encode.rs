@@ -1,6 +1,7 @@
-//! OTLP/protobuf encoding of an `ExportTraceServiceRequest` straight from the SDK's
-//! `SpanData`, with `prost::encoding`'s primitives into one buffer reused from request to
-//! request.
+//! OTLP/protobuf encoding of spans with `prost::encoding`'s primitives, in two parts: each span
+//! is framed on the thread that ends it ([`put_framed`], from a [`SpanFields`] view of flowrun's
+//! own span or of the SDK's `SpanData`), and a batch of framed spans is wrapped into an
+//! `ExportTraceServiceRequest` on the export thread ([`Encoder::wrap`]).
 //!
 //! Why not `opentelemetry-proto`'s structs: converting a span into them allocates a `String`
 //! per attribute key and string value, a `Vec` per id and per attribute list (about 30
@@ -15,7 +16,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
@@ -28,7 +29,8 @@ const SCOPE: &str = "flowrun";
 const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
 const CONTEXT_IS_REMOTE: u32 = 0x200;
 
-/// Encodes batches of spans; keeps the resource (encoded once) and the buffers.
+/// Wraps spans framed by [`put_framed`] into requests; keeps the resource (encoded once) and
+/// the request buffer.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     /// The `Resource` message's body.
@@ -38,8 +40,6 @@ pub(crate) struct Encoder {
     /// The `InstrumentationScope` message's body.
     scope: Vec<u8>,
     buf: BytesMut,
-    /// Each span's encoded length, between the sizing and the writing passes.
-    lens: Vec<usize>,
 }
 
 impl Encoder {
@@ -51,7 +51,6 @@ impl Encoder {
             schema_url: None,
             scope,
             buf: BytesMut::new(),
-            lens: Vec::new(),
         };
         encoder.set_resource(resource);
         encoder
@@ -68,13 +67,11 @@ impl Encoder {
         self.schema_url = resource.schema_url().map(str::to_string);
     }
 
-    /// The request's protobuf bytes. The buffer is taken back for the next batch once the
+    /// The protobuf bytes of a request holding `framed`: spans one after the other, each as
+    /// [`put_framed`] wrote it. The buffer is taken back for the next request once the
     /// returned bytes are dropped.
-    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Bytes {
-        self.lens.clear();
-        self.lens.extend(spans.iter().map(span_len));
-        let spans_len: usize = self.lens.iter().map(|len| field_len(2, *len)).sum();
-        let scope_spans = field_len(1, self.scope.len()) + spans_len;
+    pub(crate) fn wrap(&mut self, framed: &[u8]) -> Bytes {
+        let scope_spans = field_len(1, self.scope.len()) + framed.len();
         let schema_url = self.schema_url.as_deref().unwrap_or_default();
         let resource_spans =
             field_len(1, self.resource.len()) + field_len(2, scope_spans) + str_len(3, schema_url);
@@ -87,21 +84,70 @@ impl Encoder {
         put_header(2, scope_spans, buf);
         put_header(1, self.scope.len(), buf);
         buf.put_slice(&self.scope);
-        for (span, len) in spans.iter().zip(&self.lens) {
-            put_header(2, *len, buf);
-            put_span(span, buf);
-        }
+        buf.put_slice(framed);
         put_str(3, schema_url, buf);
-        if buf.len() != total {
-            // A sizing bug: the collector will reject the request; say why here.
-            tracing::error!(
-                expected = total,
-                written = buf.len(),
-                "OTLP encoding of spans is inconsistent"
-            );
-        }
         self.buf.split().freeze()
     }
+
+    /// The request holding `spans` (the SDK's), framed here.
+    #[cfg(test)]
+    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Bytes {
+        let mut framed = Vec::new();
+        for span in spans {
+            put_framed(&SpanFields::from(span), &mut framed);
+        }
+        self.wrap(&framed)
+    }
+}
+
+/// What a span's encoding reads: the SDK's `SpanData` (`From`) and flowrun's own ended spans
+/// (`span.rs`) alike.
+#[derive(Debug)]
+pub(crate) struct SpanFields<'a> {
+    pub(crate) context: &'a SpanContext,
+    /// `SpanId::INVALID` for a root.
+    pub(crate) parent: SpanId,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) name: &'a str,
+    pub(crate) kind: &'a SpanKind,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) dropped_attributes: u32,
+    pub(crate) events: &'a [Event],
+    pub(crate) dropped_events: u32,
+    pub(crate) links: &'a [Link],
+    pub(crate) dropped_links: u32,
+    pub(crate) status: &'a Status,
+}
+
+impl<'a> From<&'a SpanData> for SpanFields<'a> {
+    fn from(span: &'a SpanData) -> SpanFields<'a> {
+        SpanFields {
+            context: &span.span_context,
+            parent: span.parent_span_id,
+            parent_is_remote: span.parent_span_is_remote,
+            name: &span.name,
+            kind: &span.span_kind,
+            start: span.start_time,
+            end: span.end_time,
+            attributes: &span.attributes,
+            dropped_attributes: span.dropped_attributes_count,
+            events: &span.events.events,
+            dropped_events: span.events.dropped_count,
+            links: &span.links.links,
+            dropped_links: span.links.dropped_count,
+            status: &span.status,
+        }
+    }
+}
+
+/// Appends `span` as one element of `ScopeSpans.spans`: key, length, `Span` message. Spans
+/// framed one after the other are what [`Encoder::wrap`] takes.
+pub(crate) fn put_framed(span: &SpanFields<'_>, buf: &mut impl BufMut) {
+    let len = span_len(span);
+    put_header(2, len, buf);
+    put_span(span, buf);
 }
 
 /// A length-delimited field's size: key, length, body.
@@ -310,14 +356,14 @@ fn status_len(status: &Status) -> usize {
 }
 
 /// `Span.Event`'s body.
-fn event_len(event: &opentelemetry::trace::Event) -> usize {
+fn event_len(event: &Event) -> usize {
     fixed64_len(1, nanos(event.timestamp))
         + str_len(2, &event.name)
         + attributes_len(3, &event.attributes)
         + u32_len(4, event.dropped_attributes_count)
 }
 
-fn put_event(event: &opentelemetry::trace::Event, buf: &mut impl BufMut) {
+fn put_event(event: &Event, buf: &mut impl BufMut) {
     put_fixed64(1, nanos(event.timestamp), buf);
     put_str(2, &event.name, buf);
     put_attributes(3, &event.attributes, buf);
@@ -325,7 +371,7 @@ fn put_event(event: &opentelemetry::trace::Event, buf: &mut impl BufMut) {
 }
 
 /// `Span.Link`'s body.
-fn link_len(link: &opentelemetry::trace::Link) -> usize {
+fn link_len(link: &Link) -> usize {
     let context = &link.span_context;
     bytes_len(1, &context.trace_id().to_bytes())
         + bytes_len(2, &context.span_id().to_bytes())
@@ -335,7 +381,7 @@ fn link_len(link: &opentelemetry::trace::Link) -> usize {
         + fixed32_len(6, flags(context, context.is_remote()))
 }
 
-fn put_link(link: &opentelemetry::trace::Link, buf: &mut impl BufMut) {
+fn put_link(link: &Link, buf: &mut impl BufMut) {
     let context = &link.span_context;
     put_bytes(1, &context.trace_id().to_bytes(), buf);
     put_bytes(2, &context.span_id().to_bytes(), buf);
@@ -345,68 +391,68 @@ fn put_link(link: &opentelemetry::trace::Link, buf: &mut impl BufMut) {
     put_fixed32(6, flags(context, context.is_remote()), buf);
 }
 
-fn parent_id(span: &SpanData) -> Option<[u8; 8]> {
-    (span.parent_span_id != SpanId::INVALID).then(|| span.parent_span_id.to_bytes())
+fn parent_id(span: &SpanFields<'_>) -> Option<[u8; 8]> {
+    (span.parent != SpanId::INVALID).then(|| span.parent.to_bytes())
 }
 
 /// `Span`'s body, field by field as [`put_span`] writes it.
-fn span_len(span: &SpanData) -> usize {
-    let context = &span.span_context;
+fn span_len(span: &SpanFields<'_>) -> usize {
+    let context = span.context;
     let trace_state = context.trace_state().header();
     bytes_len(1, &context.trace_id().to_bytes())
         + bytes_len(2, &context.span_id().to_bytes())
         + str_len(3, &trace_state)
         + parent_id(span).map_or(0, |id| bytes_len(4, &id))
-        + fixed32_len(16, flags(context, span.parent_span_is_remote))
-        + str_len(5, &span.name)
-        + u32_len(6, kind(&span.span_kind))
-        + fixed64_len(7, nanos(span.start_time))
-        + fixed64_len(8, nanos(span.end_time))
-        + attributes_len(9, &span.attributes)
-        + u32_len(10, span.dropped_attributes_count)
+        + fixed32_len(16, flags(context, span.parent_is_remote))
+        + str_len(5, span.name)
+        + u32_len(6, kind(span.kind))
+        + fixed64_len(7, nanos(span.start))
+        + fixed64_len(8, nanos(span.end))
+        + attributes_len(9, span.attributes)
+        + u32_len(10, span.dropped_attributes)
         + span
             .events
             .iter()
             .map(|e| field_len(11, event_len(e)))
             .sum::<usize>()
-        + u32_len(12, span.events.dropped_count)
+        + u32_len(12, span.dropped_events)
         + span
             .links
             .iter()
             .map(|l| field_len(13, link_len(l)))
             .sum::<usize>()
-        + u32_len(14, span.links.dropped_count)
-        + field_len(15, status_len(&span.status))
+        + u32_len(14, span.dropped_links)
+        + field_len(15, status_len(span.status))
 }
 
-fn put_span(span: &SpanData, buf: &mut impl BufMut) {
-    let context = &span.span_context;
+fn put_span(span: &SpanFields<'_>, buf: &mut impl BufMut) {
+    let context = span.context;
     put_bytes(1, &context.trace_id().to_bytes(), buf);
     put_bytes(2, &context.span_id().to_bytes(), buf);
     put_str(3, &context.trace_state().header(), buf);
     if let Some(id) = parent_id(span) {
         put_bytes(4, &id, buf);
     }
-    put_fixed32(16, flags(context, span.parent_span_is_remote), buf);
-    put_str(5, &span.name, buf);
-    put_u32(6, kind(&span.span_kind), buf);
-    put_fixed64(7, nanos(span.start_time), buf);
-    put_fixed64(8, nanos(span.end_time), buf);
-    put_attributes(9, &span.attributes, buf);
-    put_u32(10, span.dropped_attributes_count, buf);
-    for event in span.events.iter() {
+    put_fixed32(16, flags(context, span.parent_is_remote), buf);
+    put_str(5, span.name, buf);
+    put_u32(6, kind(span.kind), buf);
+    put_fixed64(7, nanos(span.start), buf);
+    put_fixed64(8, nanos(span.end), buf);
+    put_attributes(9, span.attributes, buf);
+    put_u32(10, span.dropped_attributes, buf);
+    for event in span.events {
         put_header(11, event_len(event), buf);
         put_event(event, buf);
     }
-    put_u32(12, span.events.dropped_count, buf);
-    for link in span.links.iter() {
+    put_u32(12, span.dropped_events, buf);
+    for link in span.links {
         put_header(13, link_len(link), buf);
         put_link(link, buf);
     }
-    put_u32(14, span.links.dropped_count, buf);
+    put_u32(14, span.dropped_links, buf);
     // Always present, as `opentelemetry-proto` sets it.
-    put_header(15, status_len(&span.status), buf);
-    let (message, code) = status_parts(&span.status);
+    put_header(15, status_len(span.status), buf);
+    let (message, code) = status_parts(span.status);
     put_str(2, message, buf);
     put_u32(3, code, buf);
 }

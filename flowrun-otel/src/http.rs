@@ -1,47 +1,35 @@
-//! The OTLP/HTTP (protobuf) span exporter: each batch encoded by [`crate::encode`] and POSTed
-//! with reqwest on a one-worker Tokio runtime the exporter owns (the batch processor exports
-//! from a plain thread; see `runtime.rs` for the same arrangement around gRPC).
+//! The OTLP/HTTP (protobuf) sender: each batch of framed spans from the export queue
+//! (`batch.rs`) wrapped into a request by [`crate::encode`] and POSTed with reqwest on a
+//! one-worker Tokio runtime the sender owns (the queue exports from a plain thread; see
+//! `runtime.rs` for the same arrangement around gRPC).
 //!
 //! A failed export (connection error, timeout, a status other than 2xx) logs a warning, which
 //! names the endpoint but never a header value, and the batch is dropped: spans are not worth
 //! slowing or failing a run for.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use crate::config::{HttpTarget, OtelError};
 use crate::encode::Encoder;
-use crate::lock;
-use crate::recycle::AttributeVecs;
 
-pub(crate) struct HttpExporter {
+pub(crate) struct HttpSender {
     target: HttpTarget,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
-    encoder: Mutex<Encoder>,
-    /// Where each batch's attribute vectors go once it is encoded.
-    vecs: Arc<AttributeVecs>,
+    encoder: Encoder,
 }
 
-impl std::fmt::Debug for HttpExporter {
+impl std::fmt::Debug for HttpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpExporter")
+        f.debug_struct("HttpSender")
             .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
 
-impl HttpExporter {
-    pub(crate) fn build(
-        target: HttpTarget,
-        resource: &Resource,
-        vecs: Arc<AttributeVecs>,
-    ) -> Result<HttpExporter, OtelError> {
+impl HttpSender {
+    pub(crate) fn build(target: HttpTarget, resource: &Resource) -> Result<HttpSender, OtelError> {
         let runtime = crate::runtime::own_runtime()?;
         let client =
             flowrun_core::exec::http_client().map_err(|e| OtelError::Build(e.to_string()))?;
@@ -50,20 +38,21 @@ impl HttpExporter {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-protobuf"),
         );
-        Ok(HttpExporter {
+        Ok(HttpSender {
             target,
             client,
             runtime,
-            encoder: Mutex::new(Encoder::new(resource)),
-            vecs,
+            encoder: Encoder::new(resource),
         })
     }
 
-    fn send(&self, batch: &[SpanData]) -> OTelSdkResult {
-        if batch.is_empty() {
+    /// POSTs one request holding `framed` (`spans` spans, see `encode::put_framed`); on a
+    /// failure, logs it and says why (without header values).
+    pub(crate) fn send(&mut self, framed: &[u8], spans: usize) -> Result<(), String> {
+        if spans == 0 {
             return Ok(());
         }
-        let body = lock(&self.encoder).encode(batch);
+        let body = self.encoder.wrap(framed);
         let request = self
             .client
             .post(self.target.url.clone())
@@ -84,37 +73,17 @@ impl HttpExporter {
         };
         tracing::warn!(
             endpoint = %self.target.url,
-            spans = batch.len(),
+            spans,
             error = %failure,
             "cannot export OpenTelemetry spans; they are dropped"
         );
-        Err(OTelSdkError::InternalFailure(failure))
-    }
-}
-
-impl SpanExporter for HttpExporter {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let sent = self.send(&batch);
-        self.vecs
-            .give_back(batch.into_iter().map(|span| span.attributes));
-        std::future::ready(sent)
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        match self.encoder.get_mut() {
-            Ok(encoder) => encoder.set_resource(resource),
-            Err(poisoned) => poisoned.into_inner().set_resource(resource),
-        }
+        Err(failure)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use axum::body::Bytes;
@@ -174,26 +143,33 @@ mod tests {
         Resource::builder_empty().with_service_name("svc").build()
     }
 
-    fn span() -> SpanData {
+    /// Spans framed as the export queue holds them.
+    fn framed(n: usize) -> Vec<u8> {
         let (pipeline, collect) = crate::span::testing::pipeline();
-        let ids = pipeline.start(None).unwrap();
-        let span = crate::span::OpenSpan::new(
-            ids,
-            "flow f",
-            opentelemetry::trace::SpanKind::Internal,
-            std::time::SystemTime::now(),
-            vec![],
-        );
-        pipeline.end(span, std::time::SystemTime::now());
-        collect.spans().remove(0)
+        for _ in 0..n {
+            let ids = pipeline.start(None).unwrap();
+            let span = crate::span::OpenSpan::new(
+                ids,
+                "flow f",
+                opentelemetry::trace::SpanKind::Internal,
+                std::time::SystemTime::now(),
+                vec![],
+            );
+            pipeline.end(span, std::time::SystemTime::now());
+        }
+        let mut framed = Vec::new();
+        for span in &collect.spans() {
+            crate::encode::put_framed(&span.into(), &mut framed);
+        }
+        framed
     }
 
     #[test]
     fn posts_protobuf_with_the_headers() {
         let (url, got) = receiver(StatusCode::OK);
-        let exporter = HttpExporter::build(target(&url), &resource(), Arc::default()).unwrap();
-        exporter.send(&[span(), span()]).unwrap();
-        exporter.send(&[span()]).unwrap();
+        let mut sender = HttpSender::build(target(&url), &resource()).unwrap();
+        sender.send(&framed(2), 2).unwrap();
+        sender.send(&framed(1), 1).unwrap();
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 2);
         let (headers, request) = &got[0];
@@ -205,40 +181,19 @@ mod tests {
     }
 
     #[test]
-    fn an_exported_batch_gives_its_attribute_vectors_back() {
-        let (url, got) = receiver(StatusCode::OK);
-        let vecs = Arc::new(AttributeVecs::default());
-        let exporter = HttpExporter::build(target(&url), &resource(), vecs.clone()).unwrap();
-        let with_attributes = || {
-            let mut s = span();
-            s.attributes = vec![opentelemetry::KeyValue::new("k", 1)];
-            s
-        };
-        let sent = exporter.export(vec![
-            with_attributes(),
-            with_attributes(),
-            with_attributes(),
-        ]);
-        drop(sent);
-        assert_eq!(got.lock().unwrap().len(), 1);
-        assert_eq!(vecs.kept(), 3);
-        assert!(vecs.take(1).is_empty());
-    }
-
-    #[test]
     fn failures_drop_the_batch_without_showing_headers() {
         let (url, got) = receiver(StatusCode::INTERNAL_SERVER_ERROR);
-        let exporter = HttpExporter::build(target(&url), &resource(), Arc::default()).unwrap();
-        let e = exporter.send(&[span()]).unwrap_err();
-        assert!(e.to_string().contains("500"), "{e}");
-        assert!(!e.to_string().contains("cret"), "{e}");
+        let mut sender = HttpSender::build(target(&url), &resource()).unwrap();
+        let e = sender.send(&framed(1), 1).unwrap_err();
+        assert!(e.contains("500"), "{e}");
+        assert!(!e.contains("cret"), "{e}");
         assert_eq!(got.lock().unwrap().len(), 1);
         // Nothing listens on port 9 of loopback (discard): a connection error, not a panic.
         let mut closed = target("http://127.0.0.1:9/v1/traces");
         closed.timeout = Duration::from_secs(2);
-        let exporter = HttpExporter::build(closed, &resource(), Arc::default()).unwrap();
-        let e = exporter.send(&[span()]).unwrap_err();
-        assert!(!e.to_string().contains("cret"), "{e}");
+        let mut sender = HttpSender::build(closed, &resource()).unwrap();
+        let e = sender.send(&framed(1), 1).unwrap_err();
+        assert!(!e.contains("cret"), "{e}");
     }
 
     /// The whole pipeline: sink, batch processor, this exporter, flushed by `shutdown`.

@@ -4,12 +4,12 @@
 //! flowrun-core knows nothing of this crate: the CLI and the server add an [`OtelSink`] to the
 //! executor's sinks when [`Exporter::from_env`] finds `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
+mod batch;
 mod config;
 mod encode;
 mod http;
 mod ids;
 mod intern;
-mod recycle;
 mod runtime;
 mod session;
 mod sink;
@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
 
 use crate::config::{HttpTarget, Sampler};
 use crate::sink::Parent;
-use crate::span::Pipeline;
+use crate::span::{Output, Pipeline};
 
 pub use config::{OtelConfig, OtelError, Protocol};
 pub use session::Session;
@@ -51,8 +51,6 @@ pub(crate) struct Shared {
     any: AtomicBool,
     /// Span names and attribute values that repeat.
     pub(crate) strings: intern::Interned,
-    /// Attribute vectors the exporter gives back.
-    pub(crate) vecs: Arc<recycle::AttributeVecs>,
 }
 
 impl Shared {
@@ -82,11 +80,13 @@ impl Exporter {
         }
     }
 
-    /// Starts the export pipeline: a batch processor whose thread hands each batch to the OTLP
-    /// exporter on a small runtime of its own. Besides `config`, reads the variables
-    /// `OtelConfig` does not hold: for HTTP, `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` (unless
-    /// `config.endpoint` is set), `_HEADERS` and `_TIMEOUT`; `OTEL_BSP_*`; and
-    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
+    /// Starts the export pipeline. OTLP/HTTP: spans are encoded where they end into a queue
+    /// whose thread sends them on a small runtime of its own (`batch.rs`, `http.rs`). gRPC:
+    /// the SDK's batch processor and `opentelemetry-otlp`'s tonic exporter. Besides `config`,
+    /// reads the variables `OtelConfig` does not hold: for HTTP,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` (unless `config.endpoint` is set), `_HEADERS` and
+    /// `_TIMEOUT`; `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
+    /// `OTEL_BSP_SCHEDULE_DELAY`; and `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub fn new(config: &OtelConfig) -> Result<Exporter, OtelError> {
         // The SDK's resource: the service name and version, `OTEL_RESOURCE_ATTRIBUTES` and
         // the `telemetry.sdk.*` attributes, as before.
@@ -97,31 +97,32 @@ impl Exporter {
                 env!("CARGO_PKG_VERSION"),
             ))
             .build();
-        let batch = batch_config(|k| std::env::var_os(k).is_some());
-        let vecs = Arc::new(recycle::AttributeVecs::default());
-        let processor = match config.protocol {
+        let settings = batch::Settings::from_lookup(config::env);
+        let output = match config.protocol {
             Protocol::HttpProtobuf => {
                 let target = HttpTarget::from_lookup(config.endpoint.as_deref(), config::env)?;
-                let exporter = http::HttpExporter::build(target, &resource, vecs.clone())?;
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build()
+                let mut sender = http::HttpSender::build(target, &resource)?;
+                let send: batch::Send = Box::new(move |framed, spans| {
+                    // A failure is logged by the sender; the batch is gone either way.
+                    let _ = sender.send(framed, spans);
+                });
+                let queue = batch::Batcher::start(settings, send)
+                    .map_err(|e| OtelError::Build(e.to_string()))?;
+                Output::Encoded(queue)
             }
             Protocol::Grpc => {
                 let mut exporter = runtime::OnRuntime::build(config)?;
                 exporter.set_resource(&resource);
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build()
+                let processor = BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch_config(settings))
+                    .build();
+                Output::Processor(Box::new(processor))
             }
         };
         let sampler = Sampler::from_lookup(config::env);
         Ok(Exporter {
-            pipeline: Arc::new(Pipeline::new(Box::new(processor), sampler)),
-            shared: Arc::new(Shared {
-                vecs,
-                ..Shared::default()
-            }),
+            pipeline: Arc::new(Pipeline::new(output, sampler)),
+            shared: Arc::new(Shared::default()),
         })
     }
 
@@ -183,24 +184,13 @@ impl Exporter {
     }
 }
 
-/// Spans the batch processor holds before it drops new ones (the SDK's default is 2,048): a
-/// run makes three or more, and a busy `flowrun test` or server makes thousands a second.
-const MAX_QUEUE_SIZE: usize = 16_384;
-/// Spans per export request (the SDK's default is 512): fewer, larger requests wake the
-/// export thread less often.
-const MAX_EXPORT_BATCH_SIZE: usize = 4_096;
-
-/// The batch processor's settings: flowrun's defaults where no `OTEL_BSP_*` variable is set
-/// (`is_set`), which the SDK reads itself.
-fn batch_config(is_set: impl Fn(&str) -> bool) -> BatchConfig {
-    let mut config = BatchConfigBuilder::default();
-    if !is_set("OTEL_BSP_MAX_QUEUE_SIZE") {
-        config = config.with_max_queue_size(MAX_QUEUE_SIZE);
-    }
-    if !is_set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
-        config = config.with_max_export_batch_size(MAX_EXPORT_BATCH_SIZE);
-    }
-    config.build()
+/// The SDK batch processor's settings (gRPC): the same as the HTTP queue's.
+fn batch_config(settings: batch::Settings) -> BatchConfig {
+    BatchConfigBuilder::default()
+        .with_max_queue_size(settings.max_queue)
+        .with_max_export_batch_size(settings.max_batch)
+        .with_scheduled_delay(settings.delay)
+        .build()
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

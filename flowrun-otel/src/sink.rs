@@ -202,7 +202,7 @@ impl OtelSink {
             return;
         };
         // Room for the attributes `run_finished` adds.
-        let mut attributes = self.shared.vecs.take(12 + self.run_attributes.len());
+        let mut attributes = Vec::with_capacity(12 + self.run_attributes.len());
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::new("flowrun.run_id", start.run_id.clone()),
@@ -251,7 +251,7 @@ impl OtelSink {
         // Room for the attributes `step_finished` adds to a step that succeeds (16 in all).
         // Kept under 1 KiB (a `KeyValue` is 56 bytes): glibc serves a larger request from its
         // large bins after consolidating the fast bins, which cost more than the whole sink.
-        let mut attributes = self.shared.vecs.take(STEP_ATTRIBUTES);
+        let mut attributes = Vec::with_capacity(STEP_ATTRIBUTES);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(model)),
@@ -288,7 +288,7 @@ impl OtelSink {
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
-        let mut attributes = self.shared.vecs.take(16);
+        let mut attributes = Vec::with_capacity(16);
         attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.value(&call.model)),
@@ -786,7 +786,7 @@ mod tests {
     fn unsampled_runs_cost_nothing_and_open_runs_end_on_drop() {
         let collect = Collect::default();
         let off = Arc::new(Pipeline::new(
-            Box::new(collect.clone()),
+            crate::span::Output::Processor(Box::new(collect.clone())),
             crate::config::Sampler::AlwaysOff,
         ));
         let sink_off = OtelSink::new(

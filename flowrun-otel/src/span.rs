@@ -1,7 +1,8 @@
 //! Spans kept by flowrun itself rather than by the SDK's tracer: an [`OpenSpan`] is the state
 //! of a span that has started (ids, parent, name, kind, start time, attributes so far,
-//! status); ending it builds the SDK's `SpanData` directly and hands it to the span processor
-//! (the batch processor and its exporter), as the SDK's own `Span::end` would.
+//! status). Ending it encodes it, on the thread that ends it, into the OTLP/HTTP export queue
+//! (`batch.rs`); or, for gRPC, builds the SDK's `SpanData` directly and hands it to the SDK's
+//! span processor, as the SDK's own `Span::end` would.
 //!
 //! Why: the sink knows every span's parent, times and attributes from the events, so the
 //! SDK's tracer (span builder, sampler call, `Context`, a mutex per span, attribute vectors
@@ -20,25 +21,36 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
 
+use crate::batch::Batcher;
 use crate::config::Sampler;
+use crate::encode::{self, SpanFields};
 use crate::ids;
 
 /// Attributes per span beyond which they are counted as dropped (the SDK's default limit).
 const MAX_ATTRIBUTES: usize = 128;
 
-/// Where ended spans go: the span processor, with the sampler that decides which traces are
-/// recorded. Shared by every sink and session of an [`crate::Exporter`].
+/// Where ended spans go: the export queue or a span processor, with the sampler that decides
+/// which traces are recorded. Shared by every sink and session of an [`crate::Exporter`].
 pub(crate) struct Pipeline {
-    processor: Box<dyn SpanProcessor>,
+    output: Output,
     sampler: Sampler,
     scope: InstrumentationScope,
     shut_down: AtomicBool,
 }
 
+/// What a [`Pipeline`] hands ended spans to.
+pub(crate) enum Output {
+    /// Encoded where they end, into the OTLP/HTTP queue.
+    Encoded(Batcher),
+    /// As the SDK's `SpanData`, to a processor (the batch processor of the gRPC exporter;
+    /// the tests' collector).
+    Processor(Box<dyn SpanProcessor>),
+}
+
 impl Pipeline {
-    pub(crate) fn new(processor: Box<dyn SpanProcessor>, sampler: Sampler) -> Pipeline {
+    pub(crate) fn new(output: Output, sampler: Sampler) -> Pipeline {
         Pipeline {
-            processor,
+            output,
             sampler,
             scope: InstrumentationScope::builder("flowrun").build(),
             shut_down: AtomicBool::new(false),
@@ -71,25 +83,44 @@ impl Pipeline {
         }
     }
 
-    /// Ends `span` at `end` and hands it to the processor (nothing once shut down).
+    /// Ends `span` at `end` and hands it on (nothing once shut down).
     pub(crate) fn end(&self, span: OpenSpan, end: SystemTime) {
         if self.shut_down.load(Ordering::Acquire) {
             return;
         }
-        self.processor.on_end(span.into_data(end, &self.scope));
+        match &self.output {
+            Output::Encoded(queue) => {
+                let context = span.context();
+                let fields = span.fields(&context, end);
+                queue.push(|buf| encode::put_framed(&fields, buf));
+            }
+            Output::Processor(processor) => processor.on_end(span.into_data(end, &self.scope)),
+        }
     }
 
-    /// Exports what is queued and stops the processor; later calls do nothing.
+    /// Exports what is queued and stops the export; later calls do nothing.
     pub(crate) fn shutdown(&self) -> OTelSdkResult {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.processor.shutdown()
+        match &self.output {
+            Output::Encoded(queue) => {
+                queue.shutdown();
+                Ok(())
+            }
+            Output::Processor(processor) => processor.shutdown(),
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn force_flush(&self) -> OTelSdkResult {
-        self.processor.force_flush()
+        match &self.output {
+            Output::Encoded(queue) => {
+                queue.flush();
+                Ok(())
+            }
+            Output::Processor(processor) => processor.force_flush(),
+        }
     }
 }
 
@@ -177,15 +208,40 @@ impl OpenSpan {
         }
     }
 
+    /// Its context: every span recorded is sampled, and none is remote.
+    fn context(&self) -> SpanContext {
+        SpanContext::new(
+            self.ids.trace,
+            self.ids.span,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        )
+    }
+
+    /// What encoding it ended at `end` reads.
+    fn fields<'a>(&'a self, context: &'a SpanContext, end: SystemTime) -> SpanFields<'a> {
+        SpanFields {
+            context,
+            parent: self.parent,
+            parent_is_remote: false,
+            name: &self.name,
+            kind: &self.kind,
+            start: self.start,
+            end,
+            attributes: &self.attributes,
+            dropped_attributes: self.dropped_attributes,
+            events: &[],
+            dropped_events: 0,
+            links: &[],
+            dropped_links: 0,
+            status: &self.status,
+        }
+    }
+
     fn into_data(self, end: SystemTime, scope: &InstrumentationScope) -> SpanData {
         SpanData {
-            span_context: SpanContext::new(
-                self.ids.trace,
-                self.ids.span,
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
+            span_context: self.context(),
             parent_span_id: self.parent,
             parent_span_is_remote: false,
             span_kind: self.kind,
@@ -236,7 +292,10 @@ pub(crate) mod testing {
     /// A pipeline that always samples, and what it collects.
     pub(crate) fn pipeline() -> (Arc<Pipeline>, Collect) {
         let collect = Collect::default();
-        let pipeline = Pipeline::new(Box::new(collect.clone()), Sampler::AlwaysOn);
+        let pipeline = Pipeline::new(
+            Output::Processor(Box::new(collect.clone())),
+            Sampler::AlwaysOn,
+        );
         (Arc::new(pipeline), collect)
     }
 }
@@ -253,9 +312,12 @@ mod tests {
         let (child, parent) = pipeline.start(Some(root)).unwrap();
         assert_eq!((child.trace, parent), (root.trace, root.span));
         assert_ne!(child.span, root.span);
-        let off = Pipeline::new(Box::new(collect.clone()), Sampler::AlwaysOff);
+        let off = Pipeline::new(
+            Output::Processor(Box::new(collect.clone())),
+            Sampler::AlwaysOff,
+        );
         assert!(off.start(None).is_none());
-        let some = Pipeline::new(Box::new(collect), Sampler::Ratio(0.5));
+        let some = Pipeline::new(Output::Processor(Box::new(collect)), Sampler::Ratio(0.5));
         let kept = (0..4_000).filter(|_| some.start(None).is_some()).count();
         assert!((1_600..2_400).contains(&kept), "{kept} of 4,000");
     }
