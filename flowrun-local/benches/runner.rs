@@ -9,10 +9,13 @@
 //! - (d) `mock` provider, no store (executor alone);
 //! - (e) (a) plus OpenTelemetry export (OTLP HTTP/protobuf to a receiver that decodes every
 //!   request: by default a process of its own, as a collector is, so its CPU and its memory
-//!   traffic are not this process's; `--receiver thread` keeps it on a thread of this one and
-//!   subtracts that thread's CPU): tracing on versus off is (e) versus (a);
+//!   traffic are not this process's, which keeps the bodies and decodes them once the runs
+//!   are measured; `--receiver thread` keeps it on a thread of this one, decoding as requests
+//!   come, and subtracts that thread's CPU): tracing on versus off is (e) versus (a);
 //! - (f) (d) plus OpenTelemetry export: the sink's own cost per run, without the noise of HTTP
-//!   and SQLite.
+//!   and SQLite;
+//! - (g) (b) plus OpenTelemetry export, and (h) (c) plus OpenTelemetry export: which of HTTP
+//!   and the store the export interacts with.
 //!
 //! Every run must succeed, and for the store variants the database must end up holding exactly
 //! one succeeded run (with one step and one call) per run made, so the benchmark cannot
@@ -25,11 +28,12 @@
 //! cargo bench -p flowrun-local --bench runner -- a c   # only variants (a) and (c)
 //! cargo bench -p flowrun-local --bench runner -- a e --calls 10000 --rounds 10   # a e, e a, …
 //! cargo bench -p flowrun-local --bench runner -- a e --receiver thread   # receiver in-process
+//! cargo bench -p flowrun-local --bench runner -- a e --calls 100000 --interleave 1000
 //! ```
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flowrun_core::event::{EventSink, FanOut, NoSink};
@@ -54,6 +58,9 @@ struct Opts {
     /// Where the OTLP receiver of (e) and (f) runs: a process of its own (the default, as a
     /// collector would) or a thread of this one (`--receiver thread`).
     receiver_thread: bool,
+    /// `--interleave CHUNK`: two variants in alternating chunks of CHUNK runs (see
+    /// [`interleaved`]).
+    interleave: Option<usize>,
 }
 
 fn opts() -> Opts {
@@ -70,6 +77,7 @@ fn opts() -> Opts {
         only: Vec::new(),
         rounds: env("FLOWRUN_BENCH_ROUNDS", 1),
         receiver_thread: false,
+        interleave: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -83,6 +91,7 @@ fn opts() -> Opts {
             "--concurrency" | "-c" => opts.concurrency = number(&arg),
             "--warmup" => opts.warmup = number(&arg),
             "--rounds" => opts.rounds = number(&arg),
+            "--interleave" => opts.interleave = Some(number(&arg).max(1)),
             "--receiver" => match args.next().as_deref() {
                 Some("thread") => opts.receiver_thread = true,
                 Some("process") => opts.receiver_thread = false,
@@ -170,6 +179,20 @@ const VARIANTS: &[Variant] = &[
         label: "(d) + OTLP export",
         target: "ask-mock",
         store: false,
+        otel: true,
+    },
+    Variant {
+        letter: "g",
+        label: "(b) + OTLP export",
+        target: "ask",
+        store: false,
+        otel: true,
+    },
+    Variant {
+        letter: "h",
+        label: "(c) + OTLP export",
+        target: "ask-mock",
+        store: true,
         otel: true,
     },
 ];
@@ -394,37 +417,51 @@ fn start_receiver() -> Receiver {
     rx.recv().expect("the receiver starts")
 }
 
-/// An OTLP/HTTP receiver on loopback that decodes each request and counts its spans; with
-/// `count_route`, `POST /count` answers the count and resets it.
-async fn otlp_receiver(count_route: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// An OTLP/HTTP receiver on loopback that decodes every request and counts its spans. On a
+/// thread of the bench (`deferred` false) it decodes each request as it comes; as a process of
+/// its own (`deferred` true) it keeps the bodies and decodes them all when asked for the count
+/// (`POST /count`, which answers it and starts again), so that its decoding does not compete
+/// with the bench for the machine's two cores while runs are measured: a collector runs on
+/// CPUs of its own.
+async fn otlp_receiver(deferred: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message as _;
+    fn spans_in(body: axum::body::Bytes) -> usize {
+        let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+        req.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
     let spans = Arc::new(AtomicUsize::new(0));
-    let counter = spans.clone();
+    let bodies: Arc<std::sync::Mutex<Vec<axum::body::Bytes>>> = Arc::default();
+    let (counter, kept) = (spans.clone(), bodies.clone());
     let app = axum::Router::new().route(
         "/v1/traces",
         axum::routing::post(move |body: axum::body::Bytes| {
-            let counter = counter.clone();
+            let (counter, kept) = (counter.clone(), kept.clone());
             async move {
-                let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                let n: usize = req
-                    .resource_spans
-                    .iter()
-                    .flat_map(|r| &r.scope_spans)
-                    .map(|s| s.spans.len())
-                    .sum();
-                counter.fetch_add(n, Ordering::SeqCst);
+                if deferred {
+                    kept.lock().expect("bodies").push(body);
+                } else {
+                    counter.fetch_add(spans_in(body), Ordering::SeqCst);
+                }
                 ""
             }
         }),
     );
-    let app = if count_route {
+    let app = if deferred {
         let counter = spans.clone();
         app.route(
             "/count",
             axum::routing::post(move || {
-                let counter = counter.clone();
-                async move { counter.swap(0, Ordering::SeqCst).to_string() }
+                let (counter, bodies) = (counter.clone(), bodies.clone());
+                async move {
+                    let kept = std::mem::take(&mut *bodies.lock().expect("bodies"));
+                    let n: usize = kept.into_iter().map(spans_in).sum();
+                    (counter.swap(0, Ordering::SeqCst) + n).to_string()
+                }
             }),
         )
     } else {
@@ -460,7 +497,7 @@ fn summarize(cpu_per_run: &[(usize, &'static str, f64)], rounds: usize) {
             );
         }
     }
-    for (with, without) in [("e", "a"), ("f", "d")] {
+    for (with, without) in [("e", "a"), ("f", "d"), ("g", "b"), ("h", "c")] {
         let mut ratios: Vec<f64> = (0..rounds)
             .filter_map(|r| Some(of(with, r)? / of(without, r)?))
             .collect();
@@ -476,6 +513,249 @@ fn summarize(cpu_per_run: &[(usize, &'static str, f64)], rounds: usize) {
             (ratios[0] - 1.0) * 100.0,
             (ratios[ratios.len() - 1] - 1.0) * 100.0,
         );
+    }
+}
+
+/// One variant ready to run: its store, its exporter and its executor.
+struct Setup {
+    variant: &'static Variant,
+    store: Option<Arc<Store>>,
+    otel: Option<Arc<flowrun_otel::Exporter>>,
+    exec: Arc<Executor>,
+    /// Runs made so far (numbers the next questions).
+    runs: usize,
+    /// The OpenTelemetry sink, timed.
+    timed: Option<Arc<Timed>>,
+}
+
+/// The OpenTelemetry sink, and the wall time spent in its `emit` (so waits on its locks
+/// count too).
+struct Timed {
+    inner: flowrun_otel::OtelSink,
+    nanos: AtomicU64,
+}
+
+impl EventSink for Timed {
+    fn emit(&self, event: &flowrun_core::RunEvent) {
+        let t = Instant::now();
+        self.inner.emit(event);
+        let spent = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(spent, Ordering::Relaxed);
+    }
+}
+
+impl Timed {
+    fn nanos(timed: &Option<Arc<Timed>>) -> u64 {
+        timed
+            .as_ref()
+            .map_or(0, |t| t.nanos.load(Ordering::Relaxed))
+    }
+}
+
+impl Setup {
+    /// `store` is the variant's store (opened with [`open_store`]) when it has one.
+    fn new(
+        variant: &'static Variant,
+        store: Option<Arc<Store>>,
+        project: &Arc<Project>,
+        receiver: &Receiver,
+    ) -> Setup {
+        let mut sinks: Vec<Arc<dyn EventSink>> = match &store {
+            Some(s) => vec![s.clone()],
+            None => vec![Arc::new(NoSink)],
+        };
+        let otel = variant.otel.then(|| {
+            let config = flowrun_otel::OtelConfig {
+                protocol: flowrun_otel::Protocol::HttpProtobuf,
+                service_name: "flowrun-bench".into(),
+                endpoint: Some(format!("http://{}/v1/traces", receiver.addr)),
+            };
+            Arc::new(flowrun_otel::Exporter::new(&config).expect("OTLP exporter"))
+        });
+        let timed = otel.as_ref().map(|otel| {
+            Arc::new(Timed {
+                inner: otel.sink(flowrun_otel::SinkOptions::from_config(&project.config)),
+                nanos: AtomicU64::new(0),
+            })
+        });
+        if let Some(timed) = &timed {
+            sinks.push(timed.clone());
+        }
+        let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
+        let exec = Arc::new(
+            Executor::builder(Arc::clone(project))
+                .sink(sink)
+                .env(|name| (name == KEY_VAR).then(|| "sk-bench".to_string()))
+                .build()
+                .expect("executor"),
+        );
+        Setup {
+            variant,
+            store,
+            otel,
+            exec,
+            runs: 0,
+            timed,
+        }
+    }
+
+    /// Makes `count` runs; checks the fake server saw one request per run of an HTTP variant.
+    async fn drive(
+        &mut self,
+        fake: &FakeLlm,
+        count: usize,
+        concurrency: usize,
+    ) -> (Duration, Vec<Duration>) {
+        fake.clear_requests();
+        let done = drive(
+            &self.exec,
+            self.variant.target,
+            self.runs,
+            count,
+            concurrency,
+        )
+        .await;
+        self.runs += count;
+        let expected = if self.variant.target == "ask" {
+            count
+        } else {
+            0
+        };
+        assert_eq!(
+            fake.request_count(),
+            expected,
+            "HTTP requests the fake server saw"
+        );
+        fake.clear_requests();
+        done
+    }
+
+    /// Flushes the exporter and checks what the receiver got; returns the runs made, every
+    /// handle on the store dropped, so that [`verify_store`] can check them.
+    async fn finish(self, receiver: &Receiver) -> usize {
+        if let Some(otel) = self.otel {
+            tokio::task::spawn_blocking(move || otel.shutdown())
+                .await
+                .expect("flush");
+            let got = receiver.take_spans().await;
+            let expected = 3 * self.runs;
+            println!(
+                "    ({}) spans received: {got} of {expected}",
+                self.variant.letter
+            );
+            assert!(got > 0, "no span was exported");
+        }
+        if let Some(store) = self.store {
+            assert_eq!(store.take_sink_error(), None, "the store hit a write error");
+        }
+        self.runs
+    }
+}
+
+/// The store of a variant that has one.
+fn open_store(variant: &Variant, path: &Path) -> Option<Arc<Store>> {
+    variant
+        .store
+        .then(|| Arc::new(Store::open(path).expect("open the store")))
+}
+
+/// CPU time this process used so far, to the microsecond (`getrusage`), for the interleaved
+/// mode's short chunks.
+fn precise_cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    micros(usage.user_time()) + micros(usage.system_time())
+}
+
+/// `--interleave CHUNK`: the two chosen variants set up once, warmed up, then run in
+/// alternating chunks of CHUNK runs (A B, B A, A B, …) until each made `--calls` runs, so that
+/// a machine whose speed drifts from one minute to the next slows both alike. Prints CPU per
+/// run of each over all chunks, and the per-pair ratios of B to A.
+async fn interleaved(
+    opts: &Opts,
+    chunk: usize,
+    pair: [&'static Variant; 2],
+    fake: &FakeLlm,
+    project: &Arc<Project>,
+    receiver: &Receiver,
+    db_dir: &Path,
+) {
+    // One store for both when both have one: what a store costs per run varies from one
+    // database file to another by more than tracing costs (an `a a` pair of two stores shows
+    // ±25%), so each of the two would measure its own file.
+    let db_path = db_dir.join("interleaved.db");
+    let shared = open_store(pair[0], &db_path);
+    let mut setups = pair.map(|v| {
+        let store = match (&shared, v.store) {
+            (Some(shared), true) => Some(shared.clone()),
+            _ => open_store(v, &db_dir.join(format!("interleaved-{}.db", v.letter))),
+        };
+        Setup::new(v, store, project, receiver)
+    });
+    for setup in &mut setups {
+        setup.drive(fake, opts.warmup, opts.concurrency).await;
+    }
+    let pairs = opts.calls.div_ceil(chunk);
+    let mut cpu = [Duration::ZERO; 2];
+    let mut ratios = Vec::with_capacity(pairs);
+    let sink_before = setups.each_ref().map(|s| Timed::nanos(&s.timed));
+    for k in 0..pairs {
+        let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut this = [Duration::ZERO; 2];
+        for i in order {
+            let before = precise_cpu_time();
+            setups[i].drive(fake, chunk, opts.concurrency).await;
+            this[i] = precise_cpu_time().saturating_sub(before);
+        }
+        cpu[0] += this[0];
+        cpu[1] += this[1];
+        ratios.push(this[1].as_secs_f64() / this[0].as_secs_f64());
+    }
+    let runs = (pairs * chunk) as f64;
+    let per_run = |d: Duration| d.as_secs_f64() * 1e6 / runs;
+    let [a, b] = pair.map(|v| v.letter);
+    println!(
+        "interleaved, {pairs} pairs of {chunk} runs: ({a}) {:.1} µs of CPU per run, ({b}) {:.1} µs",
+        per_run(cpu[0]),
+        per_run(cpu[1]),
+    );
+    for (setup, before) in setups.iter().zip(sink_before) {
+        if setup.variant.otel {
+            let spent = Timed::nanos(&setup.timed) - before;
+            println!(
+                "  ({}) time in the OpenTelemetry sink: {:.1} µs per run",
+                setup.variant.letter,
+                spent as f64 / 1e3 / runs
+            );
+        }
+    }
+    let n = ratios.len() as f64;
+    let mean = ratios.iter().sum::<f64>() / n;
+    let sd = (ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  ({b}) / ({a}): total CPU {:+.1}%; per pair: mean {:+.1}% ± {:.1} (standard error), median {:+.1}%",
+        (cpu[1].as_secs_f64() / cpu[0].as_secs_f64() - 1.0) * 100.0,
+        (mean - 1.0) * 100.0,
+        sd / n.sqrt() * 100.0,
+        (ratios[ratios.len() / 2] - 1.0) * 100.0,
+    );
+    let both_stored = pair.iter().all(|v| v.store);
+    let mut runs = 0;
+    for setup in setups {
+        let v = setup.variant;
+        let made = setup.finish(receiver).await;
+        if v.store && !both_stored {
+            verify_store(&db_dir.join(format!("interleaved-{}.db", v.letter)), made);
+        }
+        runs += made;
+    }
+    drop(shared);
+    if both_stored {
+        verify_store(&db_path, runs);
     }
 }
 
@@ -509,127 +789,96 @@ fn main() {
         } else {
             spawn_receiver()
         };
-        let chosen: Vec<&Variant> = VARIANTS
+        let chosen: Vec<&'static Variant> = VARIANTS
             .iter()
             .filter(|v| opts.only.is_empty() || opts.only.iter().any(|o| o == v.letter))
             .collect();
+        if let Some(chunk) = opts.interleave {
+            // In the order given, the same one twice allowed (`a a` shows the mode's own bias).
+            let given: Vec<&'static Variant> = opts
+                .only
+                .iter()
+                .filter_map(|o| VARIANTS.iter().find(|v| v.letter == o))
+                .collect();
+            let [a, b] = given[..] else {
+                panic!("`--interleave` takes exactly two variants, e.g. `a e`");
+            };
+            assert!(
+                !opts.receiver_thread,
+                "`--interleave` counts the whole process: keep the receiver in its own"
+            );
+            interleaved(&opts, chunk, [a, b], &fake, &project, &receiver, db_dir.path()).await;
+            fake.shutdown().await;
+            return;
+        }
         // CPU per run of each round, by variant letter (the exporter's receiver excluded).
         let mut cpu_per_run: Vec<(usize, &'static str, f64)> = Vec::new();
         for round in 0..opts.rounds {
-        let order: Vec<&Variant> = if round % 2 == 0 {
-            chosen.clone()
-        } else {
-            chosen.iter().rev().copied().collect()
-        };
-        if opts.rounds > 1 {
-            println!("round {}", round + 1);
-        }
-        for v in order {
-            let db_path = db_dir.path().join(format!("{}-{round}.db", v.letter));
-            let store = v
-                .store
-                .then(|| Arc::new(Store::open(&db_path).expect("open the store")));
-            let mut sinks: Vec<Arc<dyn EventSink>> = match &store {
-                Some(s) => vec![s.clone()],
-                None => vec![Arc::new(NoSink)],
+            let order: Vec<&'static Variant> = if round % 2 == 0 {
+                chosen.clone()
+            } else {
+                chosen.iter().rev().copied().collect()
             };
-            let otel = v.otel.then(|| {
-                let config = flowrun_otel::OtelConfig {
-                    protocol: flowrun_otel::Protocol::HttpProtobuf,
-                    service_name: "flowrun-bench".into(),
-                    endpoint: Some(format!("http://{}/v1/traces", receiver.addr)),
-                };
-                Arc::new(flowrun_otel::Exporter::new(&config).expect("OTLP exporter"))
-            });
-            if let Some(otel) = &otel {
-                sinks.push(Arc::new(otel.sink(flowrun_otel::SinkOptions::from_config(
-                    &project.config,
-                ))));
+            if opts.rounds > 1 {
+                println!("round {}", round + 1);
             }
-            let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
-            let exec = Arc::new(
-                Executor::builder(Arc::clone(&project))
-                    .sink(sink)
-                    .env(|name| (name == KEY_VAR).then(|| "sk-bench".to_string()))
-                    .build()
-                    .expect("executor"),
-            );
-            drive(&exec, v.target, 0, opts.warmup, opts.concurrency).await;
-            fake.clear_requests();
-            let cpu_before = cpu_time();
-            let receiver_before = receiver.cpu();
-            let (wall, mut latencies) =
-                drive(&exec, v.target, opts.warmup, opts.calls, opts.concurrency).await;
-            let cpu = cpu_time()
-                .zip(cpu_before)
-                .map(|(after, before)| after.saturating_sub(before));
-            let receiver_cpu = receiver
-                .cpu()
-                .zip(receiver_before)
-                .map(|(after, before)| after.saturating_sub(before));
-            let requests = fake.request_count();
-            fake.clear_requests();
-            latencies.sort_unstable();
-            println!(
-                "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU {} per run   ({} runs in {:.2} s)",
-                v.letter,
-                v.label,
-                opts.calls as f64 / wall.as_secs_f64(),
-                ms(percentile(&latencies, 50)),
-                ms(percentile(&latencies, 99)),
-                cpu.map_or("?".to_string(), |c| format!(
-                    "{:.0} µs",
-                    c.as_secs_f64() * 1e6 / opts.calls as f64
-                )),
-                latencies.len(),
-                wall.as_secs_f64(),
-            );
-            assert_eq!(latencies.len(), opts.calls);
-            if let (true, Some(cpu), Some(r)) = (v.otel, cpu, receiver_cpu) {
-                let per_run = |d: Duration| d.as_secs_f64() * 1e6 / opts.calls as f64;
-                if receiver.in_process() {
-                    println!(
-                        "    CPU {:.0} µs per run without the OTLP receiver's ({:.0} µs)",
-                        per_run(cpu.saturating_sub(r)),
-                        per_run(r),
-                    );
-                } else {
-                    println!(
-                        "    the OTLP receiver process: {:.0} µs of CPU per run (not counted above)",
-                        per_run(r),
-                    );
+            for v in order {
+                let db_path = db_dir.path().join(format!("{}-{round}.db", v.letter));
+                let mut setup = Setup::new(v, open_store(v, &db_path), &project, &receiver);
+                setup.drive(&fake, opts.warmup, opts.concurrency).await;
+                let cpu_before = cpu_time();
+                let receiver_before = receiver.cpu();
+                let (wall, mut latencies) = setup.drive(&fake, opts.calls, opts.concurrency).await;
+                let cpu = cpu_time()
+                    .zip(cpu_before)
+                    .map(|(after, before)| after.saturating_sub(before));
+                let receiver_cpu = receiver
+                    .cpu()
+                    .zip(receiver_before)
+                    .map(|(after, before)| after.saturating_sub(before));
+                latencies.sort_unstable();
+                println!(
+                    "({}) {:<26} {:>8.0} calls/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU {} per run   ({} runs in {:.2} s)",
+                    v.letter,
+                    v.label,
+                    opts.calls as f64 / wall.as_secs_f64(),
+                    ms(percentile(&latencies, 50)),
+                    ms(percentile(&latencies, 99)),
+                    cpu.map_or("?".to_string(), |c| format!(
+                        "{:.0} µs",
+                        c.as_secs_f64() * 1e6 / opts.calls as f64
+                    )),
+                    latencies.len(),
+                    wall.as_secs_f64(),
+                );
+                assert_eq!(latencies.len(), opts.calls);
+                if let (true, Some(cpu), Some(r)) = (v.otel, cpu, receiver_cpu) {
+                    let per_run = |d: Duration| d.as_secs_f64() * 1e6 / opts.calls as f64;
+                    if receiver.in_process() {
+                        println!(
+                            "    CPU {:.0} µs per run without the OTLP receiver's ({:.0} µs)",
+                            per_run(cpu.saturating_sub(r)),
+                            per_run(r),
+                        );
+                    } else {
+                        println!(
+                            "    the OTLP receiver process: {:.0} µs of CPU per run (not counted above)",
+                            per_run(r),
+                        );
+                    }
+                }
+                let runs = setup.finish(&receiver).await;
+                if v.store {
+                    verify_store(&db_path, runs);
+                }
+                if let Some(cpu) = cpu {
+                    let own = match (v.otel && receiver.in_process(), receiver_cpu) {
+                        (true, Some(r)) => cpu.saturating_sub(r),
+                        _ => cpu,
+                    };
+                    cpu_per_run.push((round, v.letter, own.as_secs_f64() * 1e6 / opts.calls as f64));
                 }
             }
-            if let Some(otel) = otel {
-                let flushed = {
-                    let otel = otel.clone();
-                    tokio::task::spawn_blocking(move || otel.shutdown())
-                };
-                flushed.await.expect("flush");
-                let got = receiver.take_spans().await;
-                let expected = 3 * (opts.warmup + opts.calls);
-                println!(
-                    "    spans received: {got} of {expected} (the batch processor drops spans when its queue is full)"
-                );
-                assert!(got > 0, "no span was exported");
-            }
-            let expected_requests = if v.target == "ask" { opts.calls } else { 0 };
-            assert_eq!(requests, expected_requests, "HTTP requests the fake server saw");
-            if let Some(store) = store {
-                assert_eq!(store.take_sink_error(), None, "the store hit a write error");
-                // Drop every handle so whatever the store buffers is written before checking.
-                drop(exec);
-                drop(store);
-                verify_store(&db_path, opts.warmup + opts.calls);
-            }
-            if let Some(cpu) = cpu {
-                let own = match (v.otel && receiver.in_process(), receiver_cpu) {
-                    (true, Some(r)) => cpu.saturating_sub(r),
-                    _ => cpu,
-                };
-                cpu_per_run.push((round, v.letter, own.as_secs_f64() * 1e6 / opts.calls as f64));
-            }
-        }
         }
         if opts.rounds > 1 {
             summarize(&cpu_per_run, opts.rounds);

@@ -26,8 +26,11 @@ const MAX_QUEUE_SIZE: usize = 16_384;
 /// Spans per export request (the SDK's default is 512): fewer, larger requests wake the
 /// export thread less often.
 const MAX_EXPORT_BATCH_SIZE: usize = 4_096;
-/// Emptied buffers kept for the next batches.
-const SPARE_BUFFERS: usize = 2;
+
+thread_local! {
+    /// Each thread's buffer for the span it is encoding (see [`Batcher::push`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// How the queue batches: the `OTEL_BSP_*` variables, with flowrun's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +122,13 @@ struct State {
     flushes_done: u64,
     /// Set by [`Batcher::shutdown`]: send what is left, then stop.
     stopping: bool,
-    /// Sent batches' buffers, emptied, for the next ones.
+    /// Sent batches' buffers, emptied, for the next ones: every buffer is kept, so once the
+    /// first batches have grown them, a batch never grows nor allocates its buffer (a buffer
+    /// of a megabyte grown on a runtime worker and freed elsewhere sent glibc through its
+    /// slowest paths). There are at most `max_queue / max_batch + 1` of them.
     spare: Vec<Vec<u8>>,
+    /// The bytes of the largest full batch so far: the room a new buffer is made with.
+    batch_bytes: usize,
 }
 
 impl Batcher {
@@ -148,6 +156,24 @@ impl Batcher {
     /// `encode::put_framed`); dropped, and counted, when `max_queue` spans wait already or
     /// the batcher is shut down.
     pub(crate) fn push(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        // Encoded outside the lock, into this thread's buffer (warm in its cache), so that
+        // the lock is held for a copy and the threads ending spans seldom wait on each other.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                write(&mut scratch);
+                self.append(&scratch);
+            }
+            Err(_) => {
+                let mut own = Vec::new();
+                write(&mut own);
+                self.append(&own);
+            }
+        });
+    }
+
+    /// Appends one encoded span to the batch being filled.
+    fn append(&self, span: &[u8]) {
         let settings = &self.shared.settings;
         let mut state = lock(&self.shared.state);
         if state.stopping {
@@ -164,17 +190,20 @@ impl Batcher {
             }
             return;
         }
-        if state.filling.capacity() == 0
-            && let Some(spare) = state.spare.pop()
-        {
-            state.filling = spare;
+        if state.filling.capacity() == 0 {
+            state.filling = match state.spare.pop() {
+                Some(spare) => spare,
+                None => Vec::with_capacity(state.batch_bytes),
+            };
         }
-        write(&mut state.filling);
+        state.filling.extend_from_slice(span);
         state.filling_spans += 1;
         state.queued += 1;
         if state.filling_spans >= settings.max_batch {
             let batch = std::mem::take(&mut state.filling);
             let spans = std::mem::take(&mut state.filling_spans);
+            // With some room to spare, as spans differ in size.
+            state.batch_bytes = state.batch_bytes.max(batch.len() + batch.len() / 8);
             state.full.push_back((batch, spans));
             drop(state);
             self.shared.work.notify_one();
@@ -261,9 +290,7 @@ fn export_loop(queue: &Queue, mut send: Send) {
             bytes.clear();
             state = lock(&queue.state);
             state.queued -= spans;
-            if state.spare.len() < SPARE_BUFFERS {
-                state.spare.push(bytes);
-            }
+            state.spare.push(bytes);
             continue;
         }
         // Nothing left to send.

@@ -112,7 +112,7 @@ pub(crate) struct SpanFields<'a> {
     pub(crate) kind: &'a SpanKind,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
-    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) attributes: SpanAttributes<'a>,
     pub(crate) dropped_attributes: u32,
     pub(crate) events: &'a [Event],
     pub(crate) dropped_events: u32,
@@ -131,7 +131,7 @@ impl<'a> From<&'a SpanData> for SpanFields<'a> {
             kind: &span.span_kind,
             start: span.start_time,
             end: span.end_time,
-            attributes: &span.attributes,
+            attributes: SpanAttributes::List(&span.attributes),
             dropped_attributes: span.dropped_attributes_count,
             events: &span.events.events,
             dropped_events: span.events.dropped_count,
@@ -140,6 +140,47 @@ impl<'a> From<&'a SpanData> for SpanFields<'a> {
             status: &span.status,
         }
     }
+}
+
+/// A span's attributes: the SDK's list, or already encoded (`attributes.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SpanAttributes<'a> {
+    List(&'a [KeyValue]),
+    /// Framed `Span.attributes` elements.
+    Encoded(&'a [u8]),
+}
+
+impl SpanAttributes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            SpanAttributes::List(list) => attributes_len(9, list),
+            SpanAttributes::Encoded(bytes) => bytes.len(),
+        }
+    }
+
+    fn put(&self, buf: &mut impl BufMut) {
+        match self {
+            SpanAttributes::List(list) => put_attributes(9, list, buf),
+            SpanAttributes::Encoded(bytes) => buf.put_slice(bytes),
+        }
+    }
+}
+
+/// One attribute framed as field `tag` (a `KeyValue` of `key` and `value`).
+pub(crate) fn put_attribute(tag: u32, key: &str, value: &Value, buf: &mut impl BufMut) {
+    put_header(tag, kv_len(key, value), buf);
+    put_kv(key, value, buf);
+}
+
+/// One string attribute framed as field `tag`, the same bytes as [`put_attribute`] with a
+/// `Value::String`, without making one.
+pub(crate) fn put_str_attribute(tag: u32, key: &str, value: &str, buf: &mut impl BufMut) {
+    let any = field_len(1, value.len());
+    put_header(tag, str_len(1, key) + field_len(2, any), buf);
+    put_str(1, key, buf);
+    put_header(2, any, buf);
+    put_header(1, value.len(), buf);
+    buf.put_slice(value.as_bytes());
 }
 
 /// Appends `span` as one element of `ScopeSpans.spans`: key, length, `Span` message. Spans
@@ -316,7 +357,7 @@ fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
         .sum()
 }
 
-fn put_attributes(tag: u32, attributes: &[KeyValue], buf: &mut impl BufMut) {
+pub(crate) fn put_attributes(tag: u32, attributes: &[KeyValue], buf: &mut impl BufMut) {
     for kv in attributes {
         put_header(tag, kv_len(kv.key.as_str(), &kv.value), buf);
         put_kv(kv.key.as_str(), &kv.value, buf);
@@ -408,7 +449,7 @@ fn span_len(span: &SpanFields<'_>) -> usize {
         + u32_len(6, kind(span.kind))
         + fixed64_len(7, nanos(span.start))
         + fixed64_len(8, nanos(span.end))
-        + attributes_len(9, span.attributes)
+        + span.attributes.len()
         + u32_len(10, span.dropped_attributes)
         + span
             .events
@@ -438,7 +479,7 @@ fn put_span(span: &SpanFields<'_>, buf: &mut impl BufMut) {
     put_u32(6, kind(span.kind), buf);
     put_fixed64(7, nanos(span.start), buf);
     put_fixed64(8, nanos(span.end), buf);
-    put_attributes(9, span.attributes, buf);
+    span.attributes.put(buf);
     put_u32(10, span.dropped_attributes, buf);
     for event in span.events {
         put_header(11, event_len(event), buf);

@@ -4,12 +4,12 @@
 //! flowrun-core knows nothing of this crate: the CLI and the server add an [`OtelSink`] to the
 //! executor's sinks when [`Exporter::from_env`] finds `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
+mod attributes;
 mod batch;
 mod config;
 mod encode;
 mod http;
 mod ids;
-mod intern;
 mod runtime;
 mod session;
 mod sink;
@@ -49,8 +49,6 @@ pub(crate) struct Shared {
     /// Whether `runs` may hold anything: the CLI never labels, and its sinks then skip the
     /// lock on every run.
     any: AtomicBool,
-    /// Span names and attribute values that repeat.
-    pub(crate) strings: intern::Interned,
 }
 
 impl Shared {

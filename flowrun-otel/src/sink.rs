@@ -14,9 +14,10 @@ use flowrun_core::provider::Usage;
 use flowrun_core::spec::ProjectConfig;
 use flowrun_core::testing::CaseResult;
 use flowrun_core::{EventSink, RunEvent, RunStatus};
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::{KeyValue, Value};
 
+use crate::attributes::Attributes;
 use crate::span::{Ids, OpenSpan, Pipeline};
 use crate::{Shared, lock};
 
@@ -71,8 +72,8 @@ pub(crate) enum Parent {
 pub struct OtelSink {
     pipeline: Arc<Pipeline>,
     capture_content: bool,
-    /// Provider name → `gen_ai.system`, made once rather than per span.
-    systems: HashMap<String, Value>,
+    /// Provider name → `gen_ai.system`.
+    systems: HashMap<String, String>,
     /// `flowrun.env` and the options' labels, on every run span.
     run_attributes: Vec<KeyValue>,
     shared: Arc<Shared>,
@@ -133,11 +134,7 @@ impl OtelSink {
         OtelSink {
             pipeline,
             capture_content: options.capture_content,
-            systems: options
-                .systems
-                .into_iter()
-                .map(|(name, kind)| (name, Value::from(Arc::<str>::from(kind))))
-                .collect(),
+            systems: options.systems,
             run_attributes,
             shared,
             parent,
@@ -202,24 +199,24 @@ impl OtelSink {
             return;
         };
         // Room for the attributes `run_finished` adds.
-        let mut attributes = Vec::with_capacity(12 + self.run_attributes.len());
-        attributes.extend([
-            KeyValue::new("gen_ai.operation.name", "invoke_workflow"),
-            KeyValue::new("flowrun.run_id", start.run_id.clone()),
-            KeyValue::new("flowrun.target_kind", self.value(&start.target_kind)),
-            KeyValue::new("flowrun.flow", self.value(&start.target)),
-            KeyValue::new("flowrun.version", self.value(&start.version)),
-        ]);
-        attributes.extend(self.run_attributes.iter().cloned());
+        let mut attributes = Attributes::with_capacity(RUN_BYTES);
+        attributes.str("gen_ai.operation.name", "invoke_workflow");
+        attributes.str("flowrun.run_id", &start.run_id);
+        attributes.str("flowrun.target_kind", &start.target_kind);
+        attributes.str("flowrun.flow", &start.target);
+        attributes.str("flowrun.version", &start.version);
+        for kv in &self.run_attributes {
+            attributes.value(kv.key.as_str(), &kv.value);
+        }
         for (k, v) in labels {
-            attributes.push(KeyValue::new(k, v));
+            attributes.str(k, &v);
         }
         if self.capture_content {
-            attributes.push(KeyValue::new("flowrun.input", start.input.to_string()));
+            attributes.str("flowrun.input", &start.input.to_string());
         }
-        let span = OpenSpan::new(
+        let span = OpenSpan::encoded(
             ids,
-            self.name(format!("{} {}", start.target_kind, start.target)),
+            std::borrow::Cow::<str>::Owned(format!("{} {}", start.target_kind, start.target)),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -248,29 +245,27 @@ impl OtelSink {
             return;
         };
         let (system, model) = split_model(&start.model);
-        // Room for the attributes `step_finished` adds to a step that succeeds (16 in all).
-        // Kept under 1 KiB (a `KeyValue` is 56 bytes): glibc serves a larger request from its
-        // large bins after consolidating the fast bins, which cost more than the whole sink.
-        let mut attributes = Vec::with_capacity(STEP_ATTRIBUTES);
-        attributes.extend([
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", self.value(model)),
-            KeyValue::new("flowrun.step.id", self.value(&start.step_id)),
-            KeyValue::new("flowrun.step.index", i64::from(start.step_index)),
-            KeyValue::new("flowrun.prompt", self.value(&start.prompt)),
-            KeyValue::new("flowrun.version", self.value(&start.version)),
-        ]);
+        // Room for the attributes `step_finished` adds to a step that succeeds. Kept under
+        // 1 KiB: glibc serves a larger request from its large bins after consolidating the
+        // fast bins, which cost more than the whole sink (BENCHMARKS.md).
+        let mut attributes = Attributes::with_capacity(STEP_BYTES);
+        attributes.str("gen_ai.operation.name", "chat");
+        attributes.str("gen_ai.request.model", model);
+        attributes.str("flowrun.step.id", &start.step_id);
+        attributes.int("flowrun.step.index", i64::from(start.step_index));
+        attributes.str("flowrun.prompt", &start.prompt);
+        attributes.str("flowrun.version", &start.version);
         if let Some(system) = self.systems.get(system) {
-            attributes.push(KeyValue::new("gen_ai.system", system.clone()));
-            attributes.push(KeyValue::new("gen_ai.provider.name", system.clone()));
+            attributes.str("gen_ai.system", system);
+            attributes.str("gen_ai.provider.name", system);
         }
         if self.capture_content {
             let messages = serde_json::to_string(&start.messages).unwrap_or_default();
-            attributes.push(KeyValue::new("gen_ai.input.messages", messages));
+            attributes.str("gen_ai.input.messages", &messages);
         }
-        let span = OpenSpan::new(
+        let span = OpenSpan::encoded(
             ids,
-            self.name(format!("step {}", start.step_id)),
+            std::borrow::Cow::<str>::Owned(format!("step {}", start.step_id)),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -288,25 +283,23 @@ impl OtelSink {
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
-        let mut attributes = Vec::with_capacity(16);
-        attributes.extend([
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", self.value(&call.model)),
-            KeyValue::new("flowrun.provider", self.value(&call.provider)),
-            KeyValue::new("flowrun.attempt", i64::from(call.attempt)),
-            KeyValue::new("flowrun.cached", call.cached),
-            KeyValue::new("flowrun.repair", call.repair),
-        ]);
+        let mut attributes = Attributes::with_capacity(CALL_BYTES);
+        attributes.str("gen_ai.operation.name", "chat");
+        attributes.str("gen_ai.request.model", &call.model);
+        attributes.str("flowrun.provider", &call.provider);
+        attributes.int("flowrun.attempt", i64::from(call.attempt));
+        attributes.bool("flowrun.cached", call.cached);
+        attributes.bool("flowrun.repair", call.repair);
         if let Some(system) = self.systems.get(&call.provider) {
-            attributes.push(KeyValue::new("gen_ai.system", system.clone()));
-            attributes.push(KeyValue::new("gen_ai.provider.name", system.clone()));
+            attributes.str("gen_ai.system", system);
+            attributes.str("gen_ai.provider.name", system);
         }
         if let Some(raw) = &call.raw_response {
             if let Some(model) = raw.get("model").and_then(|m| m.as_str()) {
-                attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
+                attributes.str("gen_ai.response.model", model);
             }
             if let Some(id) = raw.get("id").and_then(|m| m.as_str()) {
-                attributes.push(KeyValue::new("gen_ai.response.id", id.to_string()));
+                attributes.str("gen_ai.response.id", id);
             }
         }
         if call.error.is_none() {
@@ -314,12 +307,12 @@ impl OtelSink {
         }
         cost_attribute(&mut attributes, &call.cost);
         if let Some(error) = &call.error {
-            attributes.push(KeyValue::new("error.type", self.value(&error.kind)));
+            attributes.str("error.type", &error.kind);
         }
         let start = time(call.started_at_ms);
-        let mut span = OpenSpan::new(
+        let mut span = OpenSpan::encoded(
             ids,
-            self.name(format!("chat {}", call.model)),
+            std::borrow::Cow::<str>::Owned(format!("chat {}", call.model)),
             SpanKind::Client,
             start,
             attributes,
@@ -366,15 +359,13 @@ impl OtelSink {
             }
         };
         span.add_with(|attributes| {
-            attributes.extend([
-                KeyValue::new("flowrun.status", record.status.as_str()),
-                KeyValue::new("flowrun.attempts", i64::from(record.attempts)),
-                KeyValue::new("flowrun.cached", record.cached),
-                KeyValue::new("flowrun.reused", reused),
-            ]);
+            attributes.str("flowrun.status", record.status.as_str());
+            attributes.int("flowrun.attempts", i64::from(record.attempts));
+            attributes.bool("flowrun.cached", record.cached);
+            attributes.bool("flowrun.reused", reused);
             if let Some(model) = &record.model {
                 let (_, model) = split_model(model);
-                attributes.push(KeyValue::new("gen_ai.response.model", self.value(model)));
+                attributes.str("gen_ai.response.model", model);
             }
             usage_attributes(attributes, &record.usage);
             cost_attribute(attributes, &record.cost);
@@ -382,7 +373,7 @@ impl OtelSink {
                 && let Some(text) = &record.output_text
             {
                 let output = serde_json::json!([{"role": "assistant", "content": text}]);
-                attributes.push(KeyValue::new("gen_ai.output.messages", output.to_string()));
+                attributes.str("gen_ai.output.messages", &output.to_string());
             }
         });
         if record.status == RunStatus::Failed {
@@ -397,13 +388,13 @@ impl OtelSink {
         };
         let OpenRun { mut span, steps } = run;
         span.add_with(|attributes| {
-            attributes.push(KeyValue::new("flowrun.status", end.status.as_str()));
+            attributes.str("flowrun.status", end.status.as_str());
             usage_attributes(attributes, &end.usage);
             cost_attribute(attributes, &end.cost);
             if self.capture_content
                 && let Some(output) = &end.output
             {
-                attributes.push(KeyValue::new("flowrun.output", output.to_string()));
+                attributes.str("flowrun.output", &output.to_string());
             }
         });
         match end.status {
@@ -451,16 +442,6 @@ impl Drop for OtelSink {
     }
 }
 
-impl OtelSink {
-    fn value(&self, text: &str) -> Value {
-        self.shared.strings.value(text)
-    }
-
-    fn name(&self, name: String) -> std::borrow::Cow<'static, str> {
-        self.shared.strings.name(name)
-    }
-}
-
 impl EventSink for OtelSink {
     fn emit(&self, event: &RunEvent) {
         match event {
@@ -482,34 +463,36 @@ fn split_model(model: &str) -> (&str, &str) {
     model.split_once('/').unwrap_or(("", model))
 }
 
-/// The attributes of a step span that succeeds: the most a vector allocated up front holds
-/// while staying a small allocation.
-const STEP_ATTRIBUTES: usize = 16;
+/// Room for the encoded attributes of a run span, a step span and a call span that succeed
+/// (ids, names and models of usual lengths), so that adding them seldom grows the buffer.
+const RUN_BYTES: usize = 384;
+const STEP_BYTES: usize = 512;
+const CALL_BYTES: usize = 512;
 
-pub(crate) fn usage_attributes(attributes: &mut Vec<KeyValue>, usage: &Usage) {
-    attributes.push(KeyValue::new(
-        "gen_ai.usage.input_tokens",
-        usage.input_tokens as i64,
-    ));
-    attributes.push(KeyValue::new(
-        "gen_ai.usage.output_tokens",
-        usage.output_tokens as i64,
-    ));
+pub(crate) fn usage_attributes(attributes: &mut impl Extend<KeyValue>, usage: &Usage) {
+    attributes.extend([
+        KeyValue::new("gen_ai.usage.input_tokens", usage.input_tokens as i64),
+        KeyValue::new("gen_ai.usage.output_tokens", usage.output_tokens as i64),
+    ]);
 }
 
 /// `flowrun.cost_usd` when every price is known; otherwise the models that lack one.
-pub(crate) fn cost_attribute(attributes: &mut Vec<KeyValue>, cost: &flowrun_core::cost::Cost) {
-    match cost.usd_if_known() {
-        Some(usd) => attributes.push(KeyValue::new("flowrun.cost_usd", usd)),
-        None => attributes.push(KeyValue::new(
+pub(crate) fn cost_attribute(
+    attributes: &mut impl Extend<KeyValue>,
+    cost: &flowrun_core::cost::Cost,
+) {
+    let attribute = match cost.usd_if_known() {
+        Some(usd) => KeyValue::new("flowrun.cost_usd", usd),
+        None => KeyValue::new(
             "flowrun.cost_unknown_models",
             cost.unknown_models
                 .iter()
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(","),
-        )),
-    }
+        ),
+    };
+    attributes.extend([attribute]);
 }
 
 pub(crate) fn time(ms: i64) -> SystemTime {

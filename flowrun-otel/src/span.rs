@@ -21,13 +21,11 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
 
+use crate::attributes::Attributes;
 use crate::batch::Batcher;
 use crate::config::Sampler;
-use crate::encode::{self, SpanFields};
+use crate::encode::{self, SpanAttributes, SpanFields};
 use crate::ids;
-
-/// Attributes per span beyond which they are counted as dropped (the SDK's default limit).
-const MAX_ATTRIBUTES: usize = 128;
 
 /// Where ended spans go: the export queue or a span processor, with the sampler that decides
 /// which traces are recorded. Shared by every sink and session of an [`crate::Exporter`].
@@ -148,41 +146,41 @@ pub(crate) struct OpenSpan {
     name: Cow<'static, str>,
     kind: SpanKind,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
-    dropped_attributes: u32,
+    attributes: Attributes,
     status: Status,
 }
 
 impl OpenSpan {
-    /// A span with these ids (from [`Pipeline::start`]) and its first attributes (give the
-    /// vector room for those added later: it is the one exported).
+    /// A span with these ids (from [`Pipeline::start`]) and its first attributes.
     pub(crate) fn new(
-        (ids, parent): (Ids, SpanId),
+        ids: (Ids, SpanId),
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
         start: SystemTime,
         attributes: Vec<KeyValue>,
     ) -> OpenSpan {
-        let mut span = OpenSpan {
+        let mut encoded = Attributes::default();
+        encoded.extend(attributes);
+        OpenSpan::encoded(ids, name, kind, start, encoded)
+    }
+
+    /// A span with these ids and its first attributes, encoded already (give them room for
+    /// those added later).
+    pub(crate) fn encoded(
+        (ids, parent): (Ids, SpanId),
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        start: SystemTime,
+        attributes: Attributes,
+    ) -> OpenSpan {
+        OpenSpan {
             ids,
             parent,
             name: name.into(),
             kind,
             start,
             attributes,
-            dropped_attributes: 0,
             status: Status::Unset,
-        };
-        span.limit();
-        span
-    }
-
-    /// The SDK's attribute limit: those past [`MAX_ATTRIBUTES`] are counted as dropped.
-    fn limit(&mut self) {
-        if self.attributes.len() > MAX_ATTRIBUTES {
-            let over = u32::try_from(self.attributes.len() - MAX_ATTRIBUTES).unwrap_or(u32::MAX);
-            self.dropped_attributes = self.dropped_attributes.saturating_add(over);
-            self.attributes.truncate(MAX_ATTRIBUTES);
         }
     }
 
@@ -192,13 +190,12 @@ impl OpenSpan {
 
     /// Adds attributes, the SDK's way: appended, the ones past the limit counted as dropped.
     pub(crate) fn add(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.add_with(|list| list.extend(attributes));
+        self.attributes.extend(attributes);
     }
 
-    /// Adds the attributes `add` pushes, straight into the span's list.
-    pub(crate) fn add_with(&mut self, add: impl FnOnce(&mut Vec<KeyValue>)) {
+    /// Adds the attributes `add` writes, straight into the span's.
+    pub(crate) fn add_with(&mut self, add: impl FnOnce(&mut Attributes)) {
         add(&mut self.attributes);
-        self.limit();
     }
 
     /// Sets the status unless a stronger one is set (`Ok` > `Error` > `Unset`, as the SDK).
@@ -229,8 +226,8 @@ impl OpenSpan {
             kind: &self.kind,
             start: self.start,
             end,
-            attributes: &self.attributes,
-            dropped_attributes: self.dropped_attributes,
+            attributes: SpanAttributes::Encoded(self.attributes.bytes()),
+            dropped_attributes: self.attributes.dropped(),
             events: &[],
             dropped_events: 0,
             links: &[],
@@ -248,8 +245,8 @@ impl OpenSpan {
             name: self.name,
             start_time: self.start,
             end_time: end,
-            attributes: self.attributes,
-            dropped_attributes_count: self.dropped_attributes,
+            attributes: self.attributes.to_key_values(),
+            dropped_attributes_count: self.attributes.dropped(),
             events: SpanEvents::default(),
             links: SpanLinks::default(),
             status: self.status,
@@ -303,6 +300,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attributes::MAX_ATTRIBUTES;
 
     #[test]
     fn roots_follow_the_sampler_and_children_their_root() {
