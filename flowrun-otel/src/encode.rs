@@ -186,9 +186,11 @@ pub(crate) fn put_str_attribute(tag: u32, key: &str, value: &str, buf: &mut impl
 /// Appends `span` as one element of `ScopeSpans.spans`: key, length, `Span` message. Spans
 /// framed one after the other are what [`Encoder::wrap`] takes.
 pub(crate) fn put_framed(span: &SpanFields<'_>, buf: &mut impl BufMut) {
-    let len = span_len(span);
+    // Made once: the SDK builds it as a `String` (empty, without allocating, for flowrun's).
+    let trace_state = span.context.trace_state().header();
+    let len = span_len(span, &trace_state);
     put_header(2, len, buf);
-    put_span(span, buf);
+    put_span(span, &trace_state, buf);
 }
 
 /// A length-delimited field's size: key, length, body.
@@ -437,12 +439,11 @@ fn parent_id(span: &SpanFields<'_>) -> Option<[u8; 8]> {
 }
 
 /// `Span`'s body, field by field as [`put_span`] writes it.
-fn span_len(span: &SpanFields<'_>) -> usize {
+fn span_len(span: &SpanFields<'_>, trace_state: &str) -> usize {
     let context = span.context;
-    let trace_state = context.trace_state().header();
     bytes_len(1, &context.trace_id().to_bytes())
         + bytes_len(2, &context.span_id().to_bytes())
-        + str_len(3, &trace_state)
+        + str_len(3, trace_state)
         + parent_id(span).map_or(0, |id| bytes_len(4, &id))
         + fixed32_len(16, flags(context, span.parent_is_remote))
         + str_len(5, span.name)
@@ -466,11 +467,11 @@ fn span_len(span: &SpanFields<'_>) -> usize {
         + field_len(15, status_len(span.status))
 }
 
-fn put_span(span: &SpanFields<'_>, buf: &mut impl BufMut) {
+fn put_span(span: &SpanFields<'_>, trace_state: &str, buf: &mut impl BufMut) {
     let context = span.context;
     put_bytes(1, &context.trace_id().to_bytes(), buf);
     put_bytes(2, &context.span_id().to_bytes(), buf);
-    put_str(3, &context.trace_state().header(), buf);
+    put_str(3, trace_state, buf);
     if let Some(id) = parent_id(span) {
         put_bytes(4, &id, buf);
     }

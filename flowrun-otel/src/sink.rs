@@ -83,7 +83,8 @@ pub struct OtelSink {
     held: Option<Arc<Held>>,
     /// The recorded runs in progress (an unsampled run is not here, so its events cost a
     /// lookup and nothing more).
-    runs: Mutex<HashMap<String, OpenRun>>,
+    /// Hashed with foldhash: a run id is looked up at every event, and SipHash showed.
+    runs: Mutex<HashMap<String, OpenRun, foldhash::fast::RandomState>>,
 }
 
 struct OpenRun {
@@ -139,7 +140,7 @@ impl OtelSink {
             shared,
             parent,
             held,
-            runs: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::default()),
         }
     }
 
@@ -216,7 +217,7 @@ impl OtelSink {
         }
         let span = OpenSpan::encoded(
             ids,
-            std::borrow::Cow::<str>::Owned(format!("{} {}", start.target_kind, start.target)),
+            joined(&start.target_kind, &start.target),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -265,7 +266,7 @@ impl OtelSink {
         }
         let span = OpenSpan::encoded(
             ids,
-            std::borrow::Cow::<str>::Owned(format!("step {}", start.step_id)),
+            joined("step", &start.step_id),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -312,7 +313,7 @@ impl OtelSink {
         let start = time(call.started_at_ms);
         let mut span = OpenSpan::encoded(
             ids,
-            std::borrow::Cow::<str>::Owned(format!("chat {}", call.model)),
+            joined("chat", &call.model),
             SpanKind::Client,
             start,
             attributes,
@@ -456,6 +457,16 @@ impl EventSink for OtelSink {
             RunEvent::AgentTurn(_) => {}
         }
     }
+}
+
+/// A span name: `first second` (built without the formatting machinery, which cost more
+/// than the rest of the span's name on every run).
+fn joined(first: &str, second: &str) -> String {
+    let mut name = String::with_capacity(first.len() + 1 + second.len());
+    name.push_str(first);
+    name.push(' ');
+    name.push_str(second);
+    name
 }
 
 /// `provider/model` → (`provider`, `model`); a bare name has no provider.
