@@ -175,40 +175,25 @@ fn read_array(mut body: &[u8]) -> Option<Array> {
             items.push(read_any(any)?);
         }
     }
+    fn all<T>(items: &[Value], pick: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+        items.iter().filter_map(pick).collect()
+    }
     Some(match items.first() {
-        Some(Value::Bool(_)) => Array::Bool(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Bool(b) => Some(*b),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Some(Value::I64(_)) => Array::I64(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::I64(i) => Some(*i),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Some(Value::F64(_)) => Array::F64(
-            items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::F64(f) => Some(*f),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => Array::String(
-            items
-                .iter()
-                .map(|v| StringValue::from(v.as_str().into_owned()))
-                .collect(),
-        ),
+        Some(Value::Bool(_)) => Array::Bool(all(&items, |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })),
+        Some(Value::I64(_)) => Array::I64(all(&items, |v| match v {
+            Value::I64(i) => Some(*i),
+            _ => None,
+        })),
+        Some(Value::F64(_)) => Array::F64(all(&items, |v| match v {
+            Value::F64(f) => Some(*f),
+            _ => None,
+        })),
+        _ => Array::String(all(&items, |v| {
+            Some(StringValue::from(v.as_str().into_owned()))
+        })),
     })
 }
 
