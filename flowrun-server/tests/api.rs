@@ -421,15 +421,14 @@ async fn a_run_survives_a_crash_and_its_finished_step_is_not_called_again(db: Te
 }
 
 async fn a_run_whose_committed_steps_cannot_be_read_fails_instead_of_going_round(db: TestDb) {
-    let (fake, _, id) = crashed_after_the_first_step(&db).await;
+    let (fake, secret, id) = crashed_after_the_first_step(&db).await;
     // The first step's record is damaged while nobody runs the run.
     db.raw_sql(&format!(
         "UPDATE steps SET record = '{{\"not\": \"a step' WHERE run_id = '{id}'"
     ))
     .await;
 
-    // Read from the store: the API cannot show the damaged step either.
-    let (store, server, _) = start_on(&db, CRASH_LEASE).await;
+    let (store, server, url) = start_on(&db, CRASH_LEASE).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let run = loop {
         let run = store.run(&id).await.expect("read").expect("the run");
@@ -450,6 +449,21 @@ async fn a_run_whose_committed_steps_cannot_be_read_fails_instead_of_going_round
     assert_eq!(run.attempts, 2, "claimed once more, then failed");
     assert_eq!(fake.requests_for_model("m1").len(), 1, "nothing re-run");
     assert_eq!(fake.requests_for_model("m2").len(), 1);
+
+    // The API still shows the run, with the damaged step marked rather than a 500.
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/runs/{id}"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("GET the run");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["steps"][0]["step_index"], 0, "{body}");
+    assert_eq!(body["steps"][0]["status"], "unreadable", "{body}");
+    let why = body["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot be read"), "{body}");
     server.shutdown().await;
 }
 

@@ -180,7 +180,8 @@ pub struct StepView {
     pub step_index: u32,
     pub step_id: String,
     pub prompt: String,
-    /// `succeeded`, `failed` or `cancelled`.
+    /// `succeeded`, `failed` or `cancelled`; `unreadable` when the step's stored record cannot
+    /// be decoded (`error` says why; its other fields are then empty).
     pub status: Value,
     pub output: Option<Value>,
     /// `provider/model` that produced the output.
@@ -341,21 +342,44 @@ async fn visible_run(shared: &Shared, who: &Principal, id: &str) -> Result<RunRo
 }
 
 async fn view(shared: &Shared, run: RunRow) -> Result<RunView, AppError> {
-    let steps = shared.store.steps(&run.id).await?;
+    let steps = shared.store.stored_steps(&run.id).await?;
     let steps = steps
         .into_iter()
-        .map(|s| StepView {
-            step_index: s.step_index,
-            step_id: s.step_id,
-            prompt: s.prompt,
-            status: serde_json::to_value(s.status).unwrap_or(Value::Null),
-            output: s.output,
-            model: s.model,
-            usage: serde_json::to_value(s.usage).unwrap_or(Value::Null),
-            cost: serde_json::to_value(&s.cost).unwrap_or(Value::Null),
-            latency_ms: s.latency_ms,
-            attempts: s.attempts,
-            error: s.error,
+        .map(|stored| match stored.record {
+            Ok(s) => StepView {
+                step_index: s.step_index,
+                step_id: s.step_id,
+                prompt: s.prompt,
+                status: serde_json::to_value(s.status).unwrap_or(Value::Null),
+                output: s.output,
+                model: s.model,
+                usage: serde_json::to_value(s.usage).unwrap_or(Value::Null),
+                cost: serde_json::to_value(&s.cost).unwrap_or(Value::Null),
+                latency_ms: s.latency_ms,
+                attempts: s.attempts,
+                error: s.error,
+            },
+            // The run is still shown: one damaged step record must not hide it (or answer
+            // 500 for it); the step says what is wrong.
+            Err(e) => {
+                tracing::warn!(run = %run.id, step = stored.step_index, error = %e,
+                    "a stored step record cannot be decoded");
+                StepView {
+                    step_index: stored.step_index,
+                    step_id: String::new(),
+                    prompt: String::new(),
+                    status: Value::from("unreadable"),
+                    output: None,
+                    model: None,
+                    usage: Value::Null,
+                    cost: Value::Null,
+                    latency_ms: 0,
+                    attempts: 0,
+                    error: Some(format!(
+                        "the stored record of this step cannot be read: {e}"
+                    )),
+                }
+            }
         })
         .collect();
     Ok(RunView { run, steps })

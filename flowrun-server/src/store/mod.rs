@@ -174,6 +174,14 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
 }
 
+/// A committed step as stored: its record, or the reason it cannot be decoded (a damaged
+/// row, or one written by a version of flowrun whose record this one does not read).
+#[derive(Debug)]
+pub struct StoredStep {
+    pub step_index: u32,
+    pub record: Result<StepRecord, serde_json::Error>,
+}
+
 /// A run a worker has just claimed, with the steps earlier attempts committed, in order.
 #[derive(Debug)]
 pub struct Claimed {
@@ -330,8 +338,16 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn submit(&self, run: NewRun) -> Result<Submitted, StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
-    /// The committed steps of a run, in order.
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError>;
+    /// The committed steps of a run, in order, each decoded or with why it cannot be.
+    async fn stored_steps(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError>;
+    /// The committed steps of a run, in order; an error if any cannot be decoded.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        self.stored_steps(run_id)
+            .await?
+            .into_iter()
+            .map(|step| step.record.map_err(StoreError::from))
+            .collect()
+    }
     /// Cancels a queued run now; asks a running one to stop. `None`: no such run.
     async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError>;
 

@@ -27,7 +27,7 @@ pub use redact::redact_url;
 use super::{
     BundleInfo, Claimed, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun,
     RollbackError, RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, StoreEvent,
-    Submitted, SyncRecord, SyncedRecord, UsageStep, record_hash,
+    StoredStep, Submitted, SyncRecord, SyncedRecord, UsageStep, record_hash,
 };
 
 /// The PostgreSQL server store. Cheap to clone (the pool is shared).
@@ -537,17 +537,21 @@ impl ServerStore for PostgresStore {
         rows.iter().map(run_row).collect()
     }
 
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+    async fn stored_steps(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError> {
         let rows = self
             .query(
-                "SELECT record FROM steps WHERE run_id = $1 ORDER BY step_index",
+                "SELECT step_index, record FROM steps WHERE run_id = $1 ORDER BY step_index",
                 &[&run_id],
             )
             .await?;
         rows.iter()
             .map(|r| {
-                let text: String = r.try_get(0)?;
-                serde_json::from_str(&text).map_err(StoreError::from)
+                let step_index: i64 = r.try_get(0)?;
+                let text: String = r.try_get(1)?;
+                Ok(StoredStep {
+                    step_index: u32::try_from(step_index).unwrap_or_default(),
+                    record: serde_json::from_str(&text),
+                })
             })
             .collect()
     }

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::{
     BundleInfo, Claimed, Delivery, DeliveryOutcome, Deployment, EnvInfo, KeyRow, NewRun,
-    RollbackError, RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, Submitted,
-    SyncRecord, SyncedRecord, UsageStep, record_hash,
+    RollbackError, RunFilter, RunResult, RunRow, RunState, ServerStore, StoreError, StoredStep,
+    Submitted, SyncRecord, SyncedRecord, UsageStep, record_hash,
 };
 
 /// The SQLite server store. Cheap to clone; the threads stop when the last clone is dropped.
@@ -465,17 +465,24 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+    async fn stored_steps(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError> {
         let run_id = run_id.to_string();
         self.read(move |c| {
-            let texts = c
-                .prepare_cached("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?
-                .query_map([run_id], |r| r.get::<_, String>(0))?
+            let rows = c
+                .prepare_cached(
+                    "SELECT step_index, record FROM steps WHERE run_id = ?1 ORDER BY step_index",
+                )?
+                .query_map([run_id], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            texts
-                .iter()
-                .map(|t| serde_json::from_str(t).map_err(StoreError::from))
-                .collect()
+            Ok(rows
+                .into_iter()
+                .map(|(step_index, text)| StoredStep {
+                    step_index,
+                    record: serde_json::from_str(&text),
+                })
+                .collect())
         })
         .await
     }
