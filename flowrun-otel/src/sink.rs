@@ -82,8 +82,8 @@ pub struct OtelSink {
     /// The session's run spans waiting for their case's result, when this sink runs cases.
     held: Option<Arc<Held>>,
     /// The recorded runs in progress (an unsampled run is not here, so its events cost a
-    /// lookup and nothing more).
-    /// Hashed with foldhash: a run id is looked up at every event, and SipHash showed.
+    /// lookup and nothing more), hashed with foldhash: a run id is looked up at every event,
+    /// and SipHash showed in profiles.
     runs: Mutex<HashMap<String, OpenRun, foldhash::fast::RandomState>>,
 }
 
