@@ -27,6 +27,9 @@ const MAX_QUEUE_SIZE: usize = 16_384;
 /// export thread less often.
 const MAX_EXPORT_BATCH_SIZE: usize = 4_096;
 
+/// The most room a thread's scratch buffer keeps between spans.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
 thread_local! {
     /// Each thread's buffer for the span it is encoding (see [`Batcher::push`]).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -163,6 +166,10 @@ impl Batcher {
                 scratch.clear();
                 write(&mut scratch);
                 self.append(&scratch);
+                // A span with captured content can be large; do not keep its room for ever.
+                if scratch.capacity() > SCRATCH_KEPT {
+                    *scratch = Vec::new();
+                }
             }
             Err(_) => {
                 let mut own = Vec::new();
