@@ -182,6 +182,16 @@ pub struct StoredStep {
     pub record: Result<StepRecord, serde_json::Error>,
 }
 
+impl StoredStep {
+    /// Every step's record, or the first decoding error.
+    pub fn records(steps: Vec<StoredStep>) -> Result<Vec<StepRecord>, StoreError> {
+        steps
+            .into_iter()
+            .map(|step| step.record.map_err(StoreError::from))
+            .collect()
+    }
+}
+
 /// A run a worker has just claimed, with the steps earlier attempts committed, in order.
 #[derive(Debug)]
 pub struct Claimed {
@@ -342,11 +352,7 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn stored_steps(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError>;
     /// The committed steps of a run, in order; an error if any cannot be decoded.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-        self.stored_steps(run_id)
-            .await?
-            .into_iter()
-            .map(|step| step.record.map_err(StoreError::from))
-            .collect()
+        StoredStep::records(self.stored_steps(run_id).await?)
     }
     /// Cancels a queued run now; asks a running one to stop. `None`: no such run.
     async fn cancel(&self, id: &str, now: i64) -> Result<Option<RunRow>, StoreError>;

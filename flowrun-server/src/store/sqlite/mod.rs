@@ -467,24 +467,7 @@ impl ServerStore for SqliteStore {
 
     async fn stored_steps(&self, run_id: &str) -> Result<Vec<StoredStep>, StoreError> {
         let run_id = run_id.to_string();
-        self.read(move |c| {
-            let rows = c
-                .prepare_cached(
-                    "SELECT step_index, record FROM steps WHERE run_id = ?1 ORDER BY step_index",
-                )?
-                .query_map([run_id], |r| {
-                    Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(step_index, text)| StoredStep {
-                    step_index,
-                    record: serde_json::from_str(&text),
-                })
-                .collect())
-        })
-        .await
+        self.read(move |c| Ok(read_stored_steps(c, &run_id)?)).await
     }
 
     async fn usage_steps(
@@ -598,19 +581,12 @@ impl ServerStore for SqliteStore {
         // hop through the read pool before the run starts.
         self.write(move |c| {
             let runs = claim_rows(c, &owner, now, lease_until, limit)?;
-            let mut read =
-                c.prepare_cached("SELECT record FROM steps WHERE run_id = ?1 ORDER BY step_index")?;
             Ok(runs
                 .into_iter()
                 .map(|run| {
-                    let steps = read
-                        .query_map([&run.id], |r| r.get::<_, String>(0))
+                    let steps = read_stored_steps(c, &run.id)
                         .map_err(StoreError::from)
-                        .and_then(|texts| {
-                            texts
-                                .map(|t| Ok(serde_json::from_str(&t?)?))
-                                .collect::<Result<Vec<StepRecord>, StoreError>>()
-                        });
+                        .and_then(StoredStep::records);
                     Claimed { run, steps }
                 })
                 .collect())
@@ -976,6 +952,24 @@ impl ServerStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A run's committed steps, in order, each decoded or with why it cannot be.
+fn read_stored_steps(c: &Connection, run_id: &str) -> rusqlite::Result<Vec<StoredStep>> {
+    let mut read = c.prepare_cached(
+        "SELECT step_index, record FROM steps WHERE run_id = ?1 ORDER BY step_index",
+    )?;
+    let rows = read.query_map([run_id], |r| {
+        Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+    })?;
+    rows.map(|row| {
+        let (step_index, text) = row?;
+        Ok(StoredStep {
+            step_index,
+            record: serde_json::from_str(&text),
+        })
+    })
+    .collect()
 }
 
 /// Leases up to `limit` of the oldest queued runs to `owner`, oldest first.
