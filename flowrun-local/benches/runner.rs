@@ -61,6 +61,9 @@ struct Opts {
     /// `--interleave CHUNK`: two variants in alternating chunks of CHUNK runs (see
     /// [`interleaved`]).
     interleave: Option<usize>,
+    /// `--time-sink`: time the OpenTelemetry sink's `emit` and print it per run (which adds
+    /// to what is measured, so it is off by default).
+    time_sink: bool,
 }
 
 fn opts() -> Opts {
@@ -78,6 +81,7 @@ fn opts() -> Opts {
         rounds: env("FLOWRUN_BENCH_ROUNDS", 1),
         receiver_thread: false,
         interleave: None,
+        time_sink: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -92,6 +96,7 @@ fn opts() -> Opts {
             "--warmup" => opts.warmup = number(&arg),
             "--rounds" => opts.rounds = number(&arg),
             "--interleave" => opts.interleave = Some(number(&arg).max(1)),
+            "--time-sink" => opts.time_sink = true,
             "--receiver" => match args.next().as_deref() {
                 Some("thread") => opts.receiver_thread = true,
                 Some("process") => opts.receiver_thread = false,
@@ -559,6 +564,7 @@ impl Setup {
         store: Option<Arc<Store>>,
         project: &Arc<Project>,
         receiver: &Receiver,
+        time_sink: bool,
     ) -> Setup {
         let mut sinks: Vec<Arc<dyn EventSink>> = match &store {
             Some(s) => vec![s.clone()],
@@ -572,14 +578,20 @@ impl Setup {
             };
             Arc::new(flowrun_otel::Exporter::new(&config).expect("OTLP exporter"))
         });
-        let timed = otel.as_ref().map(|otel| {
-            Arc::new(Timed {
-                inner: otel.sink(flowrun_otel::SinkOptions::from_config(&project.config)),
-                nanos: AtomicU64::new(0),
-            })
-        });
-        if let Some(timed) = &timed {
-            sinks.push(timed.clone());
+        let options = || flowrun_otel::SinkOptions::from_config(&project.config);
+        let mut timed = None;
+        match &otel {
+            // Timing costs two clock reads per event and a counter both workers write.
+            Some(otel) if time_sink => {
+                let sink = Arc::new(Timed {
+                    inner: otel.sink(options()),
+                    nanos: AtomicU64::new(0),
+                });
+                sinks.push(sink.clone());
+                timed = Some(sink);
+            }
+            Some(otel) => sinks.push(Arc::new(otel.sink(options()))),
+            None => {}
         }
         let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
         let exec = Arc::new(
@@ -659,15 +671,42 @@ fn open_store(variant: &Variant, path: &Path) -> Option<Arc<Store>> {
         .then(|| Arc::new(Store::open(path).expect("open the store")))
 }
 
-/// CPU time this process used so far, to the microsecond (`getrusage`), for the interleaved
-/// mode's short chunks.
-fn precise_cpu_time() -> Duration {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
-    let micros = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-    };
-    micros(usage.user_time()) + micros(usage.system_time())
+/// What `getrusage` says of this process, to the microsecond (for the interleaved mode's
+/// short chunks): CPU time in user space and in the kernel, page faults and context
+/// switches; the difference of two tells where a variant's CPU goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    user: Duration,
+    system: Duration,
+    minor_faults: i64,
+    voluntary_switches: i64,
+    involuntary_switches: i64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+        let micros = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        Usage {
+            user: micros(usage.user_time()),
+            system: micros(usage.system_time()),
+            minor_faults: usage.minor_page_faults(),
+            voluntary_switches: usage.voluntary_context_switches(),
+            involuntary_switches: usage.involuntary_context_switches(),
+        }
+    }
+
+    /// What was used since `before`, added to `self`.
+    fn add_since(&mut self, before: Usage, now: Usage) {
+        self.user += now.user.saturating_sub(before.user);
+        self.system += now.system.saturating_sub(before.system);
+        self.minor_faults += now.minor_faults - before.minor_faults;
+        self.voluntary_switches += now.voluntary_switches - before.voluntary_switches;
+        self.involuntary_switches += now.involuntary_switches - before.involuntary_switches;
+    }
 }
 
 /// `--interleave CHUNK`: the two chosen variants set up once, warmed up, then run in
@@ -693,22 +732,27 @@ async fn interleaved(
             (Some(shared), true) => Some(shared.clone()),
             _ => open_store(v, &db_dir.join(format!("interleaved-{}.db", v.letter))),
         };
-        Setup::new(v, store, project, receiver)
+        Setup::new(v, store, project, receiver, opts.time_sink)
     });
     for setup in &mut setups {
         setup.drive(fake, opts.warmup, opts.concurrency).await;
     }
     let pairs = opts.calls.div_ceil(chunk);
     let mut cpu = [Duration::ZERO; 2];
+    let mut wall = [Duration::ZERO; 2];
+    let mut usage = [Usage::default(); 2];
     let mut ratios = Vec::with_capacity(pairs);
     let sink_before = setups.each_ref().map(|s| Timed::nanos(&s.timed));
     for k in 0..pairs {
         let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut this = [Duration::ZERO; 2];
         for i in order {
-            let before = precise_cpu_time();
-            setups[i].drive(fake, chunk, opts.concurrency).await;
-            this[i] = precise_cpu_time().saturating_sub(before);
+            let before = Usage::now();
+            let (elapsed, _) = setups[i].drive(fake, chunk, opts.concurrency).await;
+            let now = Usage::now();
+            wall[i] += elapsed;
+            this[i] = (now.user + now.system).saturating_sub(before.user + before.system);
+            usage[i].add_since(before, now);
         }
         cpu[0] += this[0];
         cpu[1] += this[1];
@@ -722,8 +766,20 @@ async fn interleaved(
         per_run(cpu[0]),
         per_run(cpu[1]),
     );
+    for ((v, u), w) in pair.iter().zip(&usage).zip(wall) {
+        println!(
+            "  ({}) {:.0} runs/s; per run: {:.1} µs user, {:.1} µs system, {:.2} page faults, {:.2} + {:.2} context switches (voluntary + not)",
+            v.letter,
+            runs / w.as_secs_f64(),
+            per_run(u.user),
+            per_run(u.system),
+            u.minor_faults as f64 / runs,
+            u.voluntary_switches as f64 / runs,
+            u.involuntary_switches as f64 / runs,
+        );
+    }
     for (setup, before) in setups.iter().zip(sink_before) {
-        if setup.variant.otel {
+        if setup.timed.is_some() {
             let spent = Timed::nanos(&setup.timed) - before;
             println!(
                 "  ({}) time in the OpenTelemetry sink: {:.1} µs per run",
@@ -742,6 +798,10 @@ async fn interleaved(
         (mean - 1.0) * 100.0,
         sd / n.sqrt() * 100.0,
         (ratios[ratios.len() / 2] - 1.0) * 100.0,
+    );
+    println!(
+        "  ({b}) / ({a}): throughput {:+.1}%",
+        (wall[0].as_secs_f64() / wall[1].as_secs_f64() - 1.0) * 100.0,
     );
     let both_stored = pair.iter().all(|v| v.store);
     let mut runs = 0;
@@ -824,7 +884,13 @@ fn main() {
             }
             for v in order {
                 let db_path = db_dir.path().join(format!("{}-{round}.db", v.letter));
-                let mut setup = Setup::new(v, open_store(v, &db_path), &project, &receiver);
+                let mut setup = Setup::new(
+                    v,
+                    open_store(v, &db_path),
+                    &project,
+                    &receiver,
+                    opts.time_sink,
+                );
                 setup.drive(&fake, opts.warmup, opts.concurrency).await;
                 let cpu_before = cpu_time();
                 let receiver_before = receiver.cpu();
