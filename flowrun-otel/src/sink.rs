@@ -82,9 +82,58 @@ pub struct OtelSink {
     /// The session's run spans waiting for their case's result, when this sink runs cases.
     held: Option<Arc<Held>>,
     /// The recorded runs in progress (an unsampled run is not here, so its events cost a
-    /// lookup and nothing more), hashed with foldhash: a run id is looked up at every event,
-    /// and SipHash showed in profiles.
-    runs: Mutex<HashMap<String, OpenRun, foldhash::fast::RandomState>>,
+    /// lookup and nothing more).
+    runs: OpenRuns,
+}
+
+/// The open runs by run id, in shards each on a cache line of its own: a run's events come
+/// from whichever runtime worker runs it, and with one map the workers took its lock and
+/// its cache line from each other at every event (BENCHMARKS.md); with one per shard, a run
+/// seldom shares its shard with a run on another worker. Hashed with foldhash: a run id is
+/// looked up at every event, and SipHash showed in profiles.
+struct OpenRuns {
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+type RunMap = HashMap<String, OpenRun, foldhash::fast::RandomState>;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(Mutex<RunMap>);
+
+/// Shards of [`OpenRuns`]: a few per concurrent run of a busy process.
+const RUN_SHARDS: usize = 64;
+
+impl Default for OpenRuns {
+    fn default() -> OpenRuns {
+        OpenRuns {
+            shards: (0..RUN_SHARDS).map(|_| Shard::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl OpenRuns {
+    /// The shard that holds `run_id`, locked.
+    fn lock(&self, run_id: &str) -> std::sync::MutexGuard<'_, RunMap> {
+        use std::hash::BuildHasher as _;
+        let at = self.hasher.hash_one(run_id) as usize % self.shards.len();
+        lock(&self.shards[at].0)
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(|shard| lock(&shard.0).is_empty())
+    }
+
+    /// Every open run, removed.
+    fn drain(&self) -> Vec<(String, OpenRun)> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(&shard.0).drain().collect::<Vec<_>>())
+            .collect()
+    }
 }
 
 struct OpenRun {
@@ -140,7 +189,7 @@ impl OtelSink {
             shared,
             parent,
             held,
-            runs: Mutex::new(HashMap::default()),
+            runs: OpenRuns::default(),
         }
     }
 
@@ -227,7 +276,10 @@ impl OtelSink {
             steps: Vec::new(),
         };
         // A run id seen again (it should not be) replaces the older run, which ends now.
-        let replaced = lock(&self.runs).insert(start.run_id.clone(), run);
+        let replaced = self
+            .runs
+            .lock(&start.run_id)
+            .insert(start.run_id.clone(), run);
         if let Some(old) = replaced {
             self.end_run_now(old);
         }
@@ -236,7 +288,9 @@ impl OtelSink {
     fn step_started(&self, start: &StepStart) {
         // The span is built outside the lock: the runs' tasks only wait on each other for
         // map lookups.
-        let Some(parent) = lock(&self.runs)
+        let Some(parent) = self
+            .runs
+            .lock(&start.run_id)
             .get(&start.run_id)
             .map(|run| run.span.ids())
         else {
@@ -271,14 +325,15 @@ impl OtelSink {
             time(start.started_at_ms),
             attributes,
         );
-        let mut runs = lock(&self.runs);
-        if let Some(run) = runs.get_mut(&start.run_id) {
+        if let Some(run) = self.runs.lock(&start.run_id).get_mut(&start.run_id) {
             run.steps.push((start.step_index, span));
         }
     }
 
     fn call_attempt(&self, call: &CallRecord) {
-        let parent = lock(&self.runs)
+        let parent = self
+            .runs
+            .lock(&call.run_id)
             .get(&call.run_id)
             .and_then(|run| run.step(call.step_index));
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
@@ -327,7 +382,7 @@ impl OtelSink {
 
     fn step_finished(&self, record: &StepRecord, reused: bool) {
         let (run_ids, step) = {
-            let mut runs = lock(&self.runs);
+            let mut runs = self.runs.lock(&record.run_id);
             let Some(run) = runs.get_mut(&record.run_id) else {
                 return;
             };
@@ -384,7 +439,7 @@ impl OtelSink {
     }
 
     fn run_finished(&self, end: &RunEnd) {
-        let Some(run) = lock(&self.runs).remove(&end.run_id) else {
+        let Some(run) = self.runs.lock(&end.run_id).remove(&end.run_id) else {
             return;
         };
         let OpenRun { mut span, steps } = run;
@@ -436,7 +491,7 @@ impl OtelSink {
 
 impl Drop for OtelSink {
     fn drop(&mut self) {
-        let open: Vec<_> = lock(&self.runs).drain().collect();
+        let open = self.runs.drain();
         for (_, run) in open {
             self.end_run_now(run);
         }
@@ -660,7 +715,7 @@ mod tests {
         assert_eq!(call.end_time, time(1_017));
         let text = format!("{spans:?}");
         assert!(!text.contains("private") && !text.contains("the answer"));
-        assert!(lock(&sink.runs).is_empty(), "finished runs are forgotten");
+        assert!(sink.runs.is_empty(), "finished runs are forgotten");
     }
 
     fn start(run: &str) -> RunEvent {
@@ -792,7 +847,7 @@ mod tests {
         );
         sink_off.emit(&start("r3"));
         sink_off.emit(&step_start("r3"));
-        assert!(lock(&sink_off.runs).is_empty());
+        assert!(sink_off.runs.is_empty());
         drop(sink_off);
         let (pipeline, _) = pipeline();
         let dropped = OtelSink::new(
@@ -824,7 +879,7 @@ mod tests {
             cost: Cost::known(0.0),
             cached: false,
         });
-        assert!(lock(&dropped.runs).is_empty());
+        assert!(dropped.runs.is_empty());
         assert!(collect.spans().is_empty());
 
         let (sink, _, collect) = sink(false);
