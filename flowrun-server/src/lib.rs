@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod sink;
 pub mod state;
 pub mod store;
+pub mod testing;
 pub mod webhook;
 pub mod worker;
 

@@ -1,17 +1,16 @@
 //! Test databases for the server's integration tests: a fresh SQLite file, or a fresh
 //! PostgreSQL database made for one test on the server `FLOWRUN_TEST_POSTGRES_URL` names and
-//! dropped after it, so tests run in parallel. [`on_both!`] runs a test against each.
+//! dropped after it (`flowrun_server::testing`), so tests run in parallel. [`on_both!`] runs a
+//! test against each.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use flowrun_server::store::{PostgresStore, ServerStore, SqliteStore};
 
-/// The environment variable naming the PostgreSQL server tests use.
-pub const POSTGRES_ENV: &str = "FLOWRUN_TEST_POSTGRES_URL";
+use flowrun_server::testing::{ScratchDatabase, postgres_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -29,41 +28,8 @@ enum Kind {
         _dir: tempfile::TempDir,
         path: PathBuf,
     },
-    Postgres {
-        admin_url: String,
-        name: String,
-        url: String,
-    },
+    Postgres(ScratchDatabase),
 }
-
-/// The PostgreSQL server URL tests use, or `None` after saying loudly that `test` is skipped.
-pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "SKIPPED: {test}: {POSTGRES_ENV} not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
-            );
-            None
-        }
-    }
-}
-
-/// `url` pointing at database `name` instead of its own.
-pub fn with_database(url: &str, name: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[scheme_end..];
-    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
-    let after = &rest[path_start..];
-    let query = after.find('?').map_or("", |i| &after[i..]);
-    format!(
-        "{}{}/{name}{query}",
-        &url[..scheme_end],
-        &rest[..path_start]
-    )
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestDb {
     /// Runs `sql` on this database behind the store's back (to damage a record, say).
@@ -105,43 +71,22 @@ impl TestDb {
     /// A fresh database on the PostgreSQL server `admin_url` names (its user may create
     /// databases), dropped with the returned value.
     pub async fn postgres_on(admin_url: &str) -> TestDb {
-        let name = format!(
-            "flowrun_t_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u32>()
-        );
-        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the PostgreSQL server");
-        let driver = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        drop(client);
-        let _ = driver.await;
-        let url = with_database(admin_url, &name);
         TestDb {
-            kind: Kind::Postgres {
-                admin_url: admin_url.to_string(),
-                name,
-                url,
-            },
+            kind: Kind::Postgres(ScratchDatabase::create(admin_url, "flowrun_t").await),
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self.kind {
             Kind::Sqlite { .. } => Backend::Sqlite,
-            Kind::Postgres { .. } => Backend::Postgres,
+            Kind::Postgres(_) => Backend::Postgres,
         }
     }
 
     /// The PostgreSQL URL of this database (`None` on SQLite).
     pub fn postgres_url(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Postgres { url, .. } => Some(url),
+            Kind::Postgres(db) => Some(db.url()),
             Kind::Sqlite { .. } => None,
         }
     }
@@ -150,7 +95,7 @@ impl TestDb {
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
         match &self.kind {
             Kind::Sqlite { path, .. } => Some(path),
-            Kind::Postgres { .. } => None,
+            Kind::Postgres(_) => None,
         }
     }
 
@@ -158,42 +103,11 @@ impl TestDb {
     pub async fn open(&self) -> Arc<dyn ServerStore> {
         match &self.kind {
             Kind::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).expect("open sqlite")),
-            Kind::Postgres { url, .. } => {
-                Arc::new(PostgresStore::connect(url, 8).await.expect("open postgres"))
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Kind::Postgres {
-            admin_url, name, ..
-        } = &self.kind
-        else {
-            return;
-        };
-        let (admin_url, name) = (admin_url.clone(), name.clone());
-        // Its own thread and runtime: drop may run inside (or outside) the test's runtime.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            Kind::Postgres(db) => Arc::new(
+                PostgresStore::connect(db.url(), 8)
                     .await
-                    .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test database: {dropped:?}");
+                    .expect("open postgres"),
+            ),
         }
     }
 }
@@ -230,17 +144,4 @@ macro_rules! on_both {
             }
         )*
     };
-}
-
-#[test]
-fn a_url_gets_another_database() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u@h/test?sslmode=disable", "x"),
-        "postgres://u@h/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
 }
