@@ -72,8 +72,9 @@ pub(crate) enum Parent {
 pub struct OtelSink {
     pipeline: Arc<Pipeline>,
     capture_content: bool,
-    /// Provider name → `gen_ai.system`.
-    systems: HashMap<String, String>,
+    /// Provider name → `gen_ai.system`: a project has a few providers, and a scan of a few
+    /// short names costs less than hashing one with SipHash at every step and call.
+    systems: Vec<(String, String)>,
     /// `flowrun.env` and the options' labels, on every run span.
     run_attributes: Vec<KeyValue>,
     shared: Arc<Shared>,
@@ -184,13 +185,21 @@ impl OtelSink {
         OtelSink {
             pipeline,
             capture_content: options.capture_content,
-            systems: options.systems,
+            systems: options.systems.into_iter().collect(),
             run_attributes,
             shared,
             parent,
             held,
             runs: OpenRuns::default(),
         }
+    }
+
+    /// The `gen_ai.system` of a provider of the project.
+    fn system(&self, provider: &str) -> Option<&str> {
+        self.systems
+            .iter()
+            .find(|(name, _)| name == provider)
+            .map(|(_, system)| system.as_str())
     }
 
     /// The ids of a new run (or case) span under the sink's parent; `None` when its trace is
@@ -286,17 +295,12 @@ impl OtelSink {
     }
 
     fn step_started(&self, start: &StepStart) {
-        // The span is built outside the lock: the runs' tasks only wait on each other for
-        // map lookups.
-        let Some(parent) = self
-            .runs
-            .lock(&start.run_id)
-            .get(&start.run_id)
-            .map(|run| run.span.ids())
-        else {
+        // Built under its shard's lock, which another worker seldom wants (`OpenRuns`).
+        let mut runs = self.runs.lock(&start.run_id);
+        let Some(run) = runs.get_mut(&start.run_id) else {
             return;
         };
-        let Some(ids) = self.pipeline.start(Some(parent)) else {
+        let Some(ids) = self.pipeline.start(Some(run.span.ids())) else {
             return;
         };
         let (system, model) = split_model(&start.model);
@@ -310,7 +314,7 @@ impl OtelSink {
         attributes.int("flowrun.step.index", i64::from(start.step_index));
         attributes.str("flowrun.prompt", &start.prompt);
         attributes.str("flowrun.version", &start.version);
-        if let Some(system) = self.systems.get(system) {
+        if let Some(system) = self.system(system) {
             attributes.str("gen_ai.system", system);
             attributes.str("gen_ai.provider.name", system);
         }
@@ -325,9 +329,7 @@ impl OtelSink {
             time(start.started_at_ms),
             attributes,
         );
-        if let Some(run) = self.runs.lock(&start.run_id).get_mut(&start.run_id) {
-            run.steps.push((start.step_index, span));
-        }
+        run.steps.push((start.step_index, span));
     }
 
     fn call_attempt(&self, call: &CallRecord) {
@@ -346,7 +348,7 @@ impl OtelSink {
         attributes.int("flowrun.attempt", i64::from(call.attempt));
         attributes.bool("flowrun.cached", call.cached);
         attributes.bool("flowrun.repair", call.repair);
-        if let Some(system) = self.systems.get(&call.provider) {
+        if let Some(system) = self.system(&call.provider) {
             attributes.str("gen_ai.system", system);
             attributes.str("gen_ai.provider.name", system);
         }
