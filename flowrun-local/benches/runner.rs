@@ -534,26 +534,52 @@ struct Setup {
 }
 
 /// The OpenTelemetry sink, and the wall time spent in its `emit` (so waits on its locks
-/// count too).
+/// count too), by kind of event.
 struct Timed {
     inner: flowrun_otel::OtelSink,
-    nanos: AtomicU64,
+    nanos: [AtomicU64; EVENT_KINDS.len()],
 }
+
+/// The kinds of run event, in the order [`Timed`] counts them.
+const EVENT_KINDS: [&str; 7] = [
+    "run started",
+    "step started",
+    "call attempt",
+    "agent turn",
+    "step finished",
+    "step reused",
+    "run finished",
+];
 
 impl EventSink for Timed {
     fn emit(&self, event: &flowrun_core::RunEvent) {
+        use flowrun_core::RunEvent as E;
+        let kind = match event {
+            E::RunStarted(_) => 0,
+            E::StepStarted(_) => 1,
+            E::CallAttempt(_) => 2,
+            E::AgentTurn(_) => 3,
+            E::StepFinished(_) => 4,
+            E::StepReused(_) => 5,
+            E::RunFinished(_) => 6,
+        };
         let t = Instant::now();
         self.inner.emit(event);
         let spent = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(spent, Ordering::Relaxed);
+        self.nanos[kind].fetch_add(spent, Ordering::Relaxed);
     }
 }
 
 impl Timed {
-    fn nanos(timed: &Option<Arc<Timed>>) -> u64 {
-        timed
-            .as_ref()
-            .map_or(0, |t| t.nanos.load(Ordering::Relaxed))
+    /// Nanoseconds spent so far, by kind of event.
+    fn nanos(timed: &Option<Arc<Timed>>) -> [u64; EVENT_KINDS.len()] {
+        let mut nanos = [0; EVENT_KINDS.len()];
+        if let Some(t) = timed {
+            for (n, atomic) in nanos.iter_mut().zip(&t.nanos) {
+                *n = atomic.load(Ordering::Relaxed);
+            }
+        }
+        nanos
     }
 }
 
@@ -585,7 +611,7 @@ impl Setup {
             Some(otel) if time_sink => {
                 let sink = Arc::new(Timed {
                     inner: otel.sink(options()),
-                    nanos: AtomicU64::new(0),
+                    nanos: Default::default(),
                 });
                 sinks.push(sink.clone());
                 timed = Some(sink);
@@ -780,11 +806,23 @@ async fn interleaved(
     }
     for (setup, before) in setups.iter().zip(sink_before) {
         if setup.timed.is_some() {
-            let spent = Timed::nanos(&setup.timed) - before;
+            let now = Timed::nanos(&setup.timed);
+            let spent: Vec<f64> = now
+                .iter()
+                .zip(before)
+                .map(|(now, before)| (now - before) as f64 / 1e3 / runs)
+                .collect();
+            let by_kind: Vec<String> = EVENT_KINDS
+                .iter()
+                .zip(&spent)
+                .filter(|(_, us)| **us > 0.0)
+                .map(|(kind, us)| format!("{kind} {us:.1}"))
+                .collect();
             println!(
-                "  ({}) time in the OpenTelemetry sink: {:.1} µs per run",
+                "  ({}) time in the OpenTelemetry sink: {:.1} µs per run ({})",
                 setup.variant.letter,
-                spent as f64 / 1e3 / runs
+                spent.iter().sum::<f64>(),
+                by_kind.join(", "),
             );
         }
     }
