@@ -10,6 +10,7 @@ mod config;
 mod encode;
 mod http;
 mod ids;
+mod log;
 mod runtime;
 mod session;
 mod sink;

@@ -134,6 +134,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // The runs' spans first, so that those that wait for a case are held.
+        self.pipeline.build_all();
         self.held.end_all(&self.pipeline);
         if let Some(span) = self.span.take() {
             self.pipeline.end(span, SystemTime::now());

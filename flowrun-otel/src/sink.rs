@@ -3,13 +3,15 @@
 //!
 //! Spans take their times from the events (a call attempt is reported when it is over, with
 //! its start and latency), so the tree shows what happened even though it is built after the
-//! fact. Prompt and completion text are added only with `capture_content`.
+//! fact: an event is only copied into the sink's log when it is emitted (`log.rs`), and its
+//! spans are built from the log by the exporter's builder thread a round later (`span.rs`),
+//! or at once for a span processor. Prompt and completion text are added only with
+//! `capture_content`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowrun_core::event::{CallRecord, RunEnd, RunStart, StepRecord, StepStart};
 use flowrun_core::provider::Usage;
 use flowrun_core::spec::ProjectConfig;
 use flowrun_core::testing::CaseResult;
@@ -18,6 +20,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status};
 
 use crate::attributes::Attributes;
+use crate::log;
 use crate::span::{Ids, OpenSpan, Pipeline};
 use crate::{Shared, lock};
 
@@ -68,9 +71,22 @@ pub(crate) enum Parent {
     Dropped,
 }
 
-/// Builds spans from run events; one per executor, many per [`crate::Exporter`].
+/// Builds spans from run events; one per executor, many per [`crate::Exporter`]. Emitting
+/// an event copies what its spans need into the sink's log (`log.rs`); the spans are built
+/// from the log by the exporter's builder thread (see [`Pipeline::builds_later`]), or at
+/// once.
 pub struct OtelSink {
+    core: Arc<SinkCore>,
+}
+
+/// What the builder thread needs of a sink: its log and everything that builds spans from it.
+pub(crate) struct SinkCore {
     pipeline: Arc<Pipeline>,
+    /// Events emitted and not yet built (`log.rs`).
+    log: Mutex<Vec<u8>>,
+    /// The events being built: whoever holds it builds (one at a time, so in order), and
+    /// its room is the log's next.
+    building: Mutex<Vec<u8>>,
     capture_content: bool,
     /// Provider name → `gen_ai.system`: a project has a few providers, and a scan of a few
     /// short names costs less than hashing one with SipHash at every step and call.
@@ -182,8 +198,10 @@ impl OtelSink {
         for (k, v) in options.labels {
             run_attributes.push(KeyValue::new(k, v));
         }
-        OtelSink {
+        let core = Arc::new(SinkCore {
             pipeline,
+            log: Mutex::default(),
+            building: Mutex::default(),
             capture_content: options.capture_content,
             systems: options.systems.into_iter().collect(),
             run_attributes,
@@ -191,9 +209,13 @@ impl OtelSink {
             parent,
             held,
             runs: OpenRuns::default(),
-        }
+        });
+        core.pipeline.register(&core);
+        OtelSink { core }
     }
+}
 
+impl SinkCore {
     /// The `gen_ai.system` of a provider of the project.
     fn system(&self, provider: &str) -> Option<&str> {
         self.systems
@@ -212,9 +234,8 @@ impl OtelSink {
         }
     }
 
-    /// Adds a test case's result to the span of its run (`flowrun.test.*`), which a session's
-    /// case sink kept open for it; a case whose run never started gets a span of its own.
-    pub fn case_finished(&self, result: &CaseResult) {
+    /// [`OtelSink::case_finished`], once the sink's log is built.
+    fn case_finished(&self, result: &CaseResult) {
         let held = self.held.as_ref().and_then(|held| {
             let id = result.run_id.as_ref()?;
             lock(&held.0).remove(id)
@@ -252,30 +273,30 @@ impl OtelSink {
         self.pipeline.end(span, end);
     }
 
-    fn run_started(&self, start: &RunStart) {
-        let labels = self.shared.take(&start.run_id);
+    fn run_started(&self, start: &log::RunStarted<'_>) {
+        let labels = self.shared.take(start.run_id);
         let Some(ids) = self.start_run_span() else {
             return;
         };
         // Room for the attributes `run_finished` adds.
         let mut attributes = Attributes::with_capacity(RUN_BYTES);
         attributes.str("gen_ai.operation.name", "invoke_workflow");
-        attributes.str("flowrun.run_id", &start.run_id);
-        attributes.str("flowrun.target_kind", &start.target_kind);
-        attributes.str("flowrun.flow", &start.target);
-        attributes.str("flowrun.version", &start.version);
+        attributes.str("flowrun.run_id", start.run_id);
+        attributes.str("flowrun.target_kind", start.target_kind);
+        attributes.str("flowrun.flow", start.target);
+        attributes.str("flowrun.version", start.version);
         for kv in &self.run_attributes {
             attributes.value(kv.key.as_str(), &kv.value);
         }
         for (k, v) in labels {
             attributes.str(k, &v);
         }
-        if self.capture_content {
-            attributes.str("flowrun.input", &start.input.to_string());
+        if let Some(input) = start.input {
+            attributes.str("flowrun.input", input);
         }
         let span = OpenSpan::encoded(
             ids,
-            joined(&start.target_kind, &start.target),
+            joined(start.target_kind, start.target),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -287,44 +308,42 @@ impl OtelSink {
         // A run id seen again (it should not be) replaces the older run, which ends now.
         let replaced = self
             .runs
-            .lock(&start.run_id)
-            .insert(start.run_id.clone(), run);
+            .lock(start.run_id)
+            .insert(start.run_id.to_string(), run);
         if let Some(old) = replaced {
             self.end_run_now(old);
         }
     }
 
-    fn step_started(&self, start: &StepStart) {
-        // Built under its shard's lock, which another worker seldom wants (`OpenRuns`).
-        let mut runs = self.runs.lock(&start.run_id);
-        let Some(run) = runs.get_mut(&start.run_id) else {
+    fn step_started(&self, start: &log::StepStarted<'_>) {
+        let mut runs = self.runs.lock(start.run_id);
+        let Some(run) = runs.get_mut(start.run_id) else {
             return;
         };
         let Some(ids) = self.pipeline.start(Some(run.span.ids())) else {
             return;
         };
-        let (system, model) = split_model(&start.model);
+        let (system, model) = split_model(start.model);
         // Room for the attributes `step_finished` adds to a step that succeeds. Kept under
         // 1 KiB: glibc serves a larger request from its large bins after consolidating the
         // fast bins, which cost more than the whole sink (BENCHMARKS.md).
         let mut attributes = Attributes::with_capacity(STEP_BYTES);
         attributes.str("gen_ai.operation.name", "chat");
         attributes.str("gen_ai.request.model", model);
-        attributes.str("flowrun.step.id", &start.step_id);
+        attributes.str("flowrun.step.id", start.step_id);
         attributes.int("flowrun.step.index", i64::from(start.step_index));
-        attributes.str("flowrun.prompt", &start.prompt);
-        attributes.str("flowrun.version", &start.version);
+        attributes.str("flowrun.prompt", start.prompt);
+        attributes.str("flowrun.version", start.version);
         if let Some(system) = self.system(system) {
             attributes.str("gen_ai.system", system);
             attributes.str("gen_ai.provider.name", system);
         }
-        if self.capture_content {
-            let messages = serde_json::to_string(&start.messages).unwrap_or_default();
-            attributes.str("gen_ai.input.messages", &messages);
+        if let Some(messages) = start.messages {
+            attributes.str("gen_ai.input.messages", messages);
         }
         let span = OpenSpan::encoded(
             ids,
-            joined("step", &start.step_id),
+            joined("step", start.step_id),
             SpanKind::Internal,
             time(start.started_at_ms),
             attributes,
@@ -332,60 +351,59 @@ impl OtelSink {
         run.steps.push((start.step_index, span));
     }
 
-    fn call_attempt(&self, call: &CallRecord) {
+    fn call_attempt(&self, call: &log::CallAttempt<'_>) {
         let parent = self
             .runs
-            .lock(&call.run_id)
-            .get(&call.run_id)
+            .lock(call.run_id)
+            .get(call.run_id)
             .and_then(|run| run.step(call.step_index));
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
             return;
         };
         let mut attributes = Attributes::with_capacity(CALL_BYTES);
         attributes.str("gen_ai.operation.name", "chat");
-        attributes.str("gen_ai.request.model", &call.model);
-        attributes.str("flowrun.provider", &call.provider);
+        attributes.str("gen_ai.request.model", call.model);
+        attributes.str("flowrun.provider", call.provider);
         attributes.int("flowrun.attempt", i64::from(call.attempt));
         attributes.bool("flowrun.cached", call.cached);
         attributes.bool("flowrun.repair", call.repair);
-        if let Some(system) = self.system(&call.provider) {
+        if let Some(system) = self.system(call.provider) {
             attributes.str("gen_ai.system", system);
             attributes.str("gen_ai.provider.name", system);
         }
-        if let Some(raw) = &call.raw_response {
-            if let Some(model) = raw.get("model").and_then(|m| m.as_str()) {
-                attributes.str("gen_ai.response.model", model);
-            }
-            if let Some(id) = raw.get("id").and_then(|m| m.as_str()) {
-                attributes.str("gen_ai.response.id", id);
-            }
+        if let Some(model) = call.response_model {
+            attributes.str("gen_ai.response.model", model);
         }
-        if call.error.is_none() {
-            usage_attributes(&mut attributes, &call.usage);
+        if let Some(id) = call.response_id {
+            attributes.str("gen_ai.response.id", id);
         }
-        cost_attribute(&mut attributes, &call.cost);
-        if let Some(error) = &call.error {
-            attributes.str("error.type", &error.kind);
+        if call.error_kind.is_none() {
+            token_attributes(&mut attributes, call.tokens);
+        }
+        spend_attribute(&mut attributes, call.spend);
+        if let Some(kind) = call.error_kind {
+            attributes.str("error.type", kind);
         }
         let start = time(call.started_at_ms);
         let mut span = OpenSpan::encoded(
             ids,
-            joined("chat", &call.model),
+            joined("chat", call.model),
             SpanKind::Client,
             start,
             attributes,
         );
-        if let Some(error) = &call.error {
+        if call.error_kind.is_some() {
             // The message was redacted of keys by the provider layer; it names the failure.
-            span.set_status(Status::error(error.message.clone()));
+            let message = call.error_message.unwrap_or_default();
+            span.set_status(Status::error(message.to_string()));
         }
         self.pipeline.end(span, after(start, call.latency_ms));
     }
 
-    fn step_finished(&self, record: &StepRecord, reused: bool) {
+    fn step_finished(&self, record: &log::StepEnded<'_>) {
         let (run_ids, step) = {
-            let mut runs = self.runs.lock(&record.run_id);
-            let Some(run) = runs.get_mut(&record.run_id) else {
+            let mut runs = self.runs.lock(record.run_id);
+            let Some(run) = runs.get_mut(record.run_id) else {
                 return;
             };
             let step = run
@@ -395,7 +413,7 @@ impl OtelSink {
                 .map(|at| run.steps.swap_remove(at).1);
             (run.span.ids(), step)
         };
-        let end = SystemTime::now();
+        let end = record.ended_at;
         let mut span = match step {
             Some(span) => span,
             None => {
@@ -403,16 +421,16 @@ impl OtelSink {
                 let Some(ids) = self.pipeline.start(Some(run_ids)) else {
                     return;
                 };
-                OpenSpan::new(
+                let mut attributes = Attributes::with_capacity(STEP_BYTES);
+                attributes.str("flowrun.step.id", record.step_id);
+                attributes.int("flowrun.step.index", i64::from(record.step_index));
+                attributes.str("flowrun.prompt", record.prompt);
+                OpenSpan::encoded(
                     ids,
-                    format!("step {}", record.step_id),
+                    joined("step", record.step_id),
                     SpanKind::Internal,
                     before(end, record.latency_ms),
-                    vec![
-                        KeyValue::new("flowrun.step.id", record.step_id.clone()),
-                        KeyValue::new("flowrun.step.index", i64::from(record.step_index)),
-                        KeyValue::new("flowrun.prompt", record.prompt.clone()),
-                    ],
+                    attributes,
                 )
             }
         };
@@ -420,46 +438,41 @@ impl OtelSink {
             attributes.str("flowrun.status", record.status.as_str());
             attributes.int("flowrun.attempts", i64::from(record.attempts));
             attributes.bool("flowrun.cached", record.cached);
-            attributes.bool("flowrun.reused", reused);
-            if let Some(model) = &record.model {
+            attributes.bool("flowrun.reused", record.reused);
+            if let Some(model) = record.model {
                 let (_, model) = split_model(model);
                 attributes.str("gen_ai.response.model", model);
             }
-            usage_attributes(attributes, &record.usage);
-            cost_attribute(attributes, &record.cost);
-            if self.capture_content
-                && let Some(text) = &record.output_text
-            {
+            token_attributes(attributes, record.tokens);
+            spend_attribute(attributes, record.spend);
+            if let Some(text) = record.output_text {
                 let output = serde_json::json!([{"role": "assistant", "content": text}]);
                 attributes.str("gen_ai.output.messages", &output.to_string());
             }
         });
         if record.status == RunStatus::Failed {
-            span.set_status(Status::error(record.error.clone().unwrap_or_default()));
+            let error = record.error.unwrap_or_default();
+            span.set_status(Status::error(error.to_string()));
         }
         self.pipeline.end(span, end);
     }
 
-    fn run_finished(&self, end: &RunEnd) {
-        let Some(run) = self.runs.lock(&end.run_id).remove(&end.run_id) else {
+    fn run_finished(&self, end: &log::RunFinished<'_>) {
+        let Some(run) = self.runs.lock(end.run_id).remove(end.run_id) else {
             return;
         };
         let OpenRun { mut span, steps } = run;
         span.add_with(|attributes| {
             attributes.str("flowrun.status", end.status.as_str());
-            usage_attributes(attributes, &end.usage);
-            cost_attribute(attributes, &end.cost);
-            if self.capture_content
-                && let Some(output) = &end.output
-            {
-                attributes.str("flowrun.output", &output.to_string());
+            token_attributes(attributes, end.tokens);
+            spend_attribute(attributes, end.spend);
+            if let Some(output) = end.output {
+                attributes.str("flowrun.output", output);
             }
         });
         match end.status {
             RunStatus::Failed | RunStatus::Cancelled => span.set_status(Status::error(
-                end.error
-                    .clone()
-                    .unwrap_or_else(|| end.status.as_str().into()),
+                end.error.unwrap_or(end.status.as_str()).to_string(),
             )),
             _ => span.set_status(Status::Ok),
         }
@@ -471,7 +484,7 @@ impl OtelSink {
         match &self.held {
             // A test case's run: its span waits for the case's result.
             Some(held) => {
-                let replaced = lock(&held.0).insert(end.run_id.clone(), (span, finished));
+                let replaced = lock(&held.0).insert(end.run_id.to_string(), (span, finished));
                 if let Some((old, at)) = replaced {
                     self.pipeline.end(old, at);
                 }
@@ -489,29 +502,67 @@ impl OtelSink {
         }
         self.pipeline.end(run.span, now);
     }
-}
 
-impl Drop for OtelSink {
-    fn drop(&mut self) {
-        let open = self.runs.drain();
-        for (_, run) in open {
+    /// Builds the spans of every event logged so far, in order; one caller at a time.
+    pub(crate) fn build(&self) {
+        let mut records = lock(&self.building);
+        std::mem::swap(&mut *records, &mut *lock(&self.log));
+        for record in log::Reader::new(&records) {
+            match record {
+                log::Record::RunStarted(start) => self.run_started(&start),
+                log::Record::StepStarted(start) => self.step_started(&start),
+                log::Record::CallAttempt(call) => self.call_attempt(&call),
+                log::Record::StepEnded(record) => self.step_finished(&record),
+                log::Record::RunFinished(end) => self.run_finished(&end),
+            }
+        }
+        records.clear();
+        // A burst with captured content can grow it large; do not keep that room for ever.
+        if records.capacity() > LOG_KEPT {
+            *records = Vec::new();
+        }
+    }
+
+    /// Ends every open run, and its open steps, now.
+    fn end_open_runs(&self) {
+        for (_, run) in self.runs.drain() {
             self.end_run_now(run);
         }
     }
 }
 
+impl OtelSink {
+    /// Adds a test case's result to the span of its run (`flowrun.test.*`), which a session's
+    /// case sink kept open for it; a case whose run never started gets a span of its own.
+    pub fn case_finished(&self, result: &CaseResult) {
+        // The run's events first, so that its span is the one held.
+        self.core.build();
+        self.core.case_finished(result);
+    }
+}
+
+impl Drop for OtelSink {
+    fn drop(&mut self) {
+        self.core.build();
+        self.core.end_open_runs();
+    }
+}
+
 impl EventSink for OtelSink {
+    /// Copies what the spans need of the event into the sink's log (an agent turn adds
+    /// nothing: its model calls arrive as `CallAttempt`s, its tools' runs as runs of their
+    /// own); the spans are built from it on the exporter's thread, or at once when the
+    /// pipeline builds in place (gRPC, the tests).
     fn emit(&self, event: &RunEvent) {
-        match event {
-            RunEvent::RunStarted(start) => self.run_started(start),
-            RunEvent::StepStarted(start) => self.step_started(start),
-            RunEvent::CallAttempt(call) => self.call_attempt(call),
-            RunEvent::StepFinished(record) => self.step_finished(record, false),
-            RunEvent::StepReused(record) => self.step_finished(record, true),
-            RunEvent::RunFinished(end) => self.run_finished(end),
-            // An agent turn's model calls arrive as `CallAttempt`s (spans of their step), and
-            // prompt or flow tools run as runs of their own (their own span trees).
-            RunEvent::AgentTurn(_) => {}
+        let core = &self.core;
+        let logged = {
+            let mut log = lock(&core.log);
+            log::write(&mut log, event, core.capture_content).then_some(log.len())
+        };
+        match logged {
+            Some(_) if !core.pipeline.builds_later() => core.build(),
+            Some(len) if len >= LOG_WAKE => core.pipeline.wake_builder(),
+            _ => {}
         }
     }
 }
@@ -531,11 +582,30 @@ fn split_model(model: &str) -> (&str, &str) {
     model.split_once('/').unwrap_or(("", model))
 }
 
+/// A log this long wakes the builder thread before its next round.
+const LOG_WAKE: usize = 256 * 1024;
+/// The most room a sink's log keeps once built.
+const LOG_KEPT: usize = 4 * LOG_WAKE;
+
 /// Room for the encoded attributes of a run span, a step span and a call span that succeed
 /// (ids, names and models of usual lengths), so that adding them seldom grows the buffer.
 const RUN_BYTES: usize = 384;
 const STEP_BYTES: usize = 512;
 const CALL_BYTES: usize = 512;
+
+/// `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens`.
+fn token_attributes(attributes: &mut Attributes, tokens: log::Tokens) {
+    attributes.int("gen_ai.usage.input_tokens", tokens.input as i64);
+    attributes.int("gen_ai.usage.output_tokens", tokens.output as i64);
+}
+
+/// `flowrun.cost_usd` when every price is known; otherwise the models that lack one.
+fn spend_attribute(attributes: &mut Attributes, spend: log::Spend<'_>) {
+    match spend {
+        log::Spend::Usd(usd) => attributes.value("flowrun.cost_usd", &usd.into()),
+        log::Spend::Unknown(models) => attributes.str("flowrun.cost_unknown_models", models),
+    }
+}
 
 pub(crate) fn usage_attributes(attributes: &mut impl Extend<KeyValue>, usage: &Usage) {
     attributes.extend([
@@ -581,7 +651,7 @@ fn before(t: SystemTime, ms: u64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use flowrun_core::cost::Cost;
-    use flowrun_core::event::CallFailure;
+    use flowrun_core::event::{CallFailure, CallRecord, RunEnd, RunStart, StepRecord, StepStart};
     use opentelemetry_sdk::trace::SpanData;
     use serde_json::json;
 
@@ -717,7 +787,7 @@ mod tests {
         assert_eq!(call.end_time, time(1_017));
         let text = format!("{spans:?}");
         assert!(!text.contains("private") && !text.contains("the answer"));
-        assert!(sink.runs.is_empty(), "finished runs are forgotten");
+        assert!(sink.core.runs.is_empty(), "finished runs are forgotten");
     }
 
     fn start(run: &str) -> RunEvent {
@@ -742,6 +812,68 @@ mod tests {
             messages: vec![],
             started_at_ms: 2_001,
         })
+    }
+
+    /// On the OTLP/HTTP queue, spans are built by the builder thread, a round after their
+    /// events, with no flush or shutdown asked for; a sink dropped builds the rest of its log
+    /// itself.
+    #[test]
+    fn the_builder_thread_builds_logged_runs_in_the_background() {
+        use crate::batch::{Batcher, Settings};
+        use std::time::{Duration, Instant};
+
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sent.clone();
+        let send: crate::batch::Send = Box::new(move |_, spans| {
+            counted.fetch_add(spans, std::sync::atomic::Ordering::SeqCst);
+        });
+        let settings = Settings {
+            max_queue: 1_000,
+            max_batch: 1_000,
+            delay: Duration::from_millis(10),
+        };
+        let queue = Batcher::start(settings, send).unwrap();
+        let pipeline = Arc::new(Pipeline::new(
+            crate::span::Output::Encoded(queue),
+            crate::config::Sampler::AlwaysOn,
+        ));
+        assert!(pipeline.builds_later());
+        let new_sink = || {
+            OtelSink::new(
+                pipeline.clone(),
+                SinkOptions::default(),
+                Arc::default(),
+                Parent::Root,
+                None,
+            )
+        };
+        let sink = new_sink();
+        let run = |sink: &OtelSink, id: &str| {
+            sink.emit(&start(id));
+            sink.emit(&RunEvent::RunFinished(RunEnd {
+                run_id: id.into(),
+                status: RunStatus::Succeeded,
+                output: None,
+                usage: Usage::default(),
+                cost: Cost::known(0.0),
+                latency_ms: 1,
+                error: None,
+                finished_at_ms: 2_010,
+            }));
+        };
+        run(&sink, "r1");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sent.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "the builder never built the run");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let other = new_sink();
+        other.emit(&start("r2"));
+        other.emit(&step_start("r2"));
+        drop(other);
+        pipeline.shutdown().unwrap();
+        // r1's run span, then r2's run and step spans, ended when its sink was dropped.
+        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     /// A successful one-step run: three spans, one trace, the tree and times from the
@@ -849,7 +981,7 @@ mod tests {
         );
         sink_off.emit(&start("r3"));
         sink_off.emit(&step_start("r3"));
-        assert!(sink_off.runs.is_empty());
+        assert!(sink_off.core.runs.is_empty());
         drop(sink_off);
         let (pipeline, _) = pipeline();
         let dropped = OtelSink::new(
@@ -881,7 +1013,7 @@ mod tests {
             cost: Cost::known(0.0),
             cached: false,
         });
-        assert!(dropped.runs.is_empty());
+        assert!(dropped.core.runs.is_empty());
         assert!(collect.spans().is_empty());
 
         let (sink, _, collect) = sink(false);

@@ -12,7 +12,9 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -26,6 +28,11 @@ use crate::batch::Batcher;
 use crate::config::Sampler;
 use crate::encode::{self, SpanAttributes, SpanFields};
 use crate::ids;
+use crate::lock;
+use crate::sink::SinkCore;
+
+/// How often the builder thread builds the spans of what the sinks logged.
+const BUILD_EVERY: Duration = Duration::from_millis(50);
 
 /// Where ended spans go: the export queue or a span processor, with the sampler that decides
 /// which traces are recorded. Shared by every sink and session of an [`crate::Exporter`].
@@ -34,6 +41,58 @@ pub(crate) struct Pipeline {
     sampler: Sampler,
     scope: InstrumentationScope,
     shut_down: AtomicBool,
+    /// Every sink's log, and, for the OTLP/HTTP queue, the thread that builds their spans.
+    builder: Arc<Builder>,
+    builder_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the builder thread runs (read at every event, so not under a lock).
+    builds_later: AtomicBool,
+}
+
+/// The sinks whose logs the builder thread builds (weakly: a sink dropped builds the rest
+/// of its own log), and how it is woken and stopped.
+#[derive(Default)]
+struct Builder {
+    sinks: Mutex<Vec<Weak<SinkCore>>>,
+    /// Set (under its lock) to wake the thread early, or to stop it.
+    signal: Mutex<Signal>,
+    wake: Condvar,
+    /// The builder thread's id: a pipeline dropped on it must not wait for itself.
+    thread: Mutex<Option<ThreadId>>,
+}
+
+#[derive(Default)]
+struct Signal {
+    woken: bool,
+    stopping: bool,
+}
+
+impl Builder {
+    /// Builds the spans of every live sink's log.
+    fn build_all(&self) {
+        let sinks: Vec<Arc<SinkCore>> = {
+            let mut list = lock(&self.sinks);
+            list.retain(|sink| sink.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for sink in sinks {
+            sink.build();
+        }
+    }
+
+    /// The builder thread: a round every [`BUILD_EVERY`], or sooner when a log grows long.
+    fn run(&self) {
+        let mut signal = lock(&self.signal);
+        while !signal.stopping {
+            signal = self
+                .wake
+                .wait_timeout_while(signal, BUILD_EVERY, |s| !s.woken && !s.stopping)
+                .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
+            signal.woken = false;
+            drop(signal);
+            self.build_all();
+            signal = lock(&self.signal);
+        }
+    }
 }
 
 /// What a [`Pipeline`] hands ended spans to.
@@ -46,13 +105,56 @@ pub(crate) enum Output {
 }
 
 impl Pipeline {
+    /// A pipeline to `output`; for the OTLP/HTTP queue, with a builder thread (see
+    /// [`Pipeline::builds_later`]).
     pub(crate) fn new(output: Output, sampler: Sampler) -> Pipeline {
+        let builder = Arc::new(Builder::default());
+        let builder_thread = match output {
+            Output::Encoded(_) => {
+                let builder = builder.clone();
+                std::thread::Builder::new()
+                    .name("flowrun-otel-spans".into())
+                    .spawn(move || {
+                        *lock(&builder.thread) = Some(std::thread::current().id());
+                        builder.run();
+                    })
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start the span builder"))
+                    .ok()
+            }
+            Output::Processor(_) => None,
+        };
         Pipeline {
             output,
             sampler,
             scope: InstrumentationScope::builder("flowrun").build(),
             shut_down: AtomicBool::new(false),
+            builds_later: AtomicBool::new(builder_thread.is_some()),
+            builder,
+            builder_thread: Mutex::new(builder_thread),
         }
+    }
+
+    /// Whether sinks leave their spans to the builder thread: yes for the OTLP/HTTP queue,
+    /// whose spans are built in batches away from the runs (BENCHMARKS.md, "Session 6"); no
+    /// for a span processor (gRPC, the tests), where each event's spans are built at once.
+    pub(crate) fn builds_later(&self) -> bool {
+        self.builds_later.load(Ordering::Acquire)
+    }
+
+    /// Makes the builder thread build sinks' logs now rather than at its next round.
+    pub(crate) fn wake_builder(&self) {
+        lock(&self.builder.signal).woken = true;
+        self.builder.wake.notify_one();
+    }
+
+    /// Registers a new sink's log with the builder.
+    pub(crate) fn register(&self, sink: &Arc<SinkCore>) {
+        lock(&self.builder.sinks).push(Arc::downgrade(sink));
+    }
+
+    /// Builds every sink's logged events now (a session's end waits for its runs' spans).
+    pub(crate) fn build_all(&self) {
+        self.builder.build_all();
     }
 
     /// The ids of a new span under `parent`, or of a new trace's root when there is none;
@@ -96,8 +198,25 @@ impl Pipeline {
         }
     }
 
-    /// Exports what is queued and stops the export; later calls do nothing.
+    /// Builds what the sinks logged, exports what is queued and stops the export; later
+    /// calls do nothing.
     pub(crate) fn shutdown(&self) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // From now on, sinks build in place (and, once shut down, drop what they build).
+        self.builds_later.store(false, Ordering::Release);
+        lock(&self.builder.signal).stopping = true;
+        self.builder.wake.notify_one();
+        let thread = lock(&self.builder_thread).take();
+        let on_builder = *lock(&self.builder.thread) == Some(std::thread::current().id());
+        if let Some(thread) = thread
+            && !on_builder
+            && thread.join().is_err()
+        {
+            tracing::warn!("the OpenTelemetry span builder panicked; spans were lost");
+        }
+        self.builder.build_all();
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
