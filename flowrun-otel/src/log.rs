@@ -126,6 +126,7 @@ pub(crate) enum Spend<'a> {
     Unknown(&'a str),
 }
 
+/// `RunEvent::RunStarted`, as the span builder reads it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct RunStarted<'a> {
     pub(crate) run_id: &'a str,
@@ -136,6 +137,7 @@ pub(crate) struct RunStarted<'a> {
     pub(crate) input: Option<&'a str>,
 }
 
+/// `RunEvent::StepStarted`, as the span builder reads it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct StepStarted<'a> {
     pub(crate) run_id: &'a str,
@@ -148,6 +150,8 @@ pub(crate) struct StepStarted<'a> {
     pub(crate) messages: Option<&'a str>,
 }
 
+/// `RunEvent::CallAttempt`, as the span builder reads it (the response's model and id
+/// taken out of the raw response).
 #[derive(Debug, PartialEq)]
 pub(crate) struct CallAttempt<'a> {
     pub(crate) run_id: &'a str,
@@ -167,6 +171,7 @@ pub(crate) struct CallAttempt<'a> {
     pub(crate) cached: bool,
 }
 
+/// `RunEvent::StepFinished` or `RunEvent::StepReused`, as the span builder reads it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct StepEnded<'a> {
     pub(crate) run_id: &'a str,
@@ -188,6 +193,7 @@ pub(crate) struct StepEnded<'a> {
     pub(crate) reused: bool,
 }
 
+/// `RunEvent::RunFinished`, as the span builder reads it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct RunFinished<'a> {
     pub(crate) run_id: &'a str,
