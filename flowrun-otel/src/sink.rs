@@ -557,11 +557,15 @@ impl EventSink for OtelSink {
         let core = &self.core;
         let logged = {
             let mut log = lock(&core.log);
-            log::write(&mut log, event, core.capture_content).then_some(log.len())
+            let before = log.len();
+            log::write(&mut log, event, core.capture_content).then_some((before, log.len()))
         };
         match logged {
             Some(_) if !core.pipeline.builds_later() => core.build(),
-            Some(len) if len >= LOG_WAKE => core.pipeline.wake_builder(),
+            // Once, as the log grows past the mark, not at every event after it.
+            Some((before, after)) if before < LOG_WAKE && after >= LOG_WAKE => {
+                core.pipeline.wake_builder();
+            }
             _ => {}
         }
     }
