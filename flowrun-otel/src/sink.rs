@@ -4,9 +4,8 @@
 //! Spans take their times from the events (a call attempt is reported when it is over, with
 //! its start and latency), so the tree shows what happened even though it is built after the
 //! fact: an event is only copied into the sink's log when it is emitted (`log.rs`), and its
-//! spans are built from the log by the exporter's builder thread a round later (`span.rs`),
-//! or at once for a span processor. Prompt and completion text are added only with
-//! `capture_content`.
+//! spans are built from the log by the exporter's builder thread a round later (`span.rs`).
+//! Prompt and completion text are added only with `capture_content`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,8 +72,7 @@ pub(crate) enum Parent {
 
 /// Builds spans from run events; one per executor, many per [`crate::Exporter`]. Emitting
 /// an event copies what its spans need into the sink's log (`log.rs`); the spans are built
-/// from the log by the exporter's builder thread (see [`Pipeline::builds_later`]), or at
-/// once.
+/// from the log by the exporter's builder thread (see [`Pipeline::builds_later`]).
 pub struct OtelSink {
     core: Arc<SinkCore>,
 }
@@ -551,8 +549,8 @@ impl Drop for OtelSink {
 impl EventSink for OtelSink {
     /// Copies what the spans need of the event into the sink's log (an agent turn adds
     /// nothing: its model calls arrive as `CallAttempt`s, its tools' runs as runs of their
-    /// own); the spans are built from it on the exporter's thread, or at once when the
-    /// pipeline builds in place (gRPC, the tests).
+    /// own); the spans are built from it on the exporter's builder thread (or at once, in the
+    /// handlers' tests).
     fn emit(&self, event: &RunEvent) {
         let core = &self.core;
         let logged = {
@@ -972,7 +970,7 @@ mod tests {
     #[test]
     fn unsampled_runs_cost_nothing_and_open_runs_end_on_drop() {
         let collect = Collect::default();
-        let off = Arc::new(Pipeline::new(
+        let off = Arc::new(Pipeline::in_place(
             crate::span::Output::Processor(Box::new(collect.clone())),
             crate::config::Sampler::AlwaysOff,
         ));

@@ -105,12 +105,21 @@ pub(crate) enum Output {
 }
 
 impl Pipeline {
-    /// A pipeline to `output`; for the OTLP/HTTP queue, with a builder thread (see
-    /// [`Pipeline::builds_later`]).
+    /// A pipeline to `output`, with a builder thread (see [`Pipeline::builds_later`]).
     pub(crate) fn new(output: Output, sampler: Sampler) -> Pipeline {
+        Pipeline::with(output, sampler, true)
+    }
+
+    /// A pipeline whose sinks build each event's spans at once (the handlers' tests).
+    #[cfg(test)]
+    pub(crate) fn in_place(output: Output, sampler: Sampler) -> Pipeline {
+        Pipeline::with(output, sampler, false)
+    }
+
+    fn with(output: Output, sampler: Sampler, later: bool) -> Pipeline {
         let builder = Arc::new(Builder::default());
-        let builder_thread = match output {
-            Output::Encoded(_) => {
+        let builder_thread = later
+            .then(|| {
                 let builder = builder.clone();
                 std::thread::Builder::new()
                     .name("flowrun-otel-spans".into())
@@ -120,9 +129,8 @@ impl Pipeline {
                     })
                     .map_err(|e| tracing::warn!(error = %e, "cannot start the span builder"))
                     .ok()
-            }
-            Output::Processor(_) => None,
-        };
+            })
+            .flatten();
         Pipeline {
             output,
             sampler,
@@ -134,9 +142,9 @@ impl Pipeline {
         }
     }
 
-    /// Whether sinks leave their spans to the builder thread: yes for the OTLP/HTTP queue,
-    /// whose spans are built in batches away from the runs (BENCHMARKS.md, "Session 6"); no
-    /// for a span processor (gRPC, the tests), where each event's spans are built at once.
+    /// Whether sinks leave their spans to the builder thread, which builds them in batches
+    /// away from the runs (BENCHMARKS.md, "Session 6"), rather than build each event's spans
+    /// at once (the handlers' tests, or a thread that could not start).
     pub(crate) fn builds_later(&self) -> bool {
         self.builds_later.load(Ordering::Acquire)
     }
@@ -408,7 +416,7 @@ pub(crate) mod testing {
     /// A pipeline that always samples, and what it collects.
     pub(crate) fn pipeline() -> (Arc<Pipeline>, Collect) {
         let collect = Collect::default();
-        let pipeline = Pipeline::new(
+        let pipeline = Pipeline::in_place(
             Output::Processor(Box::new(collect.clone())),
             Sampler::AlwaysOn,
         );
@@ -429,12 +437,12 @@ mod tests {
         let (child, parent) = pipeline.start(Some(root)).unwrap();
         assert_eq!((child.trace, parent), (root.trace, root.span));
         assert_ne!(child.span, root.span);
-        let off = Pipeline::new(
+        let off = Pipeline::in_place(
             Output::Processor(Box::new(collect.clone())),
             Sampler::AlwaysOff,
         );
         assert!(off.start(None).is_none());
-        let some = Pipeline::new(Output::Processor(Box::new(collect)), Sampler::Ratio(0.5));
+        let some = Pipeline::in_place(Output::Processor(Box::new(collect)), Sampler::Ratio(0.5));
         let kept = (0..4_000).filter(|_| some.start(None).is_some()).count();
         assert!((1_600..2_400).contains(&kept), "{kept} of 4,000");
     }
