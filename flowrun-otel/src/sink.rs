@@ -97,15 +97,15 @@ pub(crate) struct SinkCore {
     /// The session's run spans waiting for their case's result, when this sink runs cases.
     held: Option<Arc<Held>>,
     /// The recorded runs in progress (an unsampled run is not here, so its events cost a
-    /// lookup and nothing more).
+    /// copy into the log and a lookup, nothing more).
     runs: OpenRuns,
 }
 
-/// The open runs by run id, in shards each on a cache line of its own: a run's events come
-/// from whichever runtime worker runs it, and with one map the workers took its lock and
-/// its cache line from each other at every event (BENCHMARKS.md); with one per shard, a run
-/// seldom shares its shard with a run on another worker. Hashed with foldhash: a run id is
-/// looked up at every event, and SipHash showed in profiles.
+/// The open runs by run id, in shards each on a cache line of its own, so that two threads
+/// building at once (the builder thread, and a thread scoring a test case or dropping a
+/// sink) seldom want the same lock; this mattered more when the runtime's workers built
+/// spans themselves (BENCHMARKS.md, "Session 6"). Hashed with foldhash: a run id is looked
+/// up at every event, and SipHash showed in profiles.
 struct OpenRuns {
     shards: Box<[Shard]>,
     hasher: foldhash::fast::RandomState,
