@@ -1,27 +1,18 @@
-//! The OTLP/HTTP export queue: each span is encoded on the thread that ends it, straight into
-//! that thread's own pending buffer ([`Batcher::push`]); a full pending buffer (64 spans) is
-//! handed to the shared batch being filled, and a thread of the batcher's own sends the
-//! batches when one is full, every `OTEL_BSP_SCHEDULE_DELAY` (gathering what every thread
-//! holds), on [`Batcher::flush`] and at [`Batcher::shutdown`].
+//! The OTLP/HTTP export queue: each span is encoded on the thread that ends it (nearly always
+//! the span builder's, `span.rs`), straight into the batch being filled ([`Batcher::push`]),
+//! and a thread of the batcher's own sends the buffers, a batch at a time, when one is full,
+//! every `OTEL_BSP_SCHEDULE_DELAY`, on [`Batcher::flush`] and at [`Batcher::shutdown`].
 //!
 //! Why not the SDK's batch processor: it moves each span's `SpanData` (a few hundred bytes and
 //! its attribute vector) through a channel to its thread, which encodes the batch there and
 //! frees every span's memory away from the thread that allocated it. Encoding where the span
-//! ends leaves nothing to move but bytes, and the span's memory is freed where it was made.
-//! Why a buffer per thread: a shared one is a lock and a cache line that the runtime's
-//! workers take from each other three times per run; a thread's own stays in its cache and
-//! its lock is only ever contended by the export thread's gathering (BENCHMARKS.md, "Tracing
-//! on versus off").
-//!
-//! The queue keeps the processor's settings and behaviour: at most `max_queue` spans wait
-//! (the rest are dropped and counted, with one warning), at most `max_batch` go in one
-//! request. Spans still in a thread's pending buffer (at most 64 per thread) are not counted
-//! until handed over.
+//! ends leaves nothing to move but bytes, and the span's memory is freed where it was made
+//! (BENCHMARKS.md, "Tracing on versus off"). The queue keeps the processor's settings and
+//! behaviour: at most `max_queue` spans wait (the rest are dropped and counted, with one
+//! warning), at most `max_batch` go in one request.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,21 +26,6 @@ const MAX_QUEUE_SIZE: usize = 16_384;
 /// Spans per export request (the SDK's default is 512): fewer, larger requests wake the
 /// export thread less often.
 const MAX_EXPORT_BATCH_SIZE: usize = 4_096;
-
-/// Spans a thread holds before handing them to the batch (fewer when a batch is smaller).
-const PENDING_SPANS: usize = 64;
-/// Bytes a thread holds before handing them over, whatever the spans' number (spans with
-/// captured content are large).
-const PENDING_BYTES: usize = 64 * 1024;
-/// The most room a thread's pending buffer keeps once handed over.
-const PENDING_KEPT: usize = 4 * PENDING_BYTES;
-
-thread_local! {
-    /// This thread's pending buffer in each batcher it pushed to (in a process, one or two),
-    /// found by the batcher's address; a batcher gone leaves a dead entry, pruned when the
-    /// thread meets a new batcher.
-    static PENDING: RefCell<Vec<(Weak<Queue>, Arc<Pending>)>> = const { RefCell::new(Vec::new()) };
-}
 
 /// How the queue batches: the `OTEL_BSP_*` variables, with flowrun's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,27 +95,10 @@ impl std::fmt::Debug for Batcher {
 struct Queue {
     settings: Settings,
     state: Mutex<State>,
-    /// Every thread's pending buffer, for the export thread to gather; a thread's own is in
-    /// its [`PENDING`] as well.
-    pending: Mutex<Vec<Arc<Pending>>>,
-    /// Set by [`Batcher::shutdown`] (also in `state`): read on every push without the lock.
-    stopping: AtomicBool,
     /// The export thread waits on it for work.
     work: Condvar,
     /// Flushes wait on it for the export thread to catch up.
     caught_up: Condvar,
-}
-
-/// Spans a thread encoded and has not handed over yet. Its lock is the thread's own, taken
-/// by the export thread only to gather.
-#[derive(Default)]
-struct Pending(Mutex<Spans>);
-
-/// Framed spans and how many there are.
-#[derive(Default)]
-struct Spans {
-    bytes: Vec<u8>,
-    count: usize,
 }
 
 #[derive(Default)]
@@ -173,8 +132,6 @@ impl Batcher {
         let shared = Arc::new(Queue {
             settings,
             state: Mutex::new(State::default()),
-            pending: Mutex::new(Vec::new()),
-            stopping: AtomicBool::new(false),
             work: Condvar::new(),
             caught_up: Condvar::new(),
         });
@@ -190,33 +147,44 @@ impl Batcher {
         })
     }
 
-    /// Queues one span, which `write` appends to a buffer (framed, see
-    /// `encode::put_framed`): this thread's pending one, handed over when full. Spans are
-    /// dropped, and counted, when `max_queue` spans wait already; and dropped once the
-    /// batcher is shut down.
+    /// Queues one span, which `write` appends to the batch's buffer (framed, see
+    /// `encode::put_framed`); dropped, and counted, when `max_queue` spans wait already or
+    /// the batcher is shut down. Encoded under the queue's lock: spans end on the span
+    /// builder's thread, so nobody else wants it but the export thread, now and then.
     pub(crate) fn push(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        let queue = &self.shared;
-        if queue.stopping.load(Ordering::Acquire) {
+        let settings = &self.shared.settings;
+        let mut state = lock(&self.shared.state);
+        if state.stopping {
             return;
         }
-        match queue.own_pending() {
-            Some(pending) => {
-                let mut spans = lock(&pending.0);
-                write(&mut spans.bytes);
-                spans.count += 1;
-                if spans.count >= queue.settings.max_batch.min(PENDING_SPANS)
-                    || spans.bytes.len() >= PENDING_BYTES
-                {
-                    queue.hand_over(&mut spans);
-                }
+        if state.queued >= settings.max_queue {
+            state.dropped += 1;
+            if state.dropped == 1 {
+                tracing::warn!(
+                    max_queue = settings.max_queue,
+                    "OpenTelemetry spans are dropped: the export queue is full \
+                     (raise OTEL_BSP_MAX_QUEUE_SIZE or check the collector)"
+                );
             }
-            // This thread is exiting (its thread-locals are gone): the span goes on its own.
-            None => {
-                let mut spans = Spans::default();
-                write(&mut spans.bytes);
-                spans.count = 1;
-                queue.hand_over(&mut spans);
-            }
+            return;
+        }
+        if state.filling.capacity() == 0 {
+            state.filling = match state.spare.pop() {
+                Some(spare) => spare,
+                None => Vec::with_capacity(state.batch_bytes),
+            };
+        }
+        write(&mut state.filling);
+        state.filling_spans += 1;
+        state.queued += 1;
+        if state.filling_spans >= settings.max_batch {
+            let batch = std::mem::take(&mut state.filling);
+            let spans = std::mem::take(&mut state.filling_spans);
+            // With some room to spare, as spans differ in size.
+            state.batch_bytes = state.batch_bytes.max(batch.len() + batch.len() / 8);
+            state.full.push_back((batch, spans));
+            drop(state);
+            self.shared.work.notify_one();
         }
     }
 
@@ -240,7 +208,6 @@ impl Batcher {
     /// Sends what is queued and stops the export thread; later spans are dropped. Blocks
     /// until the last batch is sent.
     pub(crate) fn shutdown(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
         lock(&self.shared.state).stopping = true;
         self.shared.work.notify_one();
         let thread = lock(&self.thread).take();
@@ -278,139 +245,15 @@ impl Drop for Batcher {
     }
 }
 
-impl Queue {
-    /// This thread's pending buffer in this queue, made and registered on first use; `None`
-    /// while the thread is exiting.
-    fn own_pending(self: &Arc<Queue>) -> Option<Arc<Pending>> {
-        let this = Arc::as_ptr(self);
-        PENDING
-            .try_with(|all| {
-                let mut all = all.borrow_mut();
-                if let Some((_, pending)) = all.iter().find(|(q, _)| Weak::as_ptr(q) == this) {
-                    return pending.clone();
-                }
-                all.retain(|(q, _)| q.strong_count() > 0);
-                let pending = Arc::new(Pending::default());
-                lock(&self.pending).push(pending.clone());
-                all.push((Arc::downgrade(self), pending.clone()));
-                pending
-            })
-            .ok()
-    }
-
-    /// Moves a thread's pending spans into the batch being filled (or drops them, when the
-    /// queue is full or stopping), leaving `spans` empty.
-    fn hand_over(&self, spans: &mut Spans) {
-        let full = {
-            let mut state = lock(&self.state);
-            !state.stopping && self.accept(&mut state, spans)
-        };
-        if full {
-            self.work.notify_one();
-        }
-        spans.clear();
-    }
-
-    /// Appends `spans` to the batch being filled, closing it first when they would make it
-    /// larger than `max_batch`; drops and counts them when the queue cannot hold them all.
-    /// Whether a batch is ready to send.
-    fn accept(&self, state: &mut State, spans: &Spans) -> bool {
-        let settings = &self.settings;
-        if spans.count == 0 {
-            return false;
-        }
-        if state.queued + spans.count > settings.max_queue {
-            state.dropped += spans.count as u64;
-            if state.dropped == spans.count as u64 {
-                tracing::warn!(
-                    max_queue = settings.max_queue,
-                    "OpenTelemetry spans are dropped: the export queue is full \
-                     (raise OTEL_BSP_MAX_QUEUE_SIZE or check the collector)"
-                );
-            }
-            return false;
-        }
-        let mut ready = false;
-        if state.filling_spans > 0 && state.filling_spans + spans.count > settings.max_batch {
-            state.close_filling();
-            ready = true;
-        }
-        if state.filling.capacity() == 0 {
-            state.filling = match state.spare.pop() {
-                Some(spare) => spare,
-                None => Vec::with_capacity(state.batch_bytes),
-            };
-        }
-        state.filling.extend_from_slice(&spans.bytes);
-        state.filling_spans += spans.count;
-        state.queued += spans.count;
-        if state.filling_spans >= settings.max_batch {
-            state.close_filling();
-            ready = true;
-        }
-        ready
-    }
-
-    /// Hands over what every thread holds (the export thread's part, before it sends what
-    /// waits); forgets the buffers of threads that exited once they are empty.
-    fn gather(&self) {
-        let all = lock(&self.pending).clone();
-        for pending in &all {
-            let mut spans = lock(&pending.0);
-            if spans.count > 0 {
-                // Accepted even while stopping: these spans ended before the shutdown.
-                self.accept(&mut lock(&self.state), &spans);
-                spans.clear();
-            }
-        }
-        drop(all);
-        // Held by the list alone: its thread exited.
-        lock(&self.pending).retain(|p| Arc::strong_count(p) > 1 || lock(&p.0).count > 0);
-    }
-}
-
-impl Spans {
-    /// Empties it, keeping its room unless a large span grew it.
-    fn clear(&mut self) {
-        self.count = 0;
-        self.bytes.clear();
-        if self.bytes.capacity() > PENDING_KEPT {
-            self.bytes = Vec::new();
-        }
-    }
-}
-
-impl State {
-    /// Queues the batch being filled for sending.
-    fn close_filling(&mut self) {
-        let batch = std::mem::take(&mut self.filling);
-        let spans = std::mem::take(&mut self.filling_spans);
-        // With some room to spare, as spans differ in size.
-        self.batch_bytes = self.batch_bytes.max(batch.len() + batch.len() / 8);
-        self.full.push_back((batch, spans));
-    }
-}
-
-/// The export thread: sends full batches as they come, and, when the delay is up, a flush is
-/// asked for or the batcher stops, what the threads hold and what is filling.
+/// The export thread: sends full batches as they come, and what is filling when the delay is
+/// up, a flush is asked for, or the batcher stops.
 fn export_loop(queue: &Queue, mut send: Send) {
     let mut next_tick = Instant::now() + queue.settings.delay;
     let mut state = lock(&queue.state);
-    // What the threads held was gathered for this flush (`flushes_asked`) and stop: a flush
-    // asked, or the stop, while batches were sent gathers again.
-    let mut gathered: Option<(u64, bool)> = None;
     loop {
         let now = Instant::now();
         let due = now >= next_tick;
         let flushing = state.flushes_asked > state.flushes_done;
-        let key = (state.flushes_asked, state.stopping);
-        if (due || flushing || state.stopping) && gathered != Some(key) {
-            drop(state);
-            queue.gather();
-            gathered = Some(key);
-            state = lock(&queue.state);
-            continue;
-        }
         let batch = match state.full.pop_front() {
             Some(batch) => Some(batch),
             None if state.filling_spans > 0 && (due || flushing || state.stopping) => {
@@ -433,13 +276,12 @@ fn export_loop(queue: &Queue, mut send: Send) {
             next_tick = now + queue.settings.delay;
         }
         if flushing {
-            state.flushes_done = key.0;
+            state.flushes_done = state.flushes_asked;
             queue.caught_up.notify_all();
         }
         if state.stopping {
             return;
         }
-        gathered = None;
         let timeout = next_tick.saturating_duration_since(Instant::now());
         state = queue
             .work
@@ -510,8 +352,6 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        // The threads exited holding the spans past their last full 64: the flush gathers
-        // them, and then forgets the exited threads' buffers.
         batcher.flush();
         let got = lock(&sent).clone();
         assert!(
@@ -523,7 +363,6 @@ mod tests {
             per_thread[usize::from(*byte)] += 1;
         }
         assert_eq!(per_thread, [1_001; 4]);
-        assert!(lock(&batcher.shared.pending).is_empty());
         assert_eq!(batcher.dropped(), 0);
     }
 

@@ -101,55 +101,10 @@ pub(crate) struct SinkCore {
     runs: OpenRuns,
 }
 
-/// The open runs by run id, in shards each on a cache line of its own, so that two threads
-/// building at once (the builder thread, and a thread scoring a test case or dropping a
-/// sink) seldom want the same lock; this mattered more when the runtime's workers built
-/// spans themselves (BENCHMARKS.md, "Session 6"). Hashed with foldhash: a run id is looked
-/// up at every event, and SipHash showed in profiles.
-struct OpenRuns {
-    shards: Box<[Shard]>,
-    hasher: foldhash::fast::RandomState,
-}
-
-type RunMap = HashMap<String, OpenRun, foldhash::fast::RandomState>;
-
-#[repr(align(64))]
-#[derive(Default)]
-struct Shard(Mutex<RunMap>);
-
-/// Shards of [`OpenRuns`]: a few per concurrent run of a busy process.
-const RUN_SHARDS: usize = 64;
-
-impl Default for OpenRuns {
-    fn default() -> OpenRuns {
-        OpenRuns {
-            shards: (0..RUN_SHARDS).map(|_| Shard::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-        }
-    }
-}
-
-impl OpenRuns {
-    /// The shard that holds `run_id`, locked.
-    fn lock(&self, run_id: &str) -> std::sync::MutexGuard<'_, RunMap> {
-        use std::hash::BuildHasher as _;
-        let at = self.hasher.hash_one(run_id) as usize % self.shards.len();
-        lock(&self.shards[at].0)
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.shards.iter().all(|shard| lock(&shard.0).is_empty())
-    }
-
-    /// Every open run, removed.
-    fn drain(&self) -> Vec<(String, OpenRun)> {
-        self.shards
-            .iter()
-            .flat_map(|shard| lock(&shard.0).drain().collect::<Vec<_>>())
-            .collect()
-    }
-}
+/// The open runs by run id, hashed with foldhash (a run id is looked up at every event, and
+/// SipHash showed in profiles). One lock: spans are built on the span builder's thread, and
+/// another thread builds only now and then (a test case's result, a sink dropped).
+type OpenRuns = Mutex<HashMap<String, OpenRun, foldhash::fast::RandomState>>;
 
 struct OpenRun {
     span: OpenSpan,
@@ -206,7 +161,7 @@ impl OtelSink {
             shared,
             parent,
             held,
-            runs: OpenRuns::default(),
+            runs: Mutex::default(),
         });
         core.pipeline.register(&core);
         OtelSink { core }
@@ -304,17 +259,14 @@ impl SinkCore {
             steps: Vec::new(),
         };
         // A run id seen again (it should not be) replaces the older run, which ends now.
-        let replaced = self
-            .runs
-            .lock(start.run_id)
-            .insert(start.run_id.to_string(), run);
+        let replaced = lock(&self.runs).insert(start.run_id.to_string(), run);
         if let Some(old) = replaced {
             self.end_run_now(old);
         }
     }
 
     fn step_started(&self, start: &log::StepStarted<'_>) {
-        let mut runs = self.runs.lock(start.run_id);
+        let mut runs = lock(&self.runs);
         let Some(run) = runs.get_mut(start.run_id) else {
             return;
         };
@@ -350,9 +302,7 @@ impl SinkCore {
     }
 
     fn call_attempt(&self, call: &log::CallAttempt<'_>) {
-        let parent = self
-            .runs
-            .lock(call.run_id)
+        let parent = lock(&self.runs)
             .get(call.run_id)
             .and_then(|run| run.step(call.step_index));
         let Some(ids) = parent.and_then(|parent| self.pipeline.start(Some(parent))) else {
@@ -400,7 +350,7 @@ impl SinkCore {
 
     fn step_finished(&self, record: &log::StepEnded<'_>) {
         let (run_ids, step) = {
-            let mut runs = self.runs.lock(record.run_id);
+            let mut runs = lock(&self.runs);
             let Some(run) = runs.get_mut(record.run_id) else {
                 return;
             };
@@ -456,7 +406,7 @@ impl SinkCore {
     }
 
     fn run_finished(&self, end: &log::RunFinished<'_>) {
-        let Some(run) = self.runs.lock(end.run_id).remove(end.run_id) else {
+        let Some(run) = lock(&self.runs).remove(end.run_id) else {
             return;
         };
         let OpenRun { mut span, steps } = run;
@@ -523,7 +473,8 @@ impl SinkCore {
 
     /// Ends every open run, and its open steps, now.
     fn end_open_runs(&self) {
-        for (_, run) in self.runs.drain() {
+        let open: Vec<_> = lock(&self.runs).drain().collect();
+        for (_, run) in open {
             self.end_run_now(run);
         }
     }
@@ -789,7 +740,10 @@ mod tests {
         assert_eq!(call.end_time, time(1_017));
         let text = format!("{spans:?}");
         assert!(!text.contains("private") && !text.contains("the answer"));
-        assert!(sink.core.runs.is_empty(), "finished runs are forgotten");
+        assert!(
+            lock(&sink.core.runs).is_empty(),
+            "finished runs are forgotten"
+        );
     }
 
     fn start(run: &str) -> RunEvent {
@@ -983,7 +937,7 @@ mod tests {
         );
         sink_off.emit(&start("r3"));
         sink_off.emit(&step_start("r3"));
-        assert!(sink_off.core.runs.is_empty());
+        assert!(lock(&sink_off.core.runs).is_empty());
         drop(sink_off);
         let (pipeline, _) = pipeline();
         let dropped = OtelSink::new(
@@ -1015,7 +969,7 @@ mod tests {
             cost: Cost::known(0.0),
             cached: false,
         });
-        assert!(dropped.core.runs.is_empty());
+        assert!(lock(&dropped.core.runs).is_empty());
         assert!(collect.spans().is_empty());
 
         let (sink, _, collect) = sink(false);
